@@ -1,0 +1,72 @@
+"""The one place a model is built: from the `model` section of a manifest, and nothing else."""
+import torch
+
+from .errors import UserError
+from .files import sha256_bytes
+from .schema import Backbone
+from .vocab import vocab_bytes
+
+FAMILIES = {"DiT": "F5-TTS", "UNetT": "E2-TTS", "MMDiT": "MMDiT"}
+
+
+def _backbone_class(name: str):
+    # imported from the allow-list only; a manifest never names a class path
+    if name == Backbone.DiT.value:
+        from f5_tts.model.backbones.dit import DiT as cls
+    elif name == Backbone.UNetT.value:
+        from f5_tts.model.backbones.unett import UNetT as cls
+    elif name == Backbone.MMDiT.value:
+        from f5_tts.model.backbones.mmdit import MMDiT as cls
+    else:
+        allowed = ", ".join(b.value for b in Backbone)
+        raise UserError(f"backbone {name!r} is not one of {allowed}")
+    return cls
+
+
+def family(backbone: str, arch: dict) -> str:
+    if backbone == "DiT":  # v1 masks text padding and dropped pe_attn_head; v0 did neither
+        return "F5-TTS v1" if arch.get("text_mask_padding") else "F5-TTS v0"
+    return FAMILIES.get(backbone, backbone)
+
+
+def model_spec(model_cfg: dict, vocab: list[str]) -> dict:
+    """The manifest's `model` section, from a resolved model config and the vocab it will use."""
+    return {
+        "name": model_cfg["name"],
+        "upstream": model_cfg.get("upstream"),
+        "family": family(model_cfg["backbone"], model_cfg["arch"]),
+        "backbone": model_cfg["backbone"],
+        "arch": dict(model_cfg["arch"]),
+        "mel": dict(model_cfg["mel"]),
+        "tokenizer": model_cfg["tokenizer"],
+        "vocab": {"file": "vocab.txt", "sha256": sha256_bytes(vocab_bytes(vocab)), "size": len(vocab)},
+        # upstream sizes the text embedding from the vocab: rows = text_num_embeds + 1 (filler token 0)
+        "text_num_embeds": len(vocab),
+    }
+
+
+def build_model(spec: dict, vocab: list[str]):
+    """Build the CFM model a manifest describes. Weights are random; checkpoints load on top."""
+    from f5_tts.model.cfm import CFM
+
+    digest = sha256_bytes(vocab_bytes(vocab))
+    if digest != spec["vocab"]["sha256"] or len(vocab) != spec["vocab"]["size"]:
+        raise UserError(
+            f"vocab has {len(vocab)} symbols (sha256 {digest[:12]}), the manifest expects "
+            f"{spec['vocab']['size']} (sha256 {spec['vocab']['sha256'][:12]}); use the vocab.txt of the run"
+        )
+    arch = {k: v for k, v in spec["arch"].items() if v is not None}
+    mel = spec["mel"]
+    transformer = _backbone_class(spec["backbone"])(
+        **arch, text_num_embeds=spec["text_num_embeds"], mel_dim=mel["n_mel_channels"]
+    )
+    return CFM(transformer=transformer, mel_spec_kwargs=dict(mel), vocab_char_map={t: i for i, t in enumerate(vocab)})
+
+
+def fingerprint(state_dict: dict) -> dict:
+    """Every tensor's key, dtype and shape: what a checkpoint must match before it is loaded."""
+    return {k: _describe(v.dtype, v.shape) for k, v in state_dict.items()}
+
+
+def _describe(dtype, shape) -> str:
+    return f"{str(dtype).removeprefix('torch.')}{list(shape)}"

@@ -1,0 +1,213 @@
+"""Checkpoint I/O: our safetensors files, upstream's layouts, and the shape check before any load."""
+import re
+from collections import Counter
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .builder import family
+from .errors import UserError
+from .files import atomic_write
+
+CKPT_DIR = "checkpoints"
+WEIGHT_PREFIXES = {"ema": "ema.", "online": "online."}
+_ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+              "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+# buffers that files from before Nov 2024 carry and upstream drops on load
+_STALE_BUFFERS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
+
+
+# ---- our run checkpoints -------------------------------------------------------------------------
+
+def ckpt_path(run_dir, update: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"model_{update:08d}.safetensors"
+
+
+def state_path(run_dir, update: int) -> Path:
+    return Path(run_dir) / CKPT_DIR / f"state_{update:08d}.pt"
+
+
+def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha: str) -> Path:
+    """EMA and online weights in one safetensors file, bound to the run by its manifest hash."""
+    tensors = {WEIGHT_PREFIXES["ema"] + k: v.detach().contiguous().cpu() for k, v in ema.items()}
+    tensors |= {WEIGHT_PREFIXES["online"] + k: v.detach().contiguous().cpu() for k, v in online.items()}
+    meta = {"format": "f5tune-ckpt/1", "manifest_sha256": manifest_sha, "update": str(update)}
+    path = ckpt_path(run_dir, update)
+    path.parent.mkdir(exist_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return path
+
+
+def save_train_state(run_dir, update: int, state: dict) -> None:
+    """Optimizer, scheduler, EMA counters and RNG: kept apart from the weights, for resume."""
+    atomic_write(state_path(run_dir, update), lambda tmp: torch.save(state, tmp))
+
+
+def list_checkpoints(run_dir) -> dict[int, Path]:
+    found = {}
+    for p in (Path(run_dir) / CKPT_DIR).glob("model_*.safetensors"):
+        m = re.fullmatch(r"model_(\d+)\.safetensors", p.name)
+        if m:
+            found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def pick_checkpoint(run_dir, which: str) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir}: no checkpoints in {CKPT_DIR}/; the run saved none yet")
+    if which == "last":
+        return found[max(found)]
+    if not str(which).isdigit() or int(which) not in found:
+        raise UserError(f"{run_dir}: no checkpoint ckpt={which}; choose last or one of {', '.join(map(str, found))}")
+    return found[int(which)]
+
+
+def header(path) -> tuple[dict, dict]:
+    """Key -> "dtype[shape]" and the metadata of a safetensors file, reading only its header."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {}
+            for k in f.keys():
+                s = f.get_slice(k)
+                shapes[k] = f"{_ST_DTYPES.get(s.get_dtype(), s.get_dtype())}{list(s.get_shape())}"
+            return shapes, f.metadata() or {}
+    except Exception as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e}); the file is damaged or not a checkpoint")
+
+
+def select(shapes: dict, weights: str) -> dict:
+    prefix = WEIGHT_PREFIXES[weights]
+    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+
+
+def load_weights(path, weights: str) -> dict:
+    """One set of weights (ema or online) from our checkpoint, keys as the model names them."""
+    prefix = WEIGHT_PREFIXES[weights]
+    with safe_open(str(path), framework="pt") as f:
+        return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+
+
+# ---- pretrained checkpoints in upstream layouts -----------------------------------------------------
+
+def resolve_pretrained(source: str) -> Path:
+    """A local path, or an hf://owner/repo/file URL fetched into the Hugging Face cache."""
+    if source.startswith("hf://"):
+        parts = source[len("hf://"):].split("/")
+        if len(parts) < 3:
+            raise UserError(f"pretrained={source}: expected hf://owner/repo/path/to/file")
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(repo_id="/".join(parts[:2]), filename="/".join(parts[2:])))
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"pretrained={source}: cannot download ({reason[:160]}); download the file elsewhere and pass "
+                "pretrained=/path/to/file, or pretrained=null to train from scratch"
+            )
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"pretrained={source}: file not found; pass a .pt or .safetensors path, an hf:// URL, or null")
+    return path
+
+
+def read_upstream(path) -> dict:
+    """State dict (model keys, EMA weights preferred) from any known layout.
+
+    Layouts: upstream trainer .pt ({model,ema_model,optimizer,...}_state_dict), hub/pruned .pt
+    ({ema_model_state_dict}), hub .safetensors (bare ema_model.* keys), or one of our checkpoints.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+        if any(k.startswith(WEIGHT_PREFIXES["ema"]) for k in sd):
+            sd = {k[4:]: v for k, v in sd.items() if k.startswith("ema.")}
+    else:
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
+                            "pass an upstream .pt or .safetensors file")
+        if not isinstance(raw, dict):
+            raise UserError(f"{path}: not a state dict")
+        sd = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
+    return normalize(sd)
+
+
+def normalize(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor) or k in ("initted", "step"):
+            continue
+        for prefix in ("module.", "ema_model."):
+            k = k.removeprefix(prefix)
+        if k in _STALE_BUFFERS:
+            continue
+        out[k] = v
+    return out
+
+
+# ---- the fit check ---------------------------------------------------------------------------------
+
+def _shape(desc: str) -> list:
+    return [int(x) for x in re.findall(r"\d+", desc[desc.index("["):])]
+
+
+def describe(shapes: dict) -> str:
+    """Family and size of a state dict from its keys and shapes alone."""
+    keys = list(shapes)
+    get = lambda k: _shape(shapes[k]) if k in shapes else None  # noqa: E731
+    if any(k.startswith("transformer.layers.") for k in keys):
+        backbone = "UNetT"
+        depth = len({k.split(".")[2] for k in keys if k.startswith("transformer.layers.")})
+    elif any(".attn.to_k_c." in k or "context" in k for k in keys):
+        backbone, depth = "MMDiT", len({k.split(".")[2] for k in keys if k.startswith("transformer.transformer_blocks.")})
+    elif any(k.startswith("transformer.transformer_blocks.") for k in keys):
+        backbone = "DiT"
+        depth = len({k.split(".")[2] for k in keys if k.startswith("transformer.transformer_blocks.")})
+    else:
+        return "not an F5-TTS/E2-TTS model (no transformer blocks found)"
+    proj = get("transformer.input_embed.proj.weight")
+    emb = get("transformer.text_embed.text_embed.weight")
+    fam = {"DiT": "F5-TTS", "UNetT": "E2-TTS", "MMDiT": "MMDiT"}[backbone]
+    parts = [backbone]
+    if proj:
+        parts.append(f"dim {proj[0]}")
+    parts.append(f"depth {depth}")
+    if emb:
+        parts += [f"text_dim {emb[1]}", f"{emb[0]} text-embedding rows"]
+    if proj:
+        parts.append(f"{proj[1]}-input projection")
+    return f"{fam} ({', '.join(parts)})"
+
+
+def misfit(expected: dict, found: dict) -> list[str]:
+    """Lines describing how `found` differs from `expected` (empty when it fits)."""
+    lines = []
+    for k in expected.keys() & found.keys():
+        if _shape(expected[k]) != _shape(found[k]):
+            lines.append(f"  {k}: expected {_shape(expected[k])}, found {_shape(found[k])}")
+    for label, keys in (("missing", expected.keys() - found.keys()), ("unexpected", found.keys() - expected.keys())):
+        if keys:
+            by_prefix = Counter(".".join(k.split(".")[:3]) for k in keys)
+            summary = ", ".join(f"{p}.* ({n})" for p, n in sorted(by_prefix.items())[:6])
+            lines.append(f"  {len(keys)} {label} keys: {summary}")
+    return sorted(lines)
+
+
+def check_fits(expected: dict, found: dict, source, wanted: str) -> None:
+    """Refuse, before any weight is loaded, a state dict that does not match the model's fingerprint."""
+    lines = misfit(expected, found)
+    if lines:
+        raise UserError(
+            f"{source} does not fit the model: it looks like {describe(found)}; "
+            f"{wanted} is {describe(expected)}\n" + "\n".join(lines[:12])
+        )
+
+
+def spec_label(spec: dict) -> str:
+    return f"{family(spec['backbone'], spec['arch'])} {spec.get('upstream') or spec['name']}"

@@ -1,0 +1,169 @@
+"""Structured-config schemas: Hydra checks every key and type against these at start-up."""
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+class Backbone(str, Enum):  # the allow-list: nothing is ever imported by class path
+    DiT = "DiT"
+    UNetT = "UNetT"
+    MMDiT = "MMDiT"
+
+
+class Tokenizer(str, Enum):
+    pinyin = "pinyin"
+    char = "char"
+
+
+class DataKind(str, Enum):
+    demo = "demo"
+    csv = "csv"
+
+
+class LoggerKind(str, Enum):
+    none = "none"
+    tensorboard = "tensorboard"
+    wandb = "wandb"
+
+
+class VocoderKind(str, Enum):
+    vocos = "vocos"
+    griffinlim = "griffinlim"
+
+
+class Weights(str, Enum):
+    ema = "ema"
+    online = "online"
+
+
+@dataclass
+class ArchConfig:
+    dim: int = MISSING
+    depth: int = MISSING
+    heads: int = MISSING
+    ff_mult: int = MISSING
+    text_dim: Optional[int] = None  # None: the backbone's default (E2: the mel dim)
+    text_mask_padding: bool = True
+    qk_norm: Optional[str] = None
+    conv_layers: Optional[int] = None
+    pe_attn_head: Optional[int] = None
+    attn_backend: Optional[str] = None
+    attn_mask_enabled: Optional[bool] = None
+    checkpoint_activations: Optional[bool] = None
+
+
+@dataclass
+class MelConfig:
+    target_sample_rate: int = 24000
+    n_mel_channels: int = 100
+    hop_length: int = 256
+    win_length: int = 1024
+    n_fft: int = 1024
+    mel_spec_type: str = "vocos"
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    upstream: Optional[str] = None  # upstream config this mirrors (F5TTS_v1_Base, ...)
+    backbone: Backbone = MISSING
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    mel: MelConfig = field(default_factory=MelConfig)
+    tokenizer: Tokenizer = Tokenizer.pinyin
+    vocab: Optional[str] = None  # None: the vocab.txt that f5-tts ships (2545 symbols)
+    pretrained: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    kind: DataKind = MISSING
+    path: Optional[str] = None
+    frames_per_batch: int = 38400  # mel frames per batch, summed over its clips
+    max_samples: int = 64
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_updates: int = 100
+    max_grad_norm: float = 1.0
+    grad_accumulation_steps: int = 1
+
+
+@dataclass
+class EmaConfig:
+    beta: float = 0.9999
+    update_after_step: int = 100
+    update_every: int = 10
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    max_updates: Optional[int] = None
+    save_every: int = 1000
+    log_every: int = 10
+    seed: int = 666
+    mixed_precision: str = "no"
+    num_workers: int = 0
+    ema: EmaConfig = field(default_factory=EmaConfig)
+
+
+@dataclass
+class LoggerConfig:
+    kind: LoggerKind = LoggerKind.none
+    project: str = "f5tune"
+
+
+@dataclass
+class VocoderConfig:
+    kind: VocoderKind = VocoderKind.vocos
+    path: Optional[str] = None
+    n_iter: int = 32
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"
+    name: Optional[str] = None
+
+
+@dataclass
+class FinetuneConfig:
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    pretrained: Optional[str] = None
+
+
+@dataclass
+class InferConfig:
+    run: Optional[str] = None
+    gen_text: Optional[str] = None
+    ref_audio: Optional[str] = None
+    ref_text: Optional[str] = None
+    ckpt: str = "last"  # last | <update>
+    weights: Weights = Weights.ema
+    out: Optional[str] = None
+    seed: int = 0
+    nfe_step: int = 32
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = 1.0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
+    vocoder_path: Optional[str] = None
+
+
+def register() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
