@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from .builder import family
 from .errors import UserError
 from .files import atomic_write
+from .hub import hub_file
 
 CKPT_DIR = "checkpoints"
 WEIGHT_PREFIXES = {"ema": "ema.", "online": "online."}
@@ -98,16 +99,9 @@ def resolve_pretrained(source: str) -> Path:
         parts = source[len("hf://"):].split("/")
         if len(parts) < 3:
             raise UserError(f"pretrained={source}: expected hf://owner/repo/path/to/file")
-        try:
-            from huggingface_hub import hf_hub_download
-
-            return Path(hf_hub_download(repo_id="/".join(parts[:2]), filename="/".join(parts[2:])))
-        except Exception as e:
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(
-                f"pretrained={source}: cannot download ({reason[:160]}); download the file elsewhere and pass "
-                "pretrained=/path/to/file, or pretrained=null to train from scratch"
-            )
+        return hub_file("/".join(parts[:2]), "/".join(parts[2:]),
+                        "download the file elsewhere and pass pretrained=/path/to/file, "
+                        "or pretrained=null to train from scratch")
     path = Path(source)
     if not path.is_file():
         raise UserError(f"pretrained={source}: file not found; pass a .pt or .safetensors path, an hf:// URL, or null")

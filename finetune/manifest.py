@@ -19,8 +19,13 @@ def content_hash(body: dict) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data):  # write every value out in full: no &id001 anchors for readers
+        return True
+
+
 def dump(body: dict) -> str:
-    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=120)
+    return yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
 def write_manifest(run_dir: Path, body: dict) -> dict:

@@ -1,0 +1,1 @@
+"""Inference that rebuilds the model from a run's manifest alone."""

@@ -1,0 +1,37 @@
+"""python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N] [out=...] [...]"""
+import sys
+
+from omegaconf import OmegaConf
+
+from finetune.errors import UserError, user_errors
+from finetune.schema import InferConfig
+
+# Keys that would change the model: the run's manifest alone decides those.
+MODEL_KEYS = {"model", "arch", "backbone", "vocab", "tokenizer", "mel", "mel_spec", "text_num_embeds", "pretrained"}
+
+
+def parse(argv: list[str]) -> dict:
+    for arg in argv:
+        key = arg.split("=", 1)[0].lstrip("+~").split(".")[0]
+        if key in MODEL_KEYS:
+            raise UserError(f"{arg}: the model is fixed by the run's manifest.yaml, which is the only authority "
+                            "at inference; drop this override (train a new run to change the model)")
+        if "=" not in arg:
+            raise UserError(f"{arg}: expected key=value (for example run=runs/<name>)")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(InferConfig), OmegaConf.from_dotlist(argv))
+        return OmegaConf.to_container(cfg, enum_to_str=True)
+    except Exception as e:
+        raise UserError(f"config: {str(e).strip().splitlines()[0]}")
+
+
+def main(argv=None) -> None:
+    with user_errors():
+        cfg = parse(sys.argv[1:] if argv is None else argv)
+        from .synth import synthesize
+
+        print(synthesize(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Rebuild a run's model from its manifest, check and load a checkpoint, and synthesise speech."""
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from finetune.audio import load_audio, write_wav
+from finetune.builder import build_model, fingerprint
+from finetune.checkpoints import check_fits, header, pick_checkpoint, select, load_weights
+from finetune.errors import UserError
+from finetune.manifest import read_manifest
+from finetune.vocab import read_vocab, tokenize
+
+DEFAULT_TEXT = "This voice was fine-tuned with f5tune, and rebuilt from its manifest."
+TARGET_RMS = 0.1  # upstream's loudness for the reference clip
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device={name}: not a device; use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name}: CUDA is not available here; use device=cpu")
+    return device
+
+
+def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu"):
+    """The run's model with the chosen checkpoint loaded: nothing but the run folder is read."""
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    spec = manifest["model"]
+    vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
+    model = build_model(spec, vocab)
+    built = fingerprint(model.state_dict())
+    if built != manifest["fingerprint"]:
+        raise UserError(
+            f"{run_dir}: the installed f5-tts builds a different model than the run recorded "
+            f"(f5-tts {manifest['versions'].get('f5-tts')} wrote it); install that version"
+        )
+    path = pick_checkpoint(run_dir, ckpt)
+    shapes, _ = header(path)  # header only: nothing is loaded until the shapes are known to fit
+    check_fits(manifest["fingerprint"], select(shapes, weights), path, f"the run {run_dir}")
+    model.load_state_dict(load_weights(path, weights), strict=True)
+    return model.to(device).eval(), manifest, path
+
+
+def synthesize(cfg: dict) -> Path:
+    if not cfg["run"]:
+        raise UserError("run= is required: pass run=runs/<name> as printed by python -m finetune")
+    run_dir = Path(cfg["run"])
+    device = pick_device(cfg["device"])
+    model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device)
+    spec, mel = manifest["model"], manifest["model"]["mel"]
+    sr, hop = mel["target_sample_rate"], mel["hop_length"]
+
+    if cfg["ref_audio"]:
+        if not cfg["ref_text"]:
+            raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
+        ref_audio, ref_text = Path(cfg["ref_audio"]), cfg["ref_text"]
+    else:
+        ref_audio, ref_text = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
+    gen_text = cfg["gen_text"] or DEFAULT_TEXT
+
+    audio = load_audio(ref_audio, sr)
+    rms = audio.square().mean().sqrt().item()
+    if rms < TARGET_RMS:
+        audio = audio * TARGET_RMS / max(rms, 1e-8)
+    if len(ref_text[-1].encode("utf-8")) == 1:
+        ref_text = ref_text + " "
+    # upstream's duration rule: the reference's frames per byte of text, applied to the new text
+    ref_frames = audio.shape[-1] // hop
+    duration = ref_frames + int(ref_frames / len(ref_text.encode()) * len(gen_text.encode()) / cfg["speed"])
+
+    vocoder_cfg = manifest["vocoder"]
+    from .vocoder import load_vocoder
+
+    vocoder = load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
+                           mel, device, vocoder_cfg.get("n_iter", 32))
+    with torch.inference_mode():
+        out, _ = model.sample(cond=audio.unsqueeze(0).to(device), text=[tokenize(ref_text + gen_text, spec["tokenizer"])],
+                              duration=duration, steps=cfg["nfe_step"], cfg_strength=cfg["cfg_strength"],
+                              sway_sampling_coef=cfg["sway_sampling_coef"], seed=cfg["seed"])
+        generated = out[:, ref_frames:, :].permute(0, 2, 1).float()
+        wav = vocoder.decode(generated)[0]
+    if rms < TARGET_RMS:
+        wav = wav * rms / TARGET_RMS
+
+    out_path = Path(cfg["out"]) if cfg["out"] else (
+        run_dir / "samples" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}-seed{cfg['seed']}.wav")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(out_path, wav, sr)
+    print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio", file=sys.stderr)
+    return out_path

@@ -1,0 +1,50 @@
+"""Mel to waveform: Vocos (hub or a local folder, as upstream) or a weights-free Griffin-Lim inversion."""
+from pathlib import Path
+
+import torch
+
+from finetune.errors import UserError
+from finetune.hub import hub_file
+
+VOCOS_REPO = "charactr/vocos-mel-24khz"
+
+
+class GriffinLim:
+    """Inverts upstream's vocos-type log-mel: exp, pseudo-inverse of the mel filterbank, Griffin-Lim."""
+
+    def __init__(self, mel: dict, n_iter: int = 32):
+        import torchaudio.functional as AF
+        import torchaudio.transforms as AT
+
+        fb = AF.melscale_fbanks(mel["n_fft"] // 2 + 1, 0.0, mel["target_sample_rate"] / 2, mel["n_mel_channels"],
+                                mel["target_sample_rate"], norm=None, mel_scale="htk")  # as MelSpectrogram's defaults
+        self.inverse_fb = torch.linalg.pinv(fb.T)  # [n_stft, n_mel]
+        self.griffin_lim = AT.GriffinLim(n_fft=mel["n_fft"], win_length=mel["win_length"],
+                                         hop_length=mel["hop_length"], power=1.0, n_iter=n_iter)
+
+    def decode(self, mel: torch.Tensor) -> torch.Tensor:  # [b, n_mel, frames] -> [b, samples]
+        magnitude = (self.inverse_fb.to(mel.device) @ mel.float().exp()).clamp(min=0.0)
+        return self.griffin_lim.to(mel.device)(magnitude)
+
+
+def _vocos_files(path) -> tuple[Path, Path]:
+    if path:
+        folder = Path(path)
+        config, weights = folder / "config.yaml", folder / "pytorch_model.bin"
+        for f in (config, weights):
+            if not f.is_file():
+                raise UserError(f"{f}: not found; vocoder_path must be a folder with config.yaml and pytorch_model.bin")
+        return config, weights
+    instead = "pass vocoder_path=<folder with config.yaml and pytorch_model.bin> or vocoder=griffinlim"
+    return hub_file(VOCOS_REPO, "config.yaml", instead), hub_file(VOCOS_REPO, "pytorch_model.bin", instead)
+
+
+def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32):
+    if kind == "griffinlim":
+        return GriffinLim(mel, n_iter)
+    from vocos import Vocos
+
+    config, weights = _vocos_files(path)
+    vocoder = Vocos.from_hparams(str(config))
+    vocoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return vocoder.eval().to(device)
