@@ -1,4 +1,7 @@
 """python -m finetune model=<name> [data=...] [pretrained=...] [train.max_updates=...]"""
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -6,12 +9,27 @@ from .errors import UserError, user_errors
 from .schema import FinetuneConfig, register
 
 register()
+CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def check_model_choice(argv: list[str]) -> None:
+    """Hydra would answer a bad or missing model= with a screenful; one line says it better."""
+    models = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+    if any(a.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")) for a in argv):
+        return
+    chosen = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
+    if not chosen:
+        raise UserError(f"model= is required; choose one of {', '.join(models)}")
+    for value in chosen[-1].split(","):  # multirun: model=a,b
+        if value not in models:
+            raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
 
 
 def resolve(cfg: DictConfig) -> dict:
     """Re-merge into the schema: this also rejects keys slipped in with `+key=value`."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), cfg)
+        # merge plain data: merging the composed DictConfig would carry its added keys' types along
+        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.to_container(cfg))
         return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
     except Exception as e:  # OmegaConf's errors name the key; keep only that line
         raise UserError(f"config: {str(e).strip().splitlines()[0]}")
@@ -27,4 +45,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with user_errors():
+        check_model_choice(sys.argv[1:])
     main()

@@ -1,0 +1,68 @@
+import torch
+from omegaconf import OmegaConf
+
+from finetune.builder import build_model, fingerprint, model_spec
+from finetune.schema import ModelConfig
+from finetune.vocab import default_vocab_path, read_vocab
+from tests.test_configs import CONF
+
+VOCAB, _ = read_vocab(default_vocab_path())
+
+
+def spec_of(name: str) -> dict:
+    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF / "model" / f"{name}.yaml"))
+    return model_spec(OmegaConf.to_container(cfg, enum_to_str=True), VOCAB)
+
+
+def meta_model(name: str):
+    with torch.device("meta"):
+        return build_model(spec_of(name), VOCAB)
+
+
+def shape(model, key):
+    return list(model.state_dict()[key].shape)
+
+
+def test_bundled_vocab_gives_2546_rows():
+    assert len(VOCAB) == 2545 and VOCAB[0] == " "
+
+
+def test_e2tts_base_shapes():
+    m = meta_model("e2tts")
+    assert shape(m, "transformer.text_embed.text_embed.weight") == [2546, 100]
+    assert shape(m, "transformer.input_embed.proj.weight") == [1024, 300]
+    assert sum(p.numel() for p in m.parameters()) == 333_470_444
+
+
+def test_f5tts_v1_base_shapes():
+    m = meta_model("f5tts")
+    assert shape(m, "transformer.text_embed.text_embed.weight") == [2546, 512]
+    assert shape(m, "transformer.input_embed.proj.weight") == [1024, 712]
+    assert sum(p.numel() for p in m.parameters()) == 337_096_804
+
+
+def test_small_models_are_smaller():
+    f5, e2 = meta_model("f5tts_small"), meta_model("e2tts_small")
+    assert shape(f5, "transformer.input_embed.proj.weight") == [768, 712]
+    assert shape(e2, "transformer.input_embed.proj.weight") == [768, 300]
+    assert not any(k.startswith("transformer.transformer_blocks.18.") for k in f5.state_dict())
+
+
+def test_v0_and_v1_share_shapes_but_are_built_differently():
+    v0, v1 = meta_model("f5tts_v0"), meta_model("f5tts")
+    assert fingerprint(v0.state_dict()) == fingerprint(v1.state_dict())  # no shape check can tell them apart
+    assert v0.transformer.text_embed.mask_padding is False
+    assert v1.transformer.text_embed.mask_padding is True
+    assert v0.transformer.transformer_blocks[0].attn.processor.pe_attn_head == 1
+    assert v1.transformer.transformer_blocks[0].attn.processor.pe_attn_head is None
+    assert spec_of("f5tts_v0")["family"] == "F5-TTS v0" and spec_of("f5tts")["family"] == "F5-TTS v1"
+
+
+def test_builder_refuses_a_vocab_that_differs_from_the_spec():
+    import pytest
+
+    from finetune.errors import UserError
+
+    with pytest.raises(UserError, match="2546 symbols"):
+        with torch.device("meta"):
+            build_model(spec_of("f5tts_tiny"), VOCAB + ["ŋ"])

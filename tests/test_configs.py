@@ -1,0 +1,64 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from finetune.__main__ import resolve
+from finetune.errors import UserError
+from finetune.schema import register
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+register()
+
+
+def composed(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="finetune", overrides=list(overrides))
+
+
+def test_all_required_models_exist():
+    assert {"e2tts", "f5tts", "f5tts_v0", "e2tts_small", "f5tts_small", "e2tts_tiny", "f5tts_tiny"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_config_composes_and_validates(model):
+    cfg = resolve(composed(f"model={model}"))
+    assert cfg["model"]["name"] == model
+    assert cfg["model"]["backbone"] in ("DiT", "UNetT", "MMDiT")
+    assert cfg["pretrained"] == cfg["model"]["pretrained"]
+
+
+def test_real_models_name_their_upstream_checkpoint():
+    for model, url in [("f5tts", "F5TTS_v1_Base/"), ("f5tts_v0", "F5TTS_Base/"), ("e2tts", "E2TTS_Base/")]:
+        assert url in resolve(composed(f"model={model}"))["pretrained"]
+        assert resolve(composed(f"model={model}"))["pretrained"].startswith("hf://")
+
+
+def test_every_group_option_composes():
+    for group in ("data", "optim", "train", "logger", "vocoder"):
+        for option in (CONF / group).glob("*.yaml"):
+            overrides = ["model=f5tts_tiny", f"{group}={option.stem}"]
+            if option.stem == "custom":
+                overrides.append("data.path=/somewhere")
+            assert resolve(composed(*overrides))[group]
+
+
+def test_misspelled_key_fails_with_its_name():
+    with pytest.raises(Exception, match="max_updatez"):
+        composed("model=f5tts_tiny", "train.max_updatez=3")
+
+
+def test_wrong_type_fails_with_its_key():
+    with pytest.raises(Exception, match="max_updates"):
+        composed("model=f5tts_tiny", "train.max_updates=many")
+
+
+def test_added_key_is_refused_too():
+    with pytest.raises(UserError, match="bogus"):
+        resolve(composed("model=f5tts_tiny", "+train.bogus=1"))
+
+
+def test_backbone_outside_allow_list_is_refused():
+    with pytest.raises(Exception, match="backbone"):
+        resolve(composed("model=f5tts_tiny", "model.backbone=torch.nn.Linear"))

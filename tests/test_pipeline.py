@@ -1,0 +1,101 @@
+"""End to end through the real CLIs: tiny fine-tune -> run folder -> inference, and the refusals."""
+import os
+import shutil
+
+import soundfile as sf
+import yaml
+
+from finetune.checkpoints import header, list_checkpoints
+from tests.conftest import assert_user_error, cli, finetune
+
+
+def test_run_folder_contents(runs):
+    for family, run in runs.items():
+        names = {p.name for p in run.iterdir()}
+        assert {"manifest.yaml", "vocab.txt", "reference.wav", "train.log", "checkpoints"} <= names
+        assert sorted(list_checkpoints(run)) == [2, 4]
+        assert (run / "checkpoints" / "state_00000004.pt").is_file()
+        manifest = yaml.safe_load((run / "manifest.yaml").read_text())
+        shapes, meta = header(list_checkpoints(run)[4])
+        assert meta["manifest_sha256"] == manifest["sha256"] and meta["update"] == "4"
+        assert {k.split(".", 1)[0] for k in shapes} == {"ema", "online"}
+        assert manifest["model"]["backbone"] == {"f5": "DiT", "e2": "UNetT"}[family]
+        assert manifest["model"]["vocab"]["size"] == 2545 and manifest["model"]["text_num_embeds"] == 2545
+        assert manifest["config"]["train"]["max_updates"] == 4
+        assert manifest["versions"]["f5-tts"] == "1.1.22"
+        assert "text_mask_padding" in manifest["model"]["arch"] and "pe_attn_head" in manifest["model"]["arch"]
+        assert len(manifest["fingerprint"]) > 10
+
+
+def test_no_secrets_in_manifest(tmp_path):
+    os.environ["WANDB_API_KEY_FOR_TEST"] = "sekret-123"  # nothing from the environment is recorded
+    try:
+        run = finetune(tmp_path, "s", "f5tts_tiny", "train.max_updates=1")
+    finally:
+        del os.environ["WANDB_API_KEY_FOR_TEST"]
+    assert "sekret-123" not in (run / "manifest.yaml").read_text()
+
+
+def test_inference_writes_a_plausible_wav(runs, tmp_path):
+    for family, run in runs.items():
+        out = tmp_path / f"{family}.wav"
+        text = "Hello there, this is a test."
+        r = cli("infer", f"run={run}", f"gen_text={text}", f"out={out}", "nfe_step=4")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert r.stdout.strip().splitlines()[-1] == str(out)
+        info = sf.info(str(out))
+        assert info.samplerate == 24000 and info.channels == 1
+        # upstream's duration rule: the reference clip's seconds per byte of text, applied to the new text
+        ref = sf.info(str(run / "reference.wav")).duration
+        ref_text = yaml.safe_load((run / "manifest.yaml").read_text())["reference"]["text"]
+        expected = ref / len((ref_text + " ").encode()) * len(text.encode())
+        assert abs(info.duration - expected) < 0.1, (info.duration, expected)
+
+
+def test_inference_with_only_run_and_a_chosen_checkpoint(runs):
+    r = cli("infer", f"run={runs['f5']}", "ckpt=2", "nfe_step=2", "weights=online")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout.strip().splitlines()[-1]
+    assert out.startswith(str(runs["f5"] / "samples")) and "model_00000002" in out
+    assert sf.info(out).duration > 1.0
+
+
+def test_model_override_at_inference_is_refused(runs):
+    for arg in ("model=e2tts", "model.arch.dim=128", "+arch.depth=3", "vocab=/tmp/v.txt"):
+        assert_user_error(cli("infer", f"run={runs['f5']}", arg), "manifest.yaml")
+
+
+def test_edited_manifest_is_refused(runs, tmp_path):
+    run = shutil.copytree(runs["f5"], tmp_path / "edited")
+    path = run / "manifest.yaml"
+    os.chmod(path, 0o644)
+    path.write_text(path.read_text().replace("text_mask_padding: true", "text_mask_padding: false"))
+    assert_user_error(cli("infer", f"run={run}"), "does not match", "edited")
+
+
+def test_checkpoint_of_the_other_family_is_refused_naming_both(runs, tmp_path):
+    run = shutil.copytree(runs["f5"], tmp_path / "mixed")
+    shutil.copy(list_checkpoints(runs["e2"])[4], run / "checkpoints" / "model_00000009.safetensors")
+    err = assert_user_error(cli("infer", f"run={run}"), "E2-TTS", "F5-TTS", "does not fit")
+    assert "input_embed.proj.weight" in err
+
+
+def test_same_run_name_is_refused_and_the_run_untouched(runs):
+    before = {p: p.stat().st_mtime_ns for p in runs["f5"].rglob("*")}
+    r = cli("finetune", "model=f5tts_tiny", f"run.root={runs['f5'].parent}", "run.name=f5", "data=demo",
+            "train=demo", "pretrained=null", "train.max_updates=1")
+    assert_user_error(r, "already exists")
+    assert {p: p.stat().st_mtime_ns for p in runs["f5"].rglob("*")} == before
+
+
+def test_bad_inputs_give_one_line_errors(runs, tmp_path):
+    assert_user_error(cli("infer", f"run={tmp_path / 'none'}"), "no such run folder")
+    assert_user_error(cli("infer", f"run={runs['f5']}", "ref_audio=/nonexistent.wav", "ref_text=hi"), "not found")
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    assert_user_error(cli("infer", f"run={runs['f5']}", f"ref_audio={bad}", "ref_text=hi"), "cannot read audio")
+    assert_user_error(cli("finetune", "model=f5tts_huge"), "unknown model")
+    # no network here: the hub URL fails at once and the message says what to pass instead
+    r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "pretrained=hf://SWivid/F5-TTS/x/model.safetensors")
+    assert_user_error(r, "pretrained=/path/to/file")
+    assert not any(tmp_path.glob("f5tts_tiny-*"))
