@@ -1,20 +1,20 @@
-"""python -m finetune model=<name> [data=...] [pretrained=...] [train.max_updates=...]"""
+"""python -m finetune model=<name> [data=...] [pretrained=...] [train.max_updates=...]
+   python -m finetune resume=runs/<name> [train.max_updates=...] [optim.lr=...]
+   python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name>] [run.name=...]"""
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from .errors import UserError, user_errors
-from .schema import FinetuneConfig, register
+from .schema import CONF_DIR, FinetuneConfig, register
 
 register()
-CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
 def check_model_choice(argv: list[str]) -> None:
     """Hydra would answer a bad or missing model= with a screenful; one line says it better."""
-    models = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+    models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     if any(a.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")) for a in argv):
         return
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
@@ -38,13 +38,27 @@ def resolve(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
 def main(cfg: DictConfig) -> None:
     with user_errors():
-        from .train import finetune
+        from .runs import start
 
-        run_dir = finetune(resolve(cfg))
-        print(f"run: {run_dir}")
+        print(f"run: {start(resolve(cfg))}")
+
+
+def cli(argv: list[str]) -> None:
+    with user_errors():
+        if argv and argv[0] == "adopt":
+            from .adopt import adopt
+
+            print(f"run: {adopt(argv[1:])}")
+            return
+        resumes = [a for a in argv if a.startswith("resume=")]
+        if resumes:
+            from .runs import resume
+
+            print(f"run: {resume(resumes[-1].split('=', 1)[1], [a for a in argv if not a.startswith('resume=')])}")
+            return
+        check_model_choice(argv)
+    main()
 
 
 if __name__ == "__main__":
-    with user_errors():
-        check_model_choice(sys.argv[1:])
-    main()
+    cli(sys.argv[1:])

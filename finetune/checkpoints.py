@@ -1,13 +1,11 @@
 """Checkpoint I/O: our safetensors files, upstream's layouts, and the shape check before any load."""
 import re
-from collections import Counter
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .builder import family
 from .errors import UserError
 from .files import atomic_write
 from .hub import hub_file
@@ -143,65 +141,3 @@ def normalize(sd: dict) -> dict:
             continue
         out[k] = v
     return out
-
-
-# ---- the fit check ---------------------------------------------------------------------------------
-
-def _shape(desc: str) -> list:
-    return [int(x) for x in re.findall(r"\d+", desc[desc.index("["):])]
-
-
-def describe(shapes: dict) -> str:
-    """Family and size of a state dict from its keys and shapes alone."""
-    keys = list(shapes)
-    get = lambda k: _shape(shapes[k]) if k in shapes else None  # noqa: E731
-    if any(k.startswith("transformer.layers.") for k in keys):
-        backbone = "UNetT"
-        depth = len({k.split(".")[2] for k in keys if k.startswith("transformer.layers.")})
-    elif any(".attn.to_k_c." in k or "context" in k for k in keys):
-        backbone, depth = "MMDiT", len({k.split(".")[2] for k in keys if k.startswith("transformer.transformer_blocks.")})
-    elif any(k.startswith("transformer.transformer_blocks.") for k in keys):
-        backbone = "DiT"
-        depth = len({k.split(".")[2] for k in keys if k.startswith("transformer.transformer_blocks.")})
-    else:
-        return "not an F5-TTS/E2-TTS model (no transformer blocks found)"
-    proj = get("transformer.input_embed.proj.weight")
-    emb = get("transformer.text_embed.text_embed.weight")
-    fam = {"DiT": "F5-TTS", "UNetT": "E2-TTS", "MMDiT": "MMDiT"}[backbone]
-    parts = [backbone]
-    if proj:
-        parts.append(f"dim {proj[0]}")
-    parts.append(f"depth {depth}")
-    if emb:
-        parts += [f"text_dim {emb[1]}", f"{emb[0]} text-embedding rows"]
-    if proj:
-        parts.append(f"{proj[1]}-input projection")
-    return f"{fam} ({', '.join(parts)})"
-
-
-def misfit(expected: dict, found: dict) -> list[str]:
-    """Lines describing how `found` differs from `expected` (empty when it fits)."""
-    lines = []
-    for k in expected.keys() & found.keys():
-        if _shape(expected[k]) != _shape(found[k]):
-            lines.append(f"  {k}: expected {_shape(expected[k])}, found {_shape(found[k])}")
-    for label, keys in (("missing", expected.keys() - found.keys()), ("unexpected", found.keys() - expected.keys())):
-        if keys:
-            by_prefix = Counter(".".join(k.split(".")[:3]) for k in keys)
-            summary = ", ".join(f"{p}.* ({n})" for p, n in sorted(by_prefix.items())[:6])
-            lines.append(f"  {len(keys)} {label} keys: {summary}")
-    return sorted(lines)
-
-
-def check_fits(expected: dict, found: dict, source, wanted: str) -> None:
-    """Refuse, before any weight is loaded, a state dict that does not match the model's fingerprint."""
-    lines = misfit(expected, found)
-    if lines:
-        raise UserError(
-            f"{source} does not fit the model: it looks like {describe(found)}; "
-            f"{wanted} is {describe(expected)}\n" + "\n".join(lines[:12])
-        )
-
-
-def spec_label(spec: dict) -> str:
-    return f"{family(spec['backbone'], spec['arch'])} {spec.get('upstream') or spec['name']}"

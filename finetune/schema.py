@@ -1,9 +1,12 @@
 """Structured-config schemas: Hydra checks every key and type against these at start-up."""
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Optional
 
 from omegaconf import MISSING
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 class Backbone(str, Enum):  # the allow-list: nothing is ever imported by class path
@@ -142,6 +145,10 @@ class FinetuneConfig:
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
     run: RunConfig = field(default_factory=RunConfig)
     pretrained: Optional[str] = None
+
+
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
+            "logger": LoggerConfig, "vocoder": VocoderConfig}
 
 
 @dataclass

@@ -1,140 +1,91 @@
-"""Fine-tuning: validate everything, write the run folder and its manifest, then train."""
+"""The training loop: upstream's CFM objective under accelerate, with EMA, checkpoints and exact resume."""
 import math
-import platform
+import random
 import sys
-from datetime import datetime, timezone
-from importlib import metadata
-from pathlib import Path
 
 import torch
 
-from .audio import load_audio, write_wav
-from .builder import build_model, fingerprint, model_spec
-from .checkpoints import check_fits, read_upstream, resolve_pretrained, save_checkpoint, save_train_state
-from .data import ClipDataset, FrameBatches, collate, load_clips
-from .errors import UserError
-from .files import atomic_write, atomic_write_bytes, sha256_file
+from .checkpoints import save_checkpoint, save_train_state
+from .data import ClipDataset, FrameBatches, collate
 from .loggers import RunLogger
-from .manifest import read_manifest, write_manifest
-from .vocab import default_vocab_path, read_vocab, vocab_bytes
-
-PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
 
 
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
+def lr_factor(update: int, warmup: int, total: int) -> float:
+    """Upstream's schedule in closed form: linear warmup from ~0, then linear decay to ~0 at `total`.
+
+    A pure function of the update count, so a resumed run with an amended length simply follows it.
+    """
+    floor = 1e-8
+    if update < warmup:
+        return floor + (1 - floor) * update / warmup
+    decay = max(total - warmup, 1)
+    return 1 - (1 - floor) * min(update - warmup, decay) / decay
 
 
-def load_pretrained(model, source: str, wanted: str) -> dict:
-    path = resolve_pretrained(source)
-    sd = read_upstream(path)
-    check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
-    model.load_state_dict(sd, strict=True)
-    return {"source": source, "file": path.name, "sha256": sha256_file(path)}
-
-
-def new_run_dir(cfg: dict, accelerator) -> Path:
-    from accelerate.utils import broadcast_object_list
-
-    name = cfg["run"]["name"] or (
-        f"{cfg['model']['name']}-{cfg['data']['name']}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    )
-    name = broadcast_object_list([name])[0]  # every rank must agree on the folder rank 0 creates
-    if "/" in name or name in (".", ".."):
-        raise UserError(f"run.name={name!r}: a run name is a single folder name")
-    run_dir = Path(cfg["run"]["root"]) / name
-    if run_dir.exists():
-        raise UserError(f"{run_dir} already exists; pick another run.name= (a run folder is never reused)")
-    return run_dir
-
-
-def finetune(cfg: dict) -> Path:
+def make_accelerator(cfg: dict):
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
-    tcfg, ocfg = cfg["train"], cfg["optim"]
-    accelerator = Accelerator(mixed_precision=tcfg["mixed_precision"],
-                              gradient_accumulation_steps=ocfg["grad_accumulation_steps"])
-    set_seed(tcfg["seed"])
-
-    # everything that can be wrong is checked before the run folder exists
-    vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
-    spec = model_spec(cfg["model"], vocab)
-    model = build_model(spec, vocab)
-    pretrained = load_pretrained(model, cfg["pretrained"], cfg["model"]["name"]) if cfg["pretrained"] else None
-    clips = load_clips(cfg["data"], spec)
-    batches = FrameBatches([c.frames for c in clips], cfg["data"]["frames_per_batch"],
-                           cfg["data"]["max_samples"], tcfg["seed"])
-    run_dir = new_run_dir(cfg, accelerator)
-
-    ref = clips[0]
-    hop, sr = spec["mel"]["hop_length"], spec["mel"]["target_sample_rate"]
-    body = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": spec,
-        "vocoder": cfg["vocoder"],
-        "pretrained": pretrained,
-        "data": {**cfg["data"], "clips": len(clips), "hours": round(sum(c.frames for c in clips) * hop / sr / 3600, 4)},
-        "reference": {"audio": "reference.wav", "text": ref.text},
-        "recommended_weights": "ema",
-        "config": cfg,
-        "versions": versions(),
-        "fingerprint": fingerprint(model.state_dict()),
-    }
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True)
-        atomic_write_bytes(run_dir / "vocab.txt", vocab_bytes(vocab))
-        wav = load_audio(ref.audio, sr)
-        atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
-        write_manifest(run_dir, body)
-    accelerator.wait_for_everyone()
-    manifest = read_manifest(run_dir)
-    _train(cfg, accelerator, model, clips, batches, run_dir, manifest)
-    return run_dir
+    return Accelerator(mixed_precision=cfg["train"]["mixed_precision"],
+                       gradient_accumulation_steps=cfg["optim"]["grad_accumulation_steps"])
 
 
-def _train(cfg, accelerator, model, clips, batches, run_dir, manifest):
+def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None):
+    """Train from scratch (state=None) or continue from a saved training state."""
     from ema_pytorch import EMA
     from torch.optim import AdamW
-    from torch.optim.lr_scheduler import LinearLR, SequentialLR
+    from torch.optim.lr_scheduler import LambdaLR
     from tqdm import tqdm
 
-    tcfg, ocfg = cfg["train"], cfg["optim"]
+    tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
+    batches = FrameBatches([c.frames for c in clips], dcfg["frames_per_batch"], dcfg["max_samples"], tcfg["seed"])
     ema = None
     if accelerator.is_main_process:
         ema = EMA(model, include_online_model=False, beta=tcfg["ema"]["beta"],
                   update_after_step=tcfg["ema"]["update_after_step"], update_every=tcfg["ema"]["update_every"])
+        if ema_weights is not None:
+            ema.ema_model.load_state_dict(ema_weights, strict=True)
         ema.to(accelerator.device)
 
+    # a generator of its own: starting an epoch's iterator must not draw from the global RNG,
+    # or a resumed run (which starts its iterator mid-epoch) would drift from an uninterrupted one
     loader = torch.utils.data.DataLoader(ClipDataset(clips), batch_sampler=batches, collate_fn=collate,
-                                         num_workers=tcfg["num_workers"])
-    per_epoch = math.ceil(len(batches) / max(accelerator.num_processes, 1) / ocfg["grad_accumulation_steps"])
+                                         num_workers=tcfg["num_workers"],
+                                         generator=torch.Generator().manual_seed(tcfg["seed"]))
+    accum = ocfg["grad_accumulation_steps"]
+    per_epoch = max(math.ceil(len(batches) / accelerator.num_processes / accum), 1)
     total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
-    epochs = math.ceil(total / per_epoch)
-    # upstream's schedule: linear warmup from ~0, then linear decay to ~0 over the remaining updates
+    warmup = ocfg["warmup_updates"]
     optimizer = AdamW(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
-    warmup = min(ocfg["warmup_updates"], total - 1) if total > 1 else 0
-    scheduler = SequentialLR(optimizer, milestones=[max(warmup, 1)], schedulers=[
-        LinearLR(optimizer, start_factor=1e-8, end_factor=1.0, total_iters=max(warmup, 1)),
-        LinearLR(optimizer, start_factor=1.0, end_factor=1e-8, total_iters=max(total - warmup, 1)),
-    ])
+    scheduler = LambdaLR(optimizer, lambda u: lr_factor(u, warmup, total))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    update, epoch, skip = 0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.scheduler.last_epoch = state["update"]
+        for group in optimizer.param_groups:  # an amended optim.lr takes effect from here on
+            group["initial_lr"] = ocfg["lr"]
+            group["lr"] = ocfg["lr"] * lr_factor(state["update"], warmup, total)
+        scheduler.scheduler.base_lrs = [ocfg["lr"]] * len(optimizer.param_groups)
+        if ema is not None:
+            ema.step.copy_(state["ema_step"])
+            ema.initted.copy_(state["ema_initted"])
+        update, epoch, skip = state["update"], state["epoch"], state["batches_in_epoch"]
+        torch.set_rng_state(state["rng_torch"])
+        random.setstate(_python_rng(state["rng_python"]))
 
     logger = RunLogger(cfg["logger"]["kind"], run_dir, manifest, cfg["logger"]["project"]) \
         if accelerator.is_main_process else None
     log_file = open(run_dir / "train.log", "a", encoding="utf-8") if accelerator.is_main_process else None
-    bar = tqdm(total=total, desc="fine-tune", disable=not accelerator.is_main_process, file=sys.stderr)
-    update, loss_value = 0, float("nan")
+    bar = tqdm(total=total, initial=update, desc="fine-tune", disable=not accelerator.is_main_process,
+               file=sys.stderr)
+    loss_value = float("nan")
     model.train()
-    for epoch in range(epochs):
+    while update < total:
         batches.set_epoch(epoch)
-        for batch in loader:
+        seen = skip
+        for batch in (accelerator.skip_first_batches(loader, skip) if skip else loader):
+            seen += 1
             with accelerator.accumulate(model):
                 loss, _, _ = model(batch["mel"], text=batch["text"], lens=batch["lens"])
                 accelerator.backward(loss)
@@ -157,11 +108,11 @@ def _train(cfg, accelerator, model, clips, batches, run_dir, manifest):
                     log_file.write(f"update {update} epoch {epoch} loss {loss_value:.6f} lr {lr:.3e}\n")
                     log_file.flush()
                 if update % tcfg["save_every"] == 0 or update == total:
-                    _save(run_dir, update, epoch, accelerator, model, ema, optimizer, scheduler, manifest)
+                    _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer)
             if update >= total:
                 break
-        if update >= total:
-            break
+        skip = 0
+        epoch += 1
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -170,13 +121,18 @@ def _train(cfg, accelerator, model, clips, batches, run_dir, manifest):
         log_file.close()
 
 
-def _save(run_dir, update, epoch, accelerator, model, ema, optimizer, scheduler, manifest):
+def _python_rng(saved):
+    # torch.save turns the state's tuples into lists; random.setstate wants them back
+    version, internal, gauss = saved
+    return version, tuple(internal), gauss
+
+
+def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer):
     online = accelerator.unwrap_model(model).state_dict()
     save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])
     save_train_state(run_dir, update, {
-        "update": update, "epoch": epoch,
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "update": update, "epoch": epoch, "batches_in_epoch": seen,
+        "optimizer": optimizer.state_dict(),
         "ema_step": ema.step.clone(), "ema_initted": ema.initted.clone(),
-        "rng_cpu": torch.get_rng_state(),
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_torch": torch.get_rng_state(), "rng_python": list(random.getstate()),
     })

@@ -7,7 +7,8 @@ import torch
 
 from finetune.audio import load_audio, write_wav
 from finetune.builder import build_model, fingerprint
-from finetune.checkpoints import check_fits, header, pick_checkpoint, select, load_weights
+from finetune.checkpoints import header, load_weights, pick_checkpoint, select
+from finetune.diagnose import check_fits
 from finetune.errors import UserError
 from finetune.manifest import read_manifest
 from finetune.vocab import read_vocab, tokenize

@@ -63,5 +63,5 @@ def test_other_family_pretrained_stops_before_training(tmp_path):
     path = tmp_path / "e2.safetensors"
     save_file({k: v.contiguous() for k, v in ema_prefixed(tiny_state("e2tts_tiny")).items()}, str(path))
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path / 'runs'}", f"pretrained={path}")
-    assert_user_error(r, "looks like E2-TTS", "model=f5tts_tiny is F5-TTS")
+    assert_user_error(r, "is an E2-TTS model", "model=f5tts_tiny is F5-TTS")
     assert not (tmp_path / "runs").exists()

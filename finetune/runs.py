@@ -1,0 +1,224 @@
+"""Run folders: start a new run (validate, write the manifest) or resume one without drift."""
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .audio import load_audio, write_wav
+from .builder import build_model, fingerprint, model_spec
+from .checkpoints import header, list_checkpoints, load_weights, read_upstream, resolve_pretrained, select, state_path
+from .data import load_clips
+from .diagnose import check_fits
+from .errors import UserError
+from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
+from .manifest import read_manifest, write_manifest
+from .train import make_accelerator, train
+from .vocab import default_vocab_path, read_vocab, vocab_bytes
+
+PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
+AMENDMENTS = "amendments.jsonl"
+# Config sections a resume may change: none of them changes the model or its data.
+AMENDABLE = ("train.", "optim.", "logger.")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def load_pretrained(model, source: str, wanted: str) -> dict:
+    path = resolve_pretrained(source)
+    sd = read_upstream(path)
+    check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
+    model.load_state_dict(sd, strict=True)
+    return {"source": source, "file": path.name, "sha256": sha256_file(path)}
+
+
+def new_run_dir(cfg: dict) -> Path:
+    from accelerate.utils import broadcast_object_list
+
+    name = cfg["run"]["name"] or (
+        f"{cfg['model']['name']}-{cfg['data']['name']}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    )
+    name = broadcast_object_list([name])[0]  # every rank must agree on the folder rank 0 creates
+    if "/" in name or name in (".", ".."):
+        raise UserError(f"run.name={name!r}: a run name is a single folder name")
+    run_dir = Path(cfg["run"]["root"]) / name
+    if run_dir.exists():
+        raise UserError(f"{run_dir} already exists; pick another run.name= (a run folder is never reused; "
+                        f"continue it with resume={run_dir})")
+    return run_dir
+
+
+def start(cfg: dict) -> Path:
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(cfg)
+    set_seed(cfg["train"]["seed"])
+    # everything that can be wrong is checked before the run folder exists
+    vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
+    spec = model_spec(cfg["model"], vocab)
+    model = build_model(spec, vocab)
+    pretrained = load_pretrained(model, cfg["pretrained"], cfg["model"]["name"]) if cfg["pretrained"] else None
+    clips = load_clips(cfg["data"], spec)
+    run_dir = new_run_dir(cfg)
+    accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
+
+    hop, sr = spec["mel"]["hop_length"], spec["mel"]["target_sample_rate"]
+    body = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": spec,
+        "vocoder": cfg["vocoder"],
+        "pretrained": pretrained,
+        "data": {**cfg["data"], "clips": len(clips), "hours": round(sum(c.frames for c in clips) * hop / sr / 3600, 4)},
+        "reference": {"audio": "reference.wav", "text": clips[0].text},
+        "recommended_weights": "ema",
+        "config": cfg,
+        "versions": versions(),
+        "fingerprint": fingerprint(model.state_dict()),
+    }
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True)
+        atomic_write_bytes(run_dir / "vocab.txt", vocab_bytes(vocab))
+        wav = load_audio(clips[0].audio, sr)
+        atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
+        write_manifest(run_dir, body)
+    accelerator.wait_for_everyone()
+    train(cfg, accelerator, model, clips, run_dir, read_manifest(run_dir))
+    return run_dir
+
+
+# ---- resume -----------------------------------------------------------------------------------------
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def read_amendments(run_dir: Path, manifest: dict) -> list[dict]:
+    """The append-only amendments, each chained to the one before it and the first to the manifest."""
+    path = run_dir / AMENDMENTS
+    if not path.exists():
+        return []
+    entries, prev = [], manifest["sha256"]
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+            body = {k: v for k, v in entry.items() if k != "sha256"}
+            ok = entry["prev"] == prev and entry["sha256"] == sha256_bytes(json.dumps(body, sort_keys=True).encode())
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path}: line {n} is edited or out of its chain; restore the file (it is append-only)")
+        entries.append(entry)
+        prev = entry["sha256"]
+    return entries
+
+
+def append_amendment(run_dir: Path, manifest: dict, changes: dict) -> None:
+    entries = read_amendments(run_dir, manifest)
+    body = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "prev": entries[-1]["sha256"] if entries else manifest["sha256"],
+            "manifest_sha256": manifest["sha256"], "changes": changes}
+    body["sha256"] = sha256_bytes(json.dumps(body, sort_keys=True).encode())
+    with open(run_dir / AMENDMENTS, "a", encoding="utf-8") as f:
+        f.write(json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
+    """cfg with command-line overrides applied: `group=option` replaces a section, `a.b=v` sets a key."""
+    from omegaconf import OmegaConf
+
+    from .schema import CONF_DIR, SECTIONS, FinetuneConfig
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), cfg)
+        for arg in overrides:
+            key, eq, value = arg.partition("=")
+            key = key.lstrip("+")
+            if not eq:
+                raise UserError(f"{arg}: expected key=value")
+            if "." not in key and (CONF_DIR / key).is_dir():
+                option = CONF_DIR / key / f"{value}.yaml"
+                if not option.is_file():
+                    raise UserError(f"{arg}: no such option in conf/{key}/")
+                merged[key] = OmegaConf.merge(OmegaConf.structured(SECTIONS[key]), OmegaConf.load(option))
+            else:
+                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={value}"]))
+        return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
+    except UserError:
+        raise
+    except Exception as e:
+        raise UserError(f"config: {str(e).strip().splitlines()[0]}")
+
+
+def amended_config(cfg: dict, changes: dict) -> dict:
+    return apply_overrides(cfg, [f"{k}={json.dumps(new)}" for k, (_, new) in changes.items()])
+
+
+def latest_intact(run_dir: Path) -> tuple[int, dict]:
+    """The newest checkpoint whose weights header and training state both read; says what it skipped."""
+    import torch
+
+    for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
+        try:
+            header(path)
+            state = torch.load(state_path(run_dir, update), map_location="cpu", weights_only=True)
+            return update, state
+        except Exception as e:  # a damaged file: fall back to the one before
+            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
+            print(f"warning: checkpoint {update} in {run_dir} is damaged ({reason}); trying an older one",
+                  file=sys.stderr)
+    raise UserError(f"{run_dir}: no intact checkpoint with its training state to resume from")
+
+
+def resume(run_dir, overrides: list[str]) -> Path:
+    """Continue a run from its newest intact checkpoint; only overrides that leave the model alone pass."""
+    from accelerate.utils import set_seed
+
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    current = manifest["config"]
+    for entry in read_amendments(run_dir, manifest):
+        current = amended_config(current, entry["changes"])
+    new_cfg = apply_overrides(current, overrides)
+    old, new = flatten(current), flatten(new_cfg)
+    changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+    refused = {k: v for k, v in changed.items() if not k.startswith(AMENDABLE)}
+    if refused:
+        lines = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in refused.items())
+        raise UserError(f"resume={run_dir} refuses changes to the model or its data: {lines} "
+                        "(start a new run for those; train.*, optim.* and logger.* may change)")
+
+    accelerator = make_accelerator(new_cfg)
+    set_seed(new_cfg["train"]["seed"])
+    spec = manifest["model"]
+    vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
+    model = build_model(spec, vocab)
+    update, state = latest_intact(run_dir)
+    path = list_checkpoints(run_dir)[update]
+    shapes, meta = header(path)
+    if meta.get("manifest_sha256") != manifest["sha256"]:
+        raise UserError(f"{path}: not bound to {run_dir}'s manifest; remove it from the run's checkpoints/")
+    check_fits(manifest["fingerprint"], select(shapes, "online"), path, f"the run {run_dir}")
+    model.load_state_dict(load_weights(path, "online"), strict=True)
+    clips = load_clips(new_cfg["data"], spec)
+    if accelerator.is_main_process:
+        if changed:
+            append_amendment(run_dir, manifest, {k: list(v) for k, v in changed.items()})
+        print(f"resuming {run_dir} from update {update}" + (f" with {', '.join(changed)}" if changed else ""),
+              file=sys.stderr)
+    train(new_cfg, accelerator, model, clips, run_dir, manifest, state=state, ema_weights=load_weights(path, "ema"))
+    return run_dir
