@@ -32,7 +32,8 @@ def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha:
     """EMA and online weights in one safetensors file, bound to the run by its manifest hash."""
     tensors = {WEIGHT_PREFIXES["ema"] + k: v.detach().contiguous().cpu() for k, v in ema.items()}
     tensors |= {WEIGHT_PREFIXES["online"] + k: v.detach().contiguous().cpu() for k, v in online.items()}
-    meta = {"format": "f5tune-ckpt/1", "manifest_sha256": manifest_sha, "update": str(update)}
+    meta = {"format": "f5tune-ckpt/1", "manifest_sha256": manifest_sha, "run": Path(run_dir).name,
+            "update": str(update)}
     path = ckpt_path(run_dir, update)
     path.parent.mkdir(exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -77,16 +78,35 @@ def header(path) -> tuple[dict, dict]:
         raise UserError(f"{path}: not a readable safetensors file ({e}); the file is damaged or not a checkpoint")
 
 
-def select(shapes: dict, weights: str) -> dict:
-    prefix = WEIGHT_PREFIXES[weights]
-    return {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+def weight_keys(keys, weights: str) -> dict:
+    """Model key -> file key for one set of weights (ema or online), in any layout we read.
+
+    Ours: `ema.*` / `online.*`. Otherwise upstream's: `ema_model.*` (EMA only) or bare keys, maybe with
+    a `module.` prefix from DDP; EMA counters and the mel buffers of pre-Nov-2024 files are dropped.
+    """
+    keys = list(keys)
+    if any(k.startswith(tuple(WEIGHT_PREFIXES.values())) for k in keys):
+        prefix = WEIGHT_PREFIXES[weights]
+        return {k[len(prefix):]: k for k in keys if k.startswith(prefix)}
+    ema_only = bool(keys) and all(k.startswith("ema_model.") or k in ("initted", "step") for k in keys)
+    if weights == "online" and ema_only:
+        return {}
+    mapping = {}
+    for k in keys:
+        name = k.removeprefix("module.").removeprefix("ema_model.")
+        if k not in ("initted", "step") and name not in _STALE_BUFFERS:
+            mapping[name] = k
+    return mapping
+
+
+def weights_in(shapes: dict, weights: str) -> dict:
+    return {name: shapes[k] for name, k in weight_keys(shapes, weights).items()}
 
 
 def load_weights(path, weights: str) -> dict:
-    """One set of weights (ema or online) from our checkpoint, keys as the model names them."""
-    prefix = WEIGHT_PREFIXES[weights]
+    """One set of weights from a safetensors file, keys as the model names them."""
     with safe_open(str(path), framework="pt") as f:
-        return {k[len(prefix):]: f.get_tensor(k) for k in f.keys() if k.startswith(prefix)}
+        return {name: f.get_tensor(k) for name, k in weight_keys(f.keys(), weights).items()}
 
 
 # ---- pretrained checkpoints in upstream layouts -----------------------------------------------------
@@ -114,30 +134,15 @@ def read_upstream(path) -> dict:
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            sd = {k: f.get_tensor(k) for k in f.keys()}
-        if any(k.startswith(WEIGHT_PREFIXES["ema"]) for k in sd):
-            sd = {k[4:]: v for k, v in sd.items() if k.startswith("ema.")}
-    else:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
-                            "pass an upstream .pt or .safetensors file")
-        if not isinstance(raw, dict):
-            raise UserError(f"{path}: not a state dict")
-        sd = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
-    return normalize(sd)
-
-
-def normalize(sd: dict) -> dict:
-    out = {}
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor) or k in ("initted", "step"):
-            continue
-        for prefix in ("module.", "ema_model."):
-            k = k.removeprefix(prefix)
-        if k in _STALE_BUFFERS:
-            continue
-        out[k] = v
-    return out
+        header(path)  # a damaged file fails here with a one-line error
+        return load_weights(path, "ema")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
+                        "pass an upstream .pt or .safetensors file")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: not a state dict")
+    sd = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
+    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
+    return {name: sd[k] for name, k in weight_keys(sd, "ema").items()}

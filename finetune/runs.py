@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .audio import load_audio, write_wav
 from .builder import build_model, fingerprint, model_spec
-from .checkpoints import header, list_checkpoints, load_weights, read_upstream, resolve_pretrained, select, state_path
+from .checkpoints import (header, list_checkpoints, load_weights, read_upstream, resolve_pretrained, state_path,
+                          weights_in)
 from .data import load_clips
 from .diagnose import check_fits
 from .errors import UserError
@@ -212,7 +213,7 @@ def resume(run_dir, overrides: list[str]) -> Path:
     shapes, meta = header(path)
     if meta.get("manifest_sha256") != manifest["sha256"]:
         raise UserError(f"{path}: not bound to {run_dir}'s manifest; remove it from the run's checkpoints/")
-    check_fits(manifest["fingerprint"], select(shapes, "online"), path, f"the run {run_dir}")
+    check_fits(manifest["fingerprint"], weights_in(shapes, "online"), path, f"the run {run_dir}")
     model.load_state_dict(load_weights(path, "online"), strict=True)
     clips = load_clips(new_cfg["data"], spec)
     if accelerator.is_main_process:

@@ -159,6 +159,7 @@ class InferConfig:
     ref_text: Optional[str] = None
     ckpt: str = "last"  # last | <update>
     weights: Weights = Weights.ema
+    allow_foreign: bool = False  # load a checkpoint that carries no binding to this run
     out: Optional[str] = None
     seed: int = 0
     nfe_step: int = 32

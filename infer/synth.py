@@ -7,7 +7,7 @@ import torch
 
 from finetune.audio import load_audio, write_wav
 from finetune.builder import build_model, fingerprint
-from finetune.checkpoints import header, load_weights, pick_checkpoint, select
+from finetune.checkpoints import header, load_weights, pick_checkpoint, weights_in
 from finetune.diagnose import check_fits
 from finetune.errors import UserError
 from finetune.manifest import read_manifest
@@ -29,24 +29,55 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
-def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu"):
+def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
+    bound = meta.get("manifest_sha256")
+    if bound == manifest["sha256"]:
+        return
+    if bound:
+        raise UserError(
+            f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
+            f"(manifest {manifest['sha256'][:12]}); run inference on its own run folder"
+        )
+    if not allow_foreign:
+        raise UserError(f"{path} carries no run binding, so nothing says it was trained as this run's model; "
+                        "pass allow_foreign=true to load it anyway (its shapes are still checked)")
+
+
+def warn_version_drift(manifest: dict) -> None:
+    from finetune.runs import versions
+
+    now, then = versions(), manifest.get("versions", {})
+    drift = [f"{name} {then.get(name)} (run) vs {now.get(name)} (installed)"
+             for name in ("f5-tts", "torch") if then.get(name) != now.get(name)]
+    if drift:
+        print(f"warning: version drift: {'; '.join(drift)}", file=sys.stderr)
+
+
+def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu", allow_foreign: bool = False):
     """The run's model with the chosen checkpoint loaded: nothing but the run folder is read."""
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    spec = manifest["model"]
-    vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
-    model = build_model(spec, vocab)
-    built = fingerprint(model.state_dict())
-    if built != manifest["fingerprint"]:
-        raise UserError(
-            f"{run_dir}: the installed f5-tts builds a different model than the run recorded "
-            f"(f5-tts {manifest['versions'].get('f5-tts')} wrote it); install that version"
-        )
+    warn_version_drift(manifest)
+    vocab, _ = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
     path = pick_checkpoint(run_dir, ckpt)
-    shapes, _ = header(path)  # header only: nothing is loaded until the shapes are known to fit
-    check_fits(manifest["fingerprint"], select(shapes, weights), path, f"the run {run_dir}")
-    model.load_state_dict(load_weights(path, weights), strict=True)
+    shapes, meta = header(path)  # header only: nothing is loaded until binding and shapes check out
+    check_binding(meta, manifest, run_dir, path, allow_foreign)
+    model = model_for(manifest, vocab, path, shapes, weights, f"the run {run_dir}")
     return model.to(device).eval(), manifest, path
+
+
+def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
+    """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
+    model = build_model(manifest["model"], vocab)
+    if fingerprint(model.state_dict()) != manifest["fingerprint"]:
+        raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
+                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+    found = weights_in(shapes, weights)
+    if not found and weights == "online" and weights_in(shapes, "ema"):
+        raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
+    check_fits(manifest["fingerprint"], found, path, target)
+    model.load_state_dict(load_weights(path, weights), strict=True)
+    return model
 
 
 def synthesize(cfg: dict) -> Path:
@@ -54,7 +85,7 @@ def synthesize(cfg: dict) -> Path:
         raise UserError("run= is required: pass run=runs/<name> as printed by python -m finetune")
     run_dir = Path(cfg["run"])
     device = pick_device(cfg["device"])
-    model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device)
+    model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device, cfg["allow_foreign"])
     spec, mel = manifest["model"], manifest["model"]["mel"]
     sr, hop = mel["target_sample_rate"], mel["hop_length"]
 

@@ -73,11 +73,34 @@ def test_edited_manifest_is_refused(runs, tmp_path):
     assert_user_error(cli("infer", f"run={run}"), "does not match", "edited")
 
 
-def test_checkpoint_of_the_other_family_is_refused_naming_both(runs, tmp_path):
+def test_checkpoint_from_another_run_is_refused_naming_both_runs(runs, tmp_path):
     run = shutil.copytree(runs["f5"], tmp_path / "mixed")
     shutil.copy(list_checkpoints(runs["e2"])[4], run / "checkpoints" / "model_00000009.safetensors")
-    err = assert_user_error(cli("infer", f"run={run}"), "E2-TTS", "F5-TTS", "does not fit")
-    assert "input_embed.proj.weight" in err
+    assert_user_error(cli("infer", f"run={run}"), "belongs to run 'e2'", "not to run 'mixed'")
+
+
+def unbound_copy(src, dst):
+    """The same tensors with no metadata: a file that nothing binds to a run."""
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(src)), str(dst))
+
+
+def test_unbound_checkpoint_needs_explicit_consent(runs, tmp_path):
+    run = shutil.copytree(runs["f5"], tmp_path / "foreign")
+    unbound_copy(list_checkpoints(runs["f5"])[4], run / "checkpoints" / "model_00000009.safetensors")
+    assert_user_error(cli("infer", f"run={run}", "nfe_step=2"), "no run binding", "allow_foreign=true")
+    r = cli("infer", f"run={run}", "nfe_step=2", "allow_foreign=true")
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_checkpoint_of_the_other_family_is_refused_naming_both(runs, tmp_path):
+    for this, other, words in (("f5", "e2", ("is an E2-TTS model", "the run", "is F5-TTS")),
+                               ("e2", "f5", ("is an F5-TTS model", "is E2-TTS"))):
+        run = shutil.copytree(runs[this], tmp_path / f"{this}-with-{other}")
+        unbound_copy(list_checkpoints(runs[other])[4], run / "checkpoints" / "model_00000009.safetensors")
+        err = assert_user_error(cli("infer", f"run={run}", "allow_foreign=true"), "does not fit", *words)
+        assert "transformer.input_embed.proj.weight: expected" in err
 
 
 def test_same_run_name_is_refused_and_the_run_untouched(runs):
