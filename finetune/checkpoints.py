@@ -99,6 +99,16 @@ def weight_keys(keys, weights: str) -> dict:
     return mapping
 
 
+def weight_sets(keys, meta: dict) -> list[str]:
+    """Which weights a file holds: ema and/or online, as far as its layout records it."""
+    keys = [k for k in keys if k not in ("initted", "step")]
+    if any(k.startswith(tuple(WEIGHT_PREFIXES.values())) for k in keys):
+        return [w for w, p in WEIGHT_PREFIXES.items() if any(k.startswith(p) for k in keys)]
+    if keys and all(k.startswith("ema_model.") for k in keys):
+        return ["ema"]
+    return [meta.get("weights") or "one unnamed set"]
+
+
 def weights_in(shapes: dict, weights: str) -> dict:
     return {name: shapes[k] for name, k in weight_keys(shapes, weights).items()}
 

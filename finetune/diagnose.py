@@ -93,15 +93,19 @@ def diagnose(expected: dict, found: dict, target: str = "the run") -> str:
     return "tensor names or shapes differ (see above)"
 
 
-def misfit(expected: dict, found: dict) -> list[str]:
-    """Table rows: differing shapes, then missing and unexpected keys summarised by prefix."""
-    rows = [f"  {k}: expected {dims(expected[k])}, found {dims(found[k])}"
-            for k in sorted(expected.keys() & found.keys()) if dims(expected[k]) != dims(found[k])]
+def misfit(expected: dict, found: dict, limit: int = 10) -> list[str]:
+    """Table rows: missing and unexpected keys summarised by prefix, then up to `limit` differing shapes."""
+    rows = []
     for label, keys in (("missing", expected.keys() - found.keys()), ("unexpected", found.keys() - expected.keys())):
         if keys:
             by_prefix = Counter(".".join(k.split(".")[:3]) for k in keys)
             summary = ", ".join(f"{p}.* ({n})" for p, n in sorted(by_prefix.items())[:6])
             rows.append(f"  {len(keys)} {label} keys: {summary}{', ...' if len(by_prefix) > 6 else ''}")
+    shapes = [f"  {k}: expected {dims(expected[k])}, found {dims(found[k])}"
+              for k in sorted(expected.keys() & found.keys()) if dims(expected[k]) != dims(found[k])]
+    rows += shapes[:limit]
+    if len(shapes) > limit:
+        rows.append(f"  ... and {len(shapes) - limit} more tensors of other shapes")
     return rows
 
 
@@ -111,5 +115,5 @@ def check_fits(expected: dict, found: dict, source, target: str) -> None:
     if rows:
         raise UserError(
             f"{source} does not fit {target}: {diagnose(expected, found, target)}\n"
-            f"  checkpoint: {describe(found)}\n  expected:   {describe(expected)}\n" + "\n".join(rows[:12])
+            f"  checkpoint: {describe(found)}\n  expected:   {describe(expected)}\n" + "\n".join(rows)
         )

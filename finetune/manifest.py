@@ -50,15 +50,24 @@ def read_manifest(run_dir) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: missing; {run_dir} is not a run folder written by python -m finetune")
     try:
-        body = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid YAML ({type(e).__name__}); restore the manifest from a backup")
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; restore the manifest from a backup")
+    return parse_manifest(text, path)
+
+
+def parse_manifest(text: str, source) -> dict:
+    """Load and verify a manifest's text (from a run folder or an exported file's metadata)."""
+    try:
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{source}: not valid YAML ({type(e).__name__}); restore the manifest from a backup")
     if not isinstance(body, dict) or body.get("format") != FORMAT or "sha256" not in body:
-        raise UserError(f"{path}: not an {FORMAT} manifest; restore it from a backup")
+        raise UserError(f"{source}: not an {FORMAT} manifest; restore it from a backup")
     actual = content_hash(body)
     if actual != body["sha256"]:
         raise UserError(
-            f"{path}: content hash {actual[:12]} does not match recorded {str(body['sha256'])[:12]}; "
+            f"{source}: content hash {actual[:12]} does not match recorded {str(body['sha256'])[:12]}; "
             "the manifest was edited after the run wrote it: restore the original (manifests are never edited)"
         )
     return body

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .audio import load_audio, write_wav
 from .builder import build_model, fingerprint, model_spec
-from .checkpoints import (header, list_checkpoints, load_weights, read_upstream, resolve_pretrained, state_path,
-                          weights_in)
+from .checkpoints import (header, list_checkpoints, load_weights, pick_checkpoint, read_upstream,
+                          resolve_pretrained, state_path, weights_in)
 from .data import load_clips
 from .diagnose import check_fits
 from .errors import UserError
@@ -34,8 +34,26 @@ def versions() -> dict:
     return found
 
 
-def load_pretrained(model, source: str, wanted: str) -> dict:
-    path = resolve_pretrained(source)
+# arch keys that change neither tensors nor outputs: a run may start from another with them changed
+RUNTIME_ARCH = ("attn_backend", "checkpoint_activations")
+
+
+def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> Path:
+    """pretrained=<run folder>: its last checkpoint, if that run's model is the one asked for."""
+    other = read_manifest(run_dir)["model"]
+    keys = lambda m: {k: v for k, v in flatten({x: m[x] for x in ("backbone", "arch", "mel", "tokenizer")}).items()  # noqa: E731
+                      if k.split(".")[-1] not in RUNTIME_ARCH}
+    mine, theirs = keys(spec), keys(other)
+    diffs = [f"{k}: {theirs.get(k)} -> {mine.get(k)}" for k in sorted(mine.keys() | theirs.keys())
+             if mine.get(k) != theirs.get(k)]
+    if diffs:
+        raise UserError(f"pretrained={run_dir} is a {other['family']} {other['name']} run; model={wanted} differs "
+                        f"({'; '.join(diffs)}); pass model={other['name']} to continue from it")
+    return pick_checkpoint(run_dir, "last")
+
+
+def load_pretrained(model, spec: dict, source: str, wanted: str) -> dict:
+    path = pretrained_run_checkpoint(Path(source), spec, wanted) if Path(source).is_dir() else resolve_pretrained(source)
     sd = read_upstream(path)
     check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
     model.load_state_dict(sd, strict=True)
@@ -67,7 +85,7 @@ def start(cfg: dict) -> Path:
     vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
     spec = model_spec(cfg["model"], vocab)
     model = build_model(spec, vocab)
-    pretrained = load_pretrained(model, cfg["pretrained"], cfg["model"]["name"]) if cfg["pretrained"] else None
+    pretrained = load_pretrained(model, spec, cfg["pretrained"], cfg["model"]["name"]) if cfg["pretrained"] else None
     clips = load_clips(cfg["data"], spec)
     run_dir = new_run_dir(cfg)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"

@@ -151,9 +151,15 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "tra
             "logger": LoggerConfig, "vocoder": VocoderConfig}
 
 
+class Layout(str, Enum):
+    f5tune = "f5tune"
+    upstream = "upstream"
+
+
 @dataclass
 class InferConfig:
     run: Optional[str] = None
+    model_file: Optional[str] = None  # an exported .safetensors (weights + manifest + vocab)
     gen_text: Optional[str] = None
     ref_audio: Optional[str] = None
     ref_text: Optional[str] = None
@@ -169,6 +175,7 @@ class InferConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
     vocoder_path: Optional[str] = None
+    layout: Layout = Layout.f5tune  # export only: f5tune | upstream
 
 
 def register() -> None:

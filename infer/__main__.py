@@ -1,4 +1,6 @@
-"""python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N] [out=...] [...]"""
+"""python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N] [out=...] [...]
+   python -m infer model_file=<export>.safetensors [gen_text=...] [...]
+   python -m infer export run=runs/<name> out=<file>.safetensors [ckpt=...] [weights=ema|online] [layout=upstream]"""
 import sys
 
 from omegaconf import OmegaConf
@@ -27,7 +29,13 @@ def parse(argv: list[str]) -> dict:
 
 def main(argv=None) -> None:
     with user_errors():
-        cfg = parse(sys.argv[1:] if argv is None else argv)
+        argv = sys.argv[1:] if argv is None else argv
+        if argv and argv[0] == "export":
+            from .export import export
+
+            print(export(parse(argv[1:])))
+            return
+        cfg = parse(argv)
         from .synth import synthesize
 
         print(synthesize(cfg))

@@ -80,12 +80,30 @@ def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: st
     return model
 
 
+def load_model_file(path, weights: str, device):
+    from .export import read_export
+
+    manifest, vocab, shapes = read_export(path)
+    warn_version_drift(manifest)
+    return model_for(manifest, vocab, Path(path), shapes, weights, f"the manifest inside {path}").to(device).eval(), manifest
+
+
 def synthesize(cfg: dict) -> Path:
-    if not cfg["run"]:
-        raise UserError("run= is required: pass run=runs/<name> as printed by python -m finetune")
-    run_dir = Path(cfg["run"])
+    if bool(cfg["run"]) == bool(cfg["model_file"]):
+        raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
     device = pick_device(cfg["device"])
-    model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device, cfg["allow_foreign"])
+    if cfg["run"]:
+        run_dir = Path(cfg["run"])
+        model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device, cfg["allow_foreign"])
+        default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
+        default_out = run_dir / "samples" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}-seed{cfg['seed']}.wav"
+    else:
+        from finetune.data import demo_rows
+
+        ckpt = Path(cfg["model_file"])
+        model, manifest = load_model_file(ckpt, cfg["weights"], device)
+        default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
+        default_out = Path(f"{ckpt.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-seed{cfg['seed']}.wav")
     spec, mel = manifest["model"], manifest["model"]["mel"]
     sr, hop = mel["target_sample_rate"], mel["hop_length"]
 
@@ -94,7 +112,7 @@ def synthesize(cfg: dict) -> Path:
             raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
         ref_audio, ref_text = Path(cfg["ref_audio"]), cfg["ref_text"]
     else:
-        ref_audio, ref_text = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
+        ref_audio, ref_text = default_ref
     gen_text = cfg["gen_text"] or DEFAULT_TEXT
 
     audio = load_audio(ref_audio, sr)
@@ -121,8 +139,7 @@ def synthesize(cfg: dict) -> Path:
     if rms < TARGET_RMS:
         wav = wav * rms / TARGET_RMS
 
-    out_path = Path(cfg["out"]) if cfg["out"] else (
-        run_dir / "samples" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}-seed{cfg['seed']}.wav")
+    out_path = Path(cfg["out"]) if cfg["out"] else default_out
     out_path.parent.mkdir(parents=True, exist_ok=True)
     write_wav(out_path, wav, sr)
     print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio", file=sys.stderr)

@@ -1,0 +1,62 @@
+"""One portable file from a run: the weights, with the manifest and vocab in its safetensors metadata."""
+import sys
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from finetune.checkpoints import header, load_weights
+from finetune.errors import UserError
+from finetune.files import atomic_write
+from finetune.manifest import dump
+from finetune.vocab import vocab_bytes
+
+from .synth import load_run
+
+FORMAT = "f5tune-export/1"
+
+
+def export(cfg: dict) -> Path:
+    """layout=f5tune: bare model keys + manifest/vocab metadata, for `python -m infer model_file=`.
+    layout=upstream: `ema_model.*` keys as on the hub, plus a vocab file beside it, for upstream's loader."""
+    if not cfg["run"] or not cfg["out"]:
+        raise UserError("export needs run=runs/<name> and out=<file>.safetensors")
+    out = Path(cfg["out"])
+    if out.suffix != ".safetensors":
+        raise UserError(f"out={out}: the exported file must end in .safetensors")
+    if out.exists():
+        raise UserError(f"out={out}: exists; an export never overwrites a file")
+    model, manifest, ckpt = load_run(cfg["run"], str(cfg["ckpt"]), cfg["weights"])
+    weights = {k: v.contiguous() for k, v in load_weights(ckpt, cfg["weights"]).items()}
+    vocab = Path(cfg["run"]) / manifest["model"]["vocab"]["file"]
+    if cfg["layout"] == "upstream":
+        # upstream's load_checkpoint strips `ema_model.` from safetensors files whatever they hold
+        tensors, meta = {f"ema_model.{k}": v for k, v in weights.items()}, {}
+        atomic_write(out.with_name(out.stem + "_vocab.txt"), lambda tmp: Path(tmp).write_bytes(vocab.read_bytes()))
+        print(f"vocab: {out.with_name(out.stem + '_vocab.txt')}", file=sys.stderr)
+    else:
+        tensors = weights
+        meta = {"format": FORMAT, "manifest": dump(manifest), "vocab": vocab.read_text(encoding="utf-8"),
+                "weights": cfg["weights"], "source_checkpoint": ckpt.name,
+                "update": header(ckpt)[1].get("update", "unknown"), "manifest_sha256": manifest["sha256"]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    return out
+
+
+def read_export(path) -> tuple[dict, list[str], dict]:
+    """Manifest (verified), vocab and tensor shapes of an exported file, reading only its header."""
+    from finetune.manifest import parse_manifest
+    from finetune.vocab import parse_vocab
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model_file={path}: file not found")
+    shapes, meta = header(path)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"model_file={path}: not an f5tune export (no manifest in its metadata); "
+                        "export one with python -m infer export run=... out=..., or adopt a foreign file")
+    manifest = parse_manifest(meta["manifest"], f"{path} (embedded manifest)")
+    vocab = parse_vocab(meta["vocab"].encode("utf-8"), f"{path} (embedded vocab)")
+    if vocab_bytes(vocab) != meta["vocab"].encode("utf-8"):
+        raise UserError(f"model_file={path}: embedded vocab is malformed")
+    return manifest, vocab, shapes
