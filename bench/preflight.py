@@ -1,0 +1,63 @@
+"""Header-only shape + binding check against a full load, on an F5TTS_v1_Base-shaped checkpoint.
+
+Makes a random-weight F5TTS_v1_Base checkpoint (~1.35 GB, one set of fp32 weights) in a temp folder,
+then times: our pre-flight check (safetensors header only), our full load, and upstream f5-tts's
+load_checkpoint on the same weights in its hub layout. Usage: python bench/preflight.py [repeat]
+"""
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import machine, row, timed, timed_cold  # noqa: E402
+from finetune.builder import build_model, fingerprint  # noqa: E402
+from finetune.checkpoints import header, load_weights, save_checkpoint, weights_in  # noqa: E402
+from finetune.diagnose import check_fits  # noqa: E402
+from tests.test_builder import VOCAB, spec_of  # noqa: E402
+
+
+def main(repeat: int = 5) -> None:
+    spec = spec_of("f5tts")
+    model = build_model(spec, VOCAB)
+    expected = fingerprint(model.state_dict())
+    with tempfile.TemporaryDirectory() as tmp:
+        ours = save_checkpoint(tmp, 1, {}, model.state_dict(), "0" * 64)  # EMA weights only, like a hub file
+        hub = Path(tmp) / "hub.safetensors"
+        save_file({f"ema_model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(hub))
+        size = ours.stat().st_size
+
+        def preflight():
+            shapes, meta = header(ours)
+            assert meta["manifest_sha256"] == "0" * 64
+            check_fits(expected, weights_in(shapes, "ema"), ours, "bench")
+
+        def full_load():
+            model.load_state_dict(load_weights(ours, "ema"), strict=True)
+
+        def upstream_load():
+            from f5_tts.infer.utils_infer import load_checkpoint
+
+            load_checkpoint(model, str(hub), "cpu", dtype=torch.float32, use_ema=True)
+
+        upstream_load()  # import upstream's inference module once, outside the timings
+        a, b, c = timed(preflight, repeat), timed(full_load, repeat), timed(upstream_load, repeat)
+        cold = [timed_cold(f, 3) for f in (preflight, full_load, upstream_load)]
+    print(f"machine: {machine()}; checkpoint {size / 1e9:.2f} GB, {len(expected)} tensors")
+    print(row("pre-flight check (header only), warm cache", a))
+    print(row("full load, this tool, warm cache", b))
+    print(row("full load, upstream, warm cache", c))
+    if cold[0]:
+        print(row("pre-flight check, cold cache", cold[0]))
+        print(row("full load, this tool, cold cache", cold[1]))
+        print(row("full load, upstream, cold cache", cold[2]))
+        print(f"pre-flight / upstream full load, cold cache: {statistics.median(cold[0]) / statistics.median(cold[2]):.3%}")
+    print(f"pre-flight / upstream full load, warm cache: {statistics.median(a) / statistics.median(c):.3%}"
+          f" (pre-flight {statistics.median(a) * 1000:.2f} ms)")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
