@@ -21,4 +21,4 @@ demo: install
 	$(BIN)/python -m infer run=$${run#run: }
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n 2 tests
