@@ -39,12 +39,38 @@ def _vocos_files(path) -> tuple[Path, Path]:
     return hub_file(VOCOS_REPO, "config.yaml", instead), hub_file(VOCOS_REPO, "pytorch_model.bin", instead)
 
 
+# Vocos builds itself from class paths in config.yaml; we accept only the classes its mel-24khz
+# model uses and construct them directly, so no file can make us import anything else.
+_VOCOS_PARTS = {
+    "feature_extractor": "vocos.feature_extractors.MelSpectrogramFeatures",
+    "backbone": "vocos.models.VocosBackbone",
+    "head": "vocos.heads.ISTFTHead",
+}
+
+
+def _build_vocos(config_path: Path):
+    import yaml
+    from vocos import Vocos
+    from vocos.feature_extractors import MelSpectrogramFeatures
+    from vocos.heads import ISTFTHead
+    from vocos.models import VocosBackbone
+
+    classes = {"feature_extractor": MelSpectrogramFeatures, "backbone": VocosBackbone, "head": ISTFTHead}
+    config = yaml.safe_load(config_path.read_text())
+    parts = {}
+    for name, expected in _VOCOS_PARTS.items():
+        part = (config or {}).get(name) or {}
+        if part.get("class_path") != expected:
+            raise UserError(f"{config_path}: {name} must be {expected} (the vocos-mel-24khz layout), "
+                            f"found {part.get('class_path')!r}")
+        parts[name] = classes[name](**(part.get("init_args") or {}))
+    return Vocos(**parts)
+
+
 def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32):
     if kind == "griffinlim":
         return GriffinLim(mel, n_iter)
-    from vocos import Vocos
-
     config, weights = _vocos_files(path)
-    vocoder = Vocos.from_hparams(str(config))
+    vocoder = _build_vocos(config)
     vocoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return vocoder.eval().to(device)

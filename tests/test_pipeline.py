@@ -122,3 +122,35 @@ def test_bad_inputs_give_one_line_errors(runs, tmp_path):
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "pretrained=hf://SWivid/F5-TTS/x/model.safetensors")
     assert_user_error(r, "pretrained=/path/to/file")
     assert not any(tmp_path.glob("f5tts_tiny-*"))
+
+
+def test_local_vocos_folder_and_loggers(runs, tmp_path):
+    """A vocos folder as upstream expects it (config.yaml + pytorch_model.bin), made here with a tiny net."""
+    import torch
+    import yaml
+
+    from infer.vocoder import _build_vocos
+
+    config = {
+        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100}},
+        "backbone": {"class_path": "vocos.models.VocosBackbone",
+                     "init_args": {"input_channels": 100, "dim": 16, "intermediate_dim": 32, "num_layers": 1}},
+        "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 16, "n_fft": 1024, "hop_length": 256,
+                                                                      "padding": "center"}},
+    }
+    folder = tmp_path / "vocos"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.save(_build_vocos(folder / "config.yaml").state_dict(), folder / "pytorch_model.bin")
+    out = tmp_path / "v.wav"
+    r = cli("infer", f"run={runs['f5']}", "vocoder=vocos", f"vocoder_path={folder}", "nfe_step=2", f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sf.info(str(out)).samplerate == 24000
+    config["head"]["class_path"] = "os.system"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    assert_user_error(cli("infer", f"run={runs['f5']}", "vocoder=vocos", f"vocoder_path={folder}"), "head must be")
+
+    for kind, marker in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
+        run = finetune(tmp_path, kind, "f5tts_tiny", f"logger={kind}", "train.max_updates=2", "train.log_every=1")
+        assert any((run / marker).rglob("*")), kind
