@@ -128,11 +128,12 @@ def _python_rng(saved):
 
 
 def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer):
-    online = accelerator.unwrap_model(model).state_dict()
-    save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])
+    # the training state first: a weights file is only ever listed once its state is complete
     save_train_state(run_dir, update, {
         "update": update, "epoch": epoch, "batches_in_epoch": seen,
         "optimizer": optimizer.state_dict(),
         "ema_step": ema.step.clone(), "ema_initted": ema.initted.clone(),
         "rng_torch": torch.get_rng_state(), "rng_python": list(random.getstate()),
     })
+    online = accelerator.unwrap_model(model).state_dict()
+    save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])
