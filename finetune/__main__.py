@@ -1,6 +1,7 @@
 """python -m finetune model=<name> [data=...] [pretrained=...] [train.max_updates=...]
    python -m finetune resume=runs/<name> [train.max_updates=...] [optim.lr=...]
    python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name>] [run.name=...]"""
+import os
 import sys
 
 import hydra
@@ -40,7 +41,9 @@ def main(cfg: DictConfig) -> None:
     with user_errors():
         from .runs import start
 
-        print(f"run: {start(resolve(cfg))}")
+        run_dir = start(resolve(cfg))
+        if int(os.environ.get("RANK", "0")) == 0:  # one line per job, not per process
+            print(f"run: {run_dir}")
 
 
 def cli(argv: list[str]) -> None:

@@ -25,7 +25,8 @@ def lr_factor(update: int, warmup: int, total: int) -> float:
 def make_accelerator(cfg: dict):
     from accelerate import Accelerator
 
-    return Accelerator(mixed_precision=cfg["train"]["mixed_precision"],
+    # cpu=True without CUDA: it is what makes accelerate run several CPU processes (gloo) as one job
+    return Accelerator(mixed_precision=cfg["train"]["mixed_precision"], cpu=not torch.cuda.is_available(),
                        gradient_accumulation_steps=cfg["optim"]["grad_accumulation_steps"])
 
 

@@ -1,0 +1,37 @@
+"""A real 2-process fine-tune on CPU (torchrun, gloo) against a single-process one with the same global batch."""
+import os
+import subprocess
+import sys
+
+import yaml
+
+from finetune.checkpoints import header, list_checkpoints, load_weights
+from tests.conftest import OFFLINE, REPO, TINY, cli, finetune
+
+
+def test_two_processes_write_one_run(tmp_path):
+    # demo clips are 500 and 634 frames: 2000 frames puts both in one batch, 700 gives one clip per batch,
+    # so one process on 2000 and two processes on 700 each see both clips per update
+    common = ["train.max_updates=null", "train.epochs=3", "train.save_every=1"]
+    single = finetune(tmp_path, "single", "f5tts_tiny", *common, "data.frames_per_batch=2000")
+    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finetune", "model=f5tts_tiny",
+            f"run.root={tmp_path}", "run.name=ddp", *TINY, *common, "data.frames_per_batch=700"]
+    r = subprocess.run([sys.executable, *args], cwd=REPO, env={**os.environ, **OFFLINE}, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("run: ") == 1
+    run = tmp_path / "ddp"
+
+    assert sorted(list_checkpoints(run)) == sorted(list_checkpoints(single)) == [1, 2, 3]
+    files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert files == [f"{kind}_{u:08d}.{ext}" for kind, ext in (("model", "safetensors"), ("state", "pt"))
+                     for u in (1, 2, 3)]
+    assert [p.name for p in run.glob("manifest*")] == ["manifest.yaml"]
+    manifest = yaml.safe_load((run / "manifest.yaml").read_text())
+    for update, path in list_checkpoints(run).items():
+        assert header(path)[1] == {"format": "f5tune-ckpt/1", "manifest_sha256": manifest["sha256"], "run": "ddp",
+                                   "update": str(update)}
+        assert load_weights(path, "online").keys() == load_weights(path, "ema").keys()
+    assert (run / "train.log").read_text().count("done:") == 1
+    r = cli("infer", f"run={run}", "nfe_step=2")
+    assert r.returncode == 0, r.stderr[-3000:]
