@@ -1,12 +1,11 @@
 """The one place a model is built: from the `model` section of a manifest, and nothing else."""
-import torch
 
+from .diagnose import FAMILY
 from .errors import UserError
 from .files import sha256_bytes
 from .schema import Backbone
 from .vocab import vocab_bytes
 
-FAMILIES = {"DiT": "F5-TTS", "UNetT": "E2-TTS", "MMDiT": "MMDiT"}
 
 
 def _backbone_class(name: str):
@@ -26,7 +25,7 @@ def _backbone_class(name: str):
 def family(backbone: str, arch: dict) -> str:
     if backbone == "DiT":  # v1 masks text padding and dropped pe_attn_head; v0 did neither
         return "F5-TTS v1" if arch.get("text_mask_padding") else "F5-TTS v0"
-    return FAMILIES.get(backbone, backbone)
+    return FAMILY.get(backbone, backbone)
 
 
 def model_spec(model_cfg: dict, vocab: list[str]) -> dict:

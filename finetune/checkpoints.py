@@ -8,6 +8,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .builder import build_model, fingerprint
+from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write
 from .hub import hub_file
@@ -133,6 +135,36 @@ def load_weights(path, weights: str) -> dict:
     """One set of weights from a safetensors file, keys as the model names them."""
     with safe_open(str(path), framework="pt") as f:
         return {name: f.get_tensor(k) for name, k in weight_keys(f.keys(), weights).items()}
+
+
+# ---- from a manifest and a checkpoint file to a loaded model --------------------------------------
+
+def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
+    bound = meta.get("manifest_sha256")
+    if bound == manifest["sha256"]:
+        return
+    if bound:
+        raise UserError(
+            f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
+            f"(manifest {manifest['sha256'][:12]}); use it from its own run folder"
+        )
+    if not allow_foreign:
+        raise UserError(f"{path} carries no run binding, so nothing says it was trained as this run's model; "
+                        "pass allow_foreign=true to load it anyway (its shapes are still checked)")
+
+
+def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
+    """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
+    model = build_model(manifest["model"], vocab)
+    if fingerprint(model.state_dict()) != manifest["fingerprint"]:
+        raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
+                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+    found = weights_in(shapes, weights)
+    if not found and weights == "online" and weights_in(shapes, "ema"):
+        raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
+    check_fits(manifest["fingerprint"], found, path, target)
+    model.load_state_dict(load_weights(path, weights), strict=True)
+    return model
 
 
 # ---- pretrained checkpoints in upstream layouts -----------------------------------------------------

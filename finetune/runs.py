@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .audio import load_audio, write_wav
 from .builder import build_model, fingerprint, model_spec
-from .checkpoints import (header, list_checkpoints, load_weights, pick_checkpoint, read_upstream,
-                          resolve_pretrained, state_path, weights_in)
+from .checkpoints import (check_binding, header, list_checkpoints, load_weights, model_for, pick_checkpoint,
+                          read_upstream, resolve_pretrained, state_path)
 from .data import load_clips
 from .diagnose import check_fits
 from .errors import UserError
@@ -225,14 +225,11 @@ def resume(run_dir, overrides: list[str]) -> Path:
     set_seed(new_cfg["train"]["seed"])
     spec = manifest["model"]
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
-    model = build_model(spec, vocab)
     update, state = latest_intact(run_dir)
     path = list_checkpoints(run_dir)[update]
     shapes, meta = header(path)
-    if meta.get("manifest_sha256") != manifest["sha256"]:
-        raise UserError(f"{path}: not bound to {run_dir}'s manifest; remove it from the run's checkpoints/")
-    check_fits(manifest["fingerprint"], weights_in(shapes, "online"), path, f"the run {run_dir}")
-    model.load_state_dict(load_weights(path, "online"), strict=True)
+    check_binding(meta, manifest, run_dir, path, allow_foreign=False)
+    model = model_for(manifest, vocab, path, shapes, "online", f"the run {run_dir}")
     clips = load_clips(new_cfg["data"], spec)
     if accelerator.is_main_process:
         if changed:

@@ -6,9 +6,7 @@ from pathlib import Path
 import torch
 
 from finetune.audio import load_audio, write_wav
-from finetune.builder import build_model, fingerprint
-from finetune.checkpoints import header, load_weights, pick_checkpoint, weights_in
-from finetune.diagnose import check_fits
+from finetune.checkpoints import check_binding, header, model_for, pick_checkpoint
 from finetune.errors import UserError
 from finetune.manifest import read_manifest
 from finetune.vocab import read_vocab, tokenize
@@ -27,20 +25,6 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={name}: CUDA is not available here; use device=cpu")
     return device
-
-
-def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
-    bound = meta.get("manifest_sha256")
-    if bound == manifest["sha256"]:
-        return
-    if bound:
-        raise UserError(
-            f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
-            f"(manifest {manifest['sha256'][:12]}); run inference on its own run folder"
-        )
-    if not allow_foreign:
-        raise UserError(f"{path} carries no run binding, so nothing says it was trained as this run's model; "
-                        "pass allow_foreign=true to load it anyway (its shapes are still checked)")
 
 
 def warn_version_drift(manifest: dict) -> None:
@@ -64,20 +48,6 @@ def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu", al
     check_binding(meta, manifest, run_dir, path, allow_foreign)
     model = model_for(manifest, vocab, path, shapes, weights, f"the run {run_dir}")
     return model.to(device).eval(), manifest, path
-
-
-def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
-    """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
-    model = build_model(manifest["model"], vocab)
-    if fingerprint(model.state_dict()) != manifest["fingerprint"]:
-        raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
-                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
-    found = weights_in(shapes, weights)
-    if not found and weights == "online" and weights_in(shapes, "ema"):
-        raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
-    check_fits(manifest["fingerprint"], found, path, target)
-    model.load_state_dict(load_weights(path, weights), strict=True)
-    return model
 
 
 def load_model_file(path, weights: str, device):
