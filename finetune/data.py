@@ -4,7 +4,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from .audio import load_audio, mel_spectrogram
 from .errors import UserError
@@ -115,8 +114,12 @@ class ClipDataset(torch.utils.data.Dataset):
 
 
 def collate(clips: list[Clip]) -> dict:
+    longest = max(c.frames for c in clips)
+    mel = torch.stack([torch.nn.functional.pad(c.mel, (0, longest - c.frames)) for c in clips])
     return {
-        "mel": pad_sequence([c.mel.T for c in clips], batch_first=True),  # [batch, frames, n_mel]
+        # [batch, frames, n_mel] as a view of [batch, n_mel, frames], exactly as upstream's trainer feeds CFM:
+        # CFM draws its noise with randn_like, which follows the memory layout, so the layout is part of the math
+        "mel": mel.permute(0, 2, 1),
         "lens": torch.tensor([c.frames for c in clips]),
         "text": [c.tokens for c in clips],
     }
