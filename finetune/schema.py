@@ -109,6 +109,7 @@ class TrainConfig:
     epochs: int = 10
     max_updates: Optional[int] = None
     save_every: int = 1000
+    keep_last_n: int = -1  # -1 keeps every checkpoint; N keeps the newest N
     log_every: int = 10
     seed: int = 666
     mixed_precision: str = "no"

@@ -5,7 +5,7 @@ import sys
 
 import torch
 
-from .checkpoints import save_checkpoint, save_train_state
+from .checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .data import ClipDataset, FrameBatches, collate
 from .loggers import RunLogger
 
@@ -80,7 +80,7 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
     log_file = open(run_dir / "train.log", "a", encoding="utf-8") if accelerator.is_main_process else None
     bar = tqdm(total=total, initial=update, desc="fine-tune", disable=not accelerator.is_main_process,
                file=sys.stderr)
-    loss_value = float("nan")
+    loss_value = grad_norm = float("nan")
     model.train()
     while update < total:
         batches.set_epoch(epoch)
@@ -91,7 +91,7 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
                 loss, _, _ = model(batch["mel"], text=batch["text"], lens=batch["lens"])
                 accelerator.backward(loss)
                 if ocfg["max_grad_norm"] > 0 and accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), ocfg["max_grad_norm"])
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), ocfg["max_grad_norm"])
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
@@ -105,11 +105,13 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
                 if update % tcfg["log_every"] == 0 or update == total:
-                    logger.log({"loss": loss_value, "lr": lr}, update)
-                    log_file.write(f"update {update} epoch {epoch} loss {loss_value:.6f} lr {lr:.3e}\n")
+                    logger.log({"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm)}, update)
+                    log_file.write(f"update {update} epoch {epoch} loss {loss_value:.6f} lr {lr:.3e} "
+                                   f"grad_norm {float(grad_norm):.4f}\n")
                     log_file.flush()
                 if update % tcfg["save_every"] == 0 or update == total:
                     _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer)
+                    prune(run_dir, tcfg["keep_last_n"])
             if update >= total:
                 break
         skip = 0
@@ -138,3 +140,12 @@ def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optim
     })
     online = accelerator.unwrap_model(model).state_dict()
     save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])
+
+
+def prune(run_dir, keep: int) -> None:
+    """Keep the newest `keep` checkpoints (-1: all); called only after the newest is complete."""
+    if keep < 0:
+        return
+    for update, path in list(list_checkpoints(run_dir).items())[:-keep or None]:
+        path.unlink(missing_ok=True)  # weights first: a listed checkpoint always has its state
+        state_path(run_dir, update).unlink(missing_ok=True)

@@ -152,5 +152,9 @@ def test_local_vocos_folder_and_loggers(runs, tmp_path):
     assert_user_error(cli("infer", f"run={runs['f5']}", "vocoder=vocos", f"vocoder_path={folder}"), "head must be")
 
     for kind, marker in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
-        run = finetune(tmp_path, kind, "f5tts_tiny", f"logger={kind}", "train.max_updates=2", "train.log_every=1")
+        run = finetune(tmp_path, kind, "f5tts_tiny", f"logger={kind}", "train.max_updates=3", "train.log_every=1",
+                       "train.save_every=1", "train.keep_last_n=2")
         assert any((run / marker).rglob("*")), kind
+        assert sorted(list_checkpoints(run)) == [2, 3]  # pruned after each complete save
+        assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_00000002.pt", "state_00000003.pt"]
+        assert (run / "train.log").read_text().count("grad_norm") == 3
