@@ -37,13 +37,25 @@ def resolve(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> dict:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     with user_errors():
         from .runs import start
 
-        run_dir = start(resolve(cfg))
+        config = resolve(cfg)
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN and not config["run"]["name"]:
+            # jobs of a sweep can start within the same second: the job number keeps their folders apart
+            from datetime import datetime
+
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            config["run"]["name"] = f"{config['model']['name']}-{config['data']['name']}-{stamp}-job{hydra_cfg.job.num}"
+        run_dir = start(config)
         if int(os.environ.get("RANK", "0")) == 0:  # one line per job, not per process
             print(f"run: {run_dir}")
+        return {"run": str(run_dir), "model": config["model"]["name"]}
 
 
 def cli(argv: list[str]) -> None:
