@@ -51,8 +51,8 @@ def main(side: str, out: str, accum: int) -> None:
             from finetune.checkpoints import list_checkpoints, load_weights
             from finetune.train import make_accelerator, train
 
-            cfg = {"train": {"epochs": 1, "max_updates": None, "save_every": 10**6, "keep_last_n": -1, "log_every": 10**6, "seed": SEED,
-                             "mixed_precision": "no", "num_workers": 0, "ema": EMA},
+            cfg = {"train": {"epochs": 1, "max_updates": None, "save_every": 10**6, "keep_last_n": -1,
+                             "log_every": 10**6, "seed": SEED, "mixed_precision": "no", "num_workers": 0, "ema": EMA},
                    "optim": {"lr": LR, "weight_decay": 0.01, "warmup_updates": WARMUP, "max_grad_norm": 1.0,
                              "grad_accumulation_steps": accum},
                    "data": {"frames_per_batch": frames, "max_samples": 1},
