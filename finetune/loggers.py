@@ -23,6 +23,10 @@ class RunLogger:
             # the manifest is the run's config; it holds no environment, keys or tokens
             self.backend = wandb.init(project=project, name=run_dir.name, dir=str(run_dir), mode=mode,
                                       config=manifest, settings=wandb.Settings(silent=True))
+            artifact = wandb.Artifact(f"{run_dir.name}-manifest", type="manifest")
+            artifact.add_file(str(run_dir / "manifest.yaml"))
+            artifact.add_file(str(run_dir / "vocab.txt"))
+            self.backend.log_artifact(artifact)
         elif kind == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -34,6 +38,19 @@ class RunLogger:
         elif self.kind == "tensorboard":
             for k, v in metrics.items():
                 self.backend.add_scalar(k, v, step)
+
+    def audio(self, files: dict, step: int) -> None:
+        if self.kind == "wandb":
+            import wandb
+
+            self.backend.log({k: wandb.Audio(str(v)) for k, v in files.items()}, step=step)
+        elif self.kind == "tensorboard":
+            import soundfile as sf
+            import torch
+
+            for k, v in files.items():
+                data, sr = sf.read(str(v), dtype="float32")
+                self.backend.add_audio(k, torch.from_numpy(data).unsqueeze(0), step, sample_rate=sr)
 
     def close(self) -> None:
         if self.backend is not None:

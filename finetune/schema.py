@@ -110,6 +110,8 @@ class TrainConfig:
     max_updates: Optional[int] = None
     save_every: int = 1000
     keep_last_n: int = -1  # -1 keeps every checkpoint; N keeps the newest N
+    log_samples: bool = False  # at each checkpoint: a wav in samples/ and, with a logger, in the logger
+    sample_nfe_step: int = 16
     log_every: int = 10
     seed: int = 666
     mixed_precision: str = "no"

@@ -77,6 +77,11 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
 
     logger = RunLogger(cfg["logger"]["kind"], run_dir, manifest, cfg["logger"]["project"]) \
         if accelerator.is_main_process else None
+    samples = None
+    if tcfg["log_samples"] and accelerator.is_main_process:
+        from .samples import SampleWriter
+
+        samples = SampleWriter(cfg, manifest, clips[0], accelerator.device)
     log_file = open(run_dir / "train.log", "a", encoding="utf-8") if accelerator.is_main_process else None
     bar = tqdm(total=total, initial=update, desc="fine-tune", disable=not accelerator.is_main_process,
                file=sys.stderr)
@@ -112,6 +117,9 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
                 if update % tcfg["save_every"] == 0 or update == total:
                     _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer)
                     prune(run_dir, tcfg["keep_last_n"])
+                    if samples is not None:
+                        gen, ref, _ = samples(ema.ema_model, run_dir, update, tcfg["seed"])
+                        logger.audio({"sample/generated": gen, "sample/reference": ref}, update)
             if update >= total:
                 break
         skip = 0

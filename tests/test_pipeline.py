@@ -153,8 +153,13 @@ def test_local_vocos_folder_and_loggers(runs, tmp_path):
 
     for kind, marker in (("wandb", "wandb"), ("tensorboard", "tensorboard")):
         run = finetune(tmp_path, kind, "f5tts_tiny", f"logger={kind}", "train.max_updates=3", "train.log_every=1",
-                       "train.save_every=1", "train.keep_last_n=2")
+                       "train.save_every=1", "train.keep_last_n=2", "train.log_samples=true",
+                       "train.sample_nfe_step=2")
         assert any((run / marker).rglob("*")), kind
+        assert sorted(p.name for p in (run / "samples").iterdir()) == [
+            f"update_{u:08d}_{w}.wav" for u in (1, 2, 3) for w in ("gen", "ref")]
+        assert sf.info(str(run / "samples" / "update_00000003_gen.wav")).duration > 1
         assert sorted(list_checkpoints(run)) == [2, 3]  # pruned after each complete save
         assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_00000002.pt", "state_00000003.pt"]
         assert (run / "train.log").read_text().count("grad_norm") == 3
+    assert any(p.suffix == ".wav" for p in (tmp_path / "wandb" / "wandb").rglob("media/audio/**/*"))

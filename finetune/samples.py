@@ -1,0 +1,35 @@
+"""Audio samples at checkpoints: the EMA model speaks the reference clip's text again, as upstream's trainer does."""
+from pathlib import Path
+
+import torch
+
+from .audio import write_wav
+
+
+class SampleWriter:
+    def __init__(self, cfg: dict, manifest: dict, clip, device):
+        from infer.vocoder import load_vocoder
+
+        self.mel = manifest["model"]["mel"]
+        self.vocoder = load_vocoder(cfg["vocoder"]["kind"], cfg["vocoder"]["path"], self.mel, device,
+                                    cfg["vocoder"]["n_iter"])
+        self.clip, self.steps = clip, cfg["train"]["sample_nfe_step"]
+
+    def __call__(self, model, run_dir: Path, update: int, seed: int) -> tuple[Path, Path, torch.Tensor]:
+        cond = self.clip.mel.T.unsqueeze(0).to(next(model.parameters()).device)  # [1, frames, n_mel]
+        frames = cond.shape[1]
+        rng = torch.get_rng_state()  # sampling must not move the training RNG, or resume would drift
+        with torch.inference_mode():
+            out, _ = model.sample(cond=cond, text=[self.clip.tokens + [" "] + self.clip.tokens],
+                                  duration=frames * 2, steps=self.steps, cfg_strength=2.0, sway_sampling_coef=-1.0,
+                                  seed=seed)
+            wav = self.vocoder.decode(out[:, frames:, :].permute(0, 2, 1).float())[0].cpu()
+            ref = self.vocoder.decode(cond.permute(0, 2, 1).float())[0].cpu()
+        torch.set_rng_state(rng)
+        folder = Path(run_dir) / "samples"
+        folder.mkdir(exist_ok=True)
+        gen_path, ref_path = folder / f"update_{update:08d}_gen.wav", folder / f"update_{update:08d}_ref.wav"
+        sr = self.mel["target_sample_rate"]
+        write_wav(gen_path, wav, sr)
+        write_wav(ref_path, ref, sr)
+        return gen_path, ref_path, wav
