@@ -5,10 +5,10 @@ import os
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from .errors import UserError, user_errors
-from .schema import CONF_DIR, FinetuneConfig, register
+from .schema import CONF_DIR, FinetuneConfig, plain, register
 
 register()
 
@@ -26,16 +26,6 @@ def check_model_choice(argv: list[str]) -> None:
             raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
 
 
-def resolve(cfg: DictConfig) -> dict:
-    """Re-merge into the schema: this also rejects keys slipped in with `+key=value`."""
-    try:
-        # merge plain data: merging the composed DictConfig would carry its added keys' types along
-        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), OmegaConf.to_container(cfg))
-        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
-    except Exception as e:  # OmegaConf's errors name the key; keep only that line
-        raise UserError(f"config: {str(e).strip().splitlines()[0]}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
 def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
@@ -44,7 +34,7 @@ def main(cfg: DictConfig) -> dict:
     with user_errors():
         from .runs import start
 
-        config = resolve(cfg)
+        config = plain(cfg, FinetuneConfig)
         hydra_cfg = HydraConfig.get()
         if hydra_cfg.mode == RunMode.MULTIRUN and not config["run"]["name"]:
             # jobs of a sweep can start within the same second: the job number keeps their folders apart

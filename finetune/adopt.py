@@ -13,7 +13,7 @@ from .errors import UserError
 from .files import atomic_write, atomic_write_bytes, sha256_file
 from .manifest import write_manifest
 from .runs import versions
-from .schema import CONF_DIR
+from .schema import CONF_DIR, FinetuneConfig, plain
 from .vocab import default_vocab_path, read_vocab, vocab_bytes
 
 KEYS = {"ckpt", "vocab", "model", "run.name", "run.root"}
@@ -23,10 +23,8 @@ def model_configs(choices) -> dict:
     """Resolved config for each model option, composed exactly as `python -m finetune model=X` would."""
     from hydra import compose, initialize_config_dir
 
-    from .__main__ import resolve
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return {m: resolve(compose(config_name="finetune", overrides=[f"model={m}"])) for m in choices}
+        return {m: plain(compose(config_name="finetune", overrides=[f"model={m}"]), FinetuneConfig) for m in choices}
 
 
 def candidates(state_fp: dict, vocab: list[str], configs: dict) -> dict:

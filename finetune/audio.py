@@ -1,4 +1,6 @@
-"""Audio in and out through soundfile (no FFmpeg needed), resampled with torchaudio.functional."""
+"""Audio in and out through soundfile (no FFmpeg needed), and the mel spectrogram training sees."""
+import io
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -8,31 +10,64 @@ import torch
 from .errors import UserError
 
 
+def decode(data: bytes) -> tuple[np.ndarray, int]:
+    """Mono float32 samples and their rate from an encoded file's bytes (stereo is averaged)."""
+    samples, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return np.ascontiguousarray(samples.mean(axis=1)), sr
+
+
+def resample(wav: torch.Tensor, sr: int, sample_rate: int) -> torch.Tensor:
+    if sr == sample_rate:
+        return wav
+    import torchaudio.functional as AF  # imported only when needed: it costs a second of start-up
+
+    return AF.resample(wav, sr, sample_rate)
+
+
 def load_audio(path, sample_rate: int) -> torch.Tensor:
     """Mono float32 waveform [samples] at `sample_rate`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: audio file not found")
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        samples, sr = decode(path.read_bytes())
     except Exception as e:  # soundfile raises several types for unreadable input
         raise UserError(f"{path}: cannot read audio ({str(e).strip().splitlines()[0]}); use wav, flac or ogg")
-    if data.shape[0] == 0:
+    if samples.shape[0] == 0:
         raise UserError(f"{path}: audio has no samples")
-    wav = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if sr != sample_rate:
-        import torchaudio.functional as AF
-
-        wav = AF.resample(wav, sr, sample_rate)
-    return wav
+    return resample(torch.from_numpy(samples), sr, sample_rate)
 
 
 def write_wav(path, wav: torch.Tensor, sample_rate: int) -> None:
     sf.write(str(path), wav.detach().float().cpu().numpy(), sample_rate, format="WAV", subtype="PCM_16")
 
 
-def mel_spectrogram(wav: torch.Tensor, mel: dict) -> torch.Tensor:
-    """[n_mel, frames] with upstream's own mel code, so training and inference see one definition."""
-    from f5_tts.model.modules import MelSpec
+@lru_cache(maxsize=4)
+def _vocos_filters(sample_rate: int, n_fft: int, win_length: int, n_mels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hann window and HTK mel filterbank (no norm, 0 Hz to Nyquist): what upstream's vocos mel uses."""
+    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
+    freqs = torch.linspace(0, sample_rate // 2, n_fft // 2 + 1)
+    mel_points = torch.linspace(hz_to_mel(0.0), hz_to_mel(sample_rate / 2), n_mels + 2)
+    hz_points = 700.0 * (10 ** (mel_points / 2595.0) - 1.0)
+    slopes = hz_points.unsqueeze(0) - freqs.unsqueeze(1)
+    widths = hz_points[1:] - hz_points[:-1]
+    rising, falling = -slopes[:, :-2] / widths[:-1], slopes[:, 2:] / widths[1:]
+    filters = torch.clamp(torch.minimum(rising, falling), min=0.0)  # [freqs, n_mels]
+    return torch.hann_window(win_length), filters
 
-    return MelSpec(**mel)(wav.unsqueeze(0))[0]
+
+def mel_spectrogram(wav: torch.Tensor, mel: dict) -> torch.Tensor:
+    """[n_mel, frames], log-magnitude mel as upstream's MelSpec computes it.
+
+    The vocos mel is computed here with torch alone: importing upstream's MelSpec pulls in all of
+    f5_tts.model (its trainer, wandb, datasets), seconds of start-up for every preparation worker.
+    tests/test_data.py checks both agree; other mel types go to upstream's code.
+    """
+    if mel["mel_spec_type"] != "vocos":
+        from f5_tts.model.modules import MelSpec
+
+        return MelSpec(**mel)(wav.unsqueeze(0))[0]
+    window, filters = _vocos_filters(mel["target_sample_rate"], mel["n_fft"], mel["win_length"], mel["n_mel_channels"])
+    spec = torch.stft(wav, mel["n_fft"], hop_length=mel["hop_length"], win_length=mel["win_length"], window=window,
+                      center=True, pad_mode="reflect", return_complex=True).abs()
+    return (spec.T @ filters).T.clamp(min=1e-5).log()  # the product in torchaudio's order

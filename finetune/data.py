@@ -1,12 +1,14 @@
-"""Training clips: load, tokenize, compute mel once, and group into frame-budget batches."""
+"""Training clips: from a prepared dataset (mel read from its cache) or the demo, in frame-budget batches."""
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from .audio import load_audio, mel_spectrogram
 from .errors import UserError
+from .files import sha256_file
 from .vocab import tokenize
 
 # The labelled clips that the f5-tts package ships in f5_tts/infer/examples/basic/.
@@ -18,14 +20,20 @@ DEMO_CLIPS = [
 
 @dataclass
 class Clip:
+    where: str  # the row it came from, as reports name it
     audio: Path
     text: str
     tokens: list
-    mel: torch.Tensor  # [n_mel, frames]
+    frames: int
+    mel: Optional[torch.Tensor] = None  # [n_mel, frames]; None: read from mel_file when a batch needs it
+    mel_file: Optional[Path] = None
 
-    @property
-    def frames(self) -> int:
-        return self.mel.shape[1]
+    def with_mel(self) -> "Clip":
+        if self.mel is not None:
+            return self
+        from safetensors.torch import load_file
+
+        return replace(self, mel=load_file(self.mel_file)["mel"])
 
 
 def demo_rows() -> list[tuple[Path, str]]:
@@ -35,34 +43,56 @@ def demo_rows() -> list[tuple[Path, str]]:
     return [(folder / name, text) for name, text in DEMO_CLIPS]
 
 
-def csv_rows(folder) -> list[tuple[Path, str]]:
-    folder = Path(folder)
-    meta = folder / "metadata.csv"
-    if not meta.is_file():
-        raise UserError(f"{meta}: not found; data.path must be a folder holding metadata.csv (audio_path|text rows)")
-    rows = []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").split("\n"), start=1):
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != 2 or not parts[1].strip():
-            raise UserError(f"{meta}: row {n}: expected `audio_path|text`, got {line[:60]!r}")
-        if n == 1 and parts[0].strip().lower() in ("audio_file", "audio_path", "audio", "path"):
-            continue  # header row
-        rows.append((folder / parts[0].strip(), parts[1].strip()))
-    if not rows:
-        raise UserError(f"{meta}: no rows; add `audio_path|text` lines")
-    return rows
+def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
+    """Two clips: small enough to prepare in memory at every start."""
+    from .prepare import dataset_hash
+
+    clips, records = [], []
+    for audio, text in demo_rows():
+        mel = mel_spectrogram(load_audio(audio, spec["mel"]["target_sample_rate"]), spec["mel"])
+        clips.append(Clip(audio.name, audio, text, tokenize(text, spec["tokenizer"]), mel.shape[1], mel))
+        records.append({"audio_sha256": sha256_file(audio), "text": text, "frames": mel.shape[1]})
+    return clips, {"sha256": dataset_hash(spec["mel"], records), "reference": str(clips[0].audio)}
 
 
-def load_clips(data_cfg: dict, spec: dict) -> list[Clip]:
-    rows = demo_rows() if data_cfg["kind"] == "demo" else csv_rows(data_cfg["path"])
-    mel = spec["mel"]
+def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
+    from .prepare import read_dataset
+
+    folder = Path(folder).expanduser().resolve()
+    ds = read_dataset(folder)
+    summary = ds["summary"]
+    diffs = [f"{k}: {summary['mel'].get(k)} -> {v}" for k, v in spec["mel"].items() if summary["mel"].get(k) != v]
+    if diffs:
+        raise UserError(f"data.path={folder} was prepared with other mel settings than model={spec['name']} uses "
+                        f"({'; '.join(diffs)}); prepare it again with python -m finetune.prepare model={spec['name']}")
     clips = []
-    for audio, text in rows:
-        wav = load_audio(audio, mel["target_sample_rate"])
-        clips.append(Clip(audio, text, tokenize(text, spec["tokenizer"]), mel_spectrogram(wav, mel)))
-    return clips
+    for c in ds["clips"]:
+        mel_file = folder / c["mel"]
+        if not mel_file.is_file():
+            raise UserError(f"{mel_file}: missing from the dataset ({c['row']}); run python -m finetune.prepare "
+                            f"input={summary['source']['input']} out={folder} again")
+        tokens = c.get("tokens") or tokenize(c["text"], spec["tokenizer"])
+        clips.append(Clip(c["row"], Path(c["audio"]), c["text"], tokens, c["frames"], mel_file=mel_file))
+    info = {"path": str(folder), "sha256": summary["sha256"], "reference": str(folder / "reference.wav")}
+    return clips, info
+
+
+def load_clips(data_cfg: dict, spec: dict) -> tuple[list[Clip], dict]:
+    """The clips a run trains on, and what the manifest records of them (path, sha256, clips, hours)."""
+    clips, info = demo_clips(spec) if data_cfg["kind"] == "demo" else prepared_clips(data_cfg["path"], spec)
+    hop, sr = spec["mel"]["hop_length"], spec["mel"]["target_sample_rate"]
+    info |= {"clips": len(clips), "hours": round(sum(c.frames for c in clips) * hop / sr / 3600, 4)}
+    return clips, info
+
+
+def check_frame_budget(clips: list[Clip], data_cfg: dict, hop_seconds: float) -> None:
+    """Upstream's sampler silently drops clips over the budget; with none left it divides by zero (#1131)."""
+    longest = max(clips, key=lambda c: c.frames)
+    budget = data_cfg["frames_per_batch"]
+    if longest.frames > budget:
+        raise UserError(f"data.frames_per_batch={budget} is smaller than the longest clip ({longest.where}: "
+                        f"{longest.frames} frames, {longest.frames * hop_seconds:.1f} s); raise data.frames_per_batch "
+                        f"to at least {longest.frames}, or prepare the data with a lower max_seconds")
 
 
 class FrameBatches:
@@ -73,12 +103,7 @@ class FrameBatches:
     """
 
     def __init__(self, lengths: list[int], frames_per_batch: int, max_samples: int, seed: int):
-        longest = max(lengths)
-        if longest > frames_per_batch:
-            raise UserError(
-                f"data.frames_per_batch={frames_per_batch} is smaller than the longest clip ({longest} frames); "
-                f"raise data.frames_per_batch to at least {longest}"
-            )
+        assert max(lengths) <= frames_per_batch, "check_frame_budget runs before a run starts"
         order = sorted(range(len(lengths)), key=lambda i: lengths[i])
         self.batches, batch, frames = [], [], 0
         for i in order:
@@ -110,7 +135,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, i):
-        return self.clips[i]
+        return self.clips[i].with_mel()
 
 
 def collate(clips: list[Clip]) -> dict:

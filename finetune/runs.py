@@ -10,13 +10,13 @@ from .audio import load_audio, write_wav
 from .builder import build_model, fingerprint, model_spec
 from .checkpoints import (check_binding, header, list_checkpoints, load_weights, model_for, pick_checkpoint,
                           read_upstream, resolve_pretrained, state_path)
-from .data import load_clips
+from .data import check_frame_budget, load_clips
 from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
 from .manifest import read_manifest, write_manifest
 from .train import make_accelerator, train
-from .vocab import default_vocab_path, read_vocab, vocab_bytes
+from .vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
 
 PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
 AMENDMENTS = "amendments.jsonl"
@@ -52,9 +52,12 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> Path:
     return pick_checkpoint(run_dir, "last")
 
 
-def load_pretrained(model, spec: dict, source: str, wanted: str) -> dict:
+def load_pretrained(model, spec: dict, source: str, wanted: str, grow: int = 0, seed: int = 0) -> dict:
+    """Load the pretrained weights, first growing their text embedding by the `grow` symbols appended to the vocab."""
     path = pretrained_run_checkpoint(Path(source), spec, wanted) if Path(source).is_dir() else resolve_pretrained(source)
     sd = read_upstream(path)
+    if grow and EMBED in sd:
+        sd = grow_text_embedding(sd, grow, seed)
     check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
     model.load_state_dict(sd, strict=True)
     return {"source": source, "file": path.name, "sha256": sha256_file(path)}
@@ -81,22 +84,31 @@ def start(cfg: dict) -> Path:
 
     accelerator = make_accelerator(cfg)
     set_seed(cfg["train"]["seed"])
-    # everything that can be wrong is checked before the run folder exists
-    vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
+    # everything that can be wrong is checked before the run folder exists: config, data, vocab, weights
+    name = cfg["model"]["name"]
+    base_vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
+    base_spec = model_spec(cfg["model"], base_vocab)
+    clips, data = load_clips(cfg["data"], base_spec)
+    hop, sr = base_spec["mel"]["hop_length"], base_spec["mel"]["target_sample_rate"]
+    check_frame_budget(clips, cfg["data"], hop / sr)
+    vocab, added = settle_vocab(clips, base_vocab, cfg["vocab"], name)
     spec = model_spec(cfg["model"], vocab)
+    if added:
+        spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
     model = build_model(spec, vocab)
-    pretrained = load_pretrained(model, spec, cfg["pretrained"], cfg["model"]["name"]) if cfg["pretrained"] else None
-    clips = load_clips(cfg["data"], spec)
+    pretrained = None
+    if cfg["pretrained"]:
+        pretrained = load_pretrained(model, spec, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
     run_dir = new_run_dir(cfg)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
-    hop, sr = spec["mel"]["hop_length"], spec["mel"]["target_sample_rate"]
+    reference = data.pop("reference")
     body = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": spec,
         "vocoder": cfg["vocoder"],
         "pretrained": pretrained,
-        "data": {**cfg["data"], "clips": len(clips), "hours": round(sum(c.frames for c in clips) * hop / sr / 3600, 4)},
+        "data": {**cfg["data"], **data},
         "reference": {"audio": "reference.wav", "text": clips[0].text},
         "recommended_weights": "ema",
         "config": cfg,
@@ -106,7 +118,7 @@ def start(cfg: dict) -> Path:
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True)
         atomic_write_bytes(run_dir / "vocab.txt", vocab_bytes(vocab))
-        wav = load_audio(clips[0].audio, sr)
+        wav = load_audio(reference, sr)
         atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
         write_manifest(run_dir, body)
     accelerator.wait_for_everyone()
@@ -230,7 +242,11 @@ def resume(run_dir, overrides: list[str]) -> Path:
     shapes, meta = header(path)
     check_binding(meta, manifest, run_dir, path, allow_foreign=False)
     model = model_for(manifest, vocab, path, shapes, "online", f"the run {run_dir}")
-    clips = load_clips(new_cfg["data"], spec)
+    clips, data = load_clips(new_cfg["data"], spec)
+    if data["sha256"] != manifest["data"].get("sha256"):
+        raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
+                        f"{str(manifest['data'].get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs the "
+                        f"same data; for new data start a new run with pretrained={run_dir}")
     if accelerator.is_main_process:
         if changed:
             append_amendment(run_dir, manifest, {k: list(v) for k, v in changed.items()})

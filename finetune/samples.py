@@ -13,7 +13,7 @@ class SampleWriter:
         self.mel = manifest["model"]["mel"]
         self.vocoder = load_vocoder(cfg["vocoder"]["kind"], cfg["vocoder"]["path"], self.mel, device,
                                     cfg["vocoder"]["n_iter"])
-        self.clip, self.steps = clip, cfg["train"]["sample_nfe_step"]
+        self.clip, self.steps = clip.with_mel(), cfg["train"]["sample_nfe_step"]
 
     def __call__(self, model, run_dir: Path, update: int, seed: int) -> tuple[Path, Path, torch.Tensor]:
         cond = self.clip.mel.T.unsqueeze(0).to(next(model.parameters()).device)  # [1, frames, n_mel]

@@ -21,8 +21,8 @@ class Tokenizer(str, Enum):
 
 
 class DataKind(str, Enum):
-    demo = "demo"
-    csv = "csv"
+    demo = "demo"  # the two clips f5-tts ships, prepared in memory
+    prepared = "prepared"  # a folder written by python -m finetune.prepare
 
 
 class LoggerKind(str, Enum):
@@ -83,7 +83,7 @@ class ModelConfig:
 class DataConfig:
     name: str = MISSING
     kind: DataKind = MISSING
-    path: Optional[str] = None
+    path: Optional[str] = None  # the prepared dataset folder
     frames_per_batch: int = 38400  # mel frames per batch, summed over its clips
     max_samples: int = 64
 
@@ -133,6 +133,13 @@ class VocoderConfig:
 
 
 @dataclass
+class VocabConfig:
+    # symbols of the data that the model's vocab lacks stop a run unless one of these is chosen
+    extend: bool = False  # append them to the vocab and grow the text embedding
+    accept_unknown: bool = False  # map them to token 0, as upstream does without a word
+
+
+@dataclass
 class RunConfig:
     root: str = "runs"
     name: Optional[str] = None
@@ -146,6 +153,7 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     vocoder: VocoderConfig = field(default_factory=VocoderConfig)
+    vocab: VocabConfig = field(default_factory=VocabConfig)
     run: RunConfig = field(default_factory=RunConfig)
     pretrained: Optional[str] = None
 
@@ -181,7 +189,35 @@ class InferConfig:
     layout: Layout = Layout.f5tune  # export only: f5tune | upstream
 
 
+@dataclass
+class PrepareConfig:
+    model: ModelConfig = MISSING  # its mel settings are the dataset's
+    input: str = MISSING  # metadata file, LJSpeech folder, folder of audio + .txt, or upstream-prepared folder
+    out: str = MISSING
+    format: str = "auto"  # auto | csv | ljspeech | folder | upstream
+    strict: bool = False  # any bad row fails the preparation instead of being skipped
+    min_seconds: float = 0.3
+    max_seconds: float = 30.0
+    silence_db: float = -60.0  # a clip whose peak is below this is silent
+    workers: Optional[int] = None  # None: one per CPU core
+
+
 def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="finetune_schema", node=FinetuneConfig)
+    ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
+
+
+def plain(cfg, schema) -> dict:
+    """A composed config re-merged into its schema as plain data: this also rejects `+key=value` extras."""
+    from omegaconf import OmegaConf
+
+    from .errors import UserError
+
+    try:
+        # merge plain data: merging the composed DictConfig would carry its added keys' types along
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.to_container(cfg))
+        return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
+    except Exception as e:  # OmegaConf's errors name the key; keep only that line
+        raise UserError(f"config: {str(e).strip().splitlines()[0]}")

@@ -26,7 +26,7 @@ def main(side: str, out: str, accum: int, model_name: str = "f5tts_tiny", clips:
     spec = spec_of(model_name)
     torch.manual_seed(0)
     model = build_model(spec, VOCAB)
-    clip = load_clips({"kind": "demo"}, spec)[0]
+    clip = load_clips({"kind": "demo"}, spec)[0][0]
     frames = clip.frames
     with tempfile.TemporaryDirectory() as tmp:
         if side == "upstream":

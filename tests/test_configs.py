@@ -3,18 +3,21 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from finetune.__main__ import resolve
 from finetune.errors import UserError
-from finetune.schema import register
+from finetune.schema import FinetuneConfig, PrepareConfig, plain, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
 register()
 
 
-def composed(*overrides):
+def composed(*overrides, name="finetune"):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="finetune", overrides=list(overrides))
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def resolve(cfg, schema=FinetuneConfig):
+    return plain(cfg, schema)
 
 
 def test_all_required_models_exist():
@@ -62,3 +65,12 @@ def test_added_key_is_refused_too():
 def test_backbone_outside_allow_list_is_refused():
     with pytest.raises(Exception, match="backbone"):
         resolve(composed("model=f5tts_tiny", "model.backbone=torch.nn.Linear"))
+
+
+def test_prepare_config_takes_mel_settings_from_the_model_and_checks_keys():
+    cfg = resolve(composed("input=a.csv", "out=ds", "model=e2tts", name="prepare"), PrepareConfig)
+    assert cfg["model"]["mel"]["n_mel_channels"] == 100 and cfg["min_seconds"] == 0.3 and not cfg["strict"]
+    with pytest.raises(UserError, match="out"):
+        resolve(composed("input=a.csv", name="prepare"), PrepareConfig)
+    with pytest.raises(UserError, match="bogus"):
+        resolve(composed("input=a.csv", "out=ds", "+bogus=1", name="prepare"), PrepareConfig)

@@ -1,0 +1,234 @@
+"""python -m finetune.prepare input=<metadata file or folder> out=<dataset folder> [model=f5tts] [strict=true]
+
+Reads the rows, checks every one, computes each kept clip's mel spectrogram once with the model
+family's mel settings, and writes a dataset folder that runs name with data.path=:
+  dataset.json   summary (counts, hours, mel settings, content hash) and the kept clips
+  report.txt     every skipped row with its reason
+  reference.wav  the first kept clip at the model's sample rate (a run's reference clip)
+  mel/           one safetensors file per clip, named by its audio's hash: a re-run reuses them
+"""
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from .errors import UserError, user_errors
+from .files import atomic_write, atomic_write_bytes, sha256_bytes
+from .schema import PrepareConfig, plain, register
+from .sources import Problem, read_rows
+
+DATASET_FORMAT = "f5tune-dataset/1"
+NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with strict=true
+SHOWN = 20  # problem lines printed; report.txt has them all
+
+
+def mel_key(mel: dict) -> str:
+    return sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]
+
+
+def dataset_hash(mel: dict, clips: list[dict]) -> str:
+    """What a run trains on: the mel settings and, per clip, its audio bytes, text and length."""
+    body = {"mel": mel, "clips": [[c["audio_sha256"], c["text"], c.get("tokens"), c["frames"]] for c in clips]}
+    return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode())
+
+
+# ---- one clip (runs in a worker process) ---------------------------------------------------------
+
+def _cached(path: Path):
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata()
+        return {"seconds": float(meta["seconds"]), "peak_db": float(meta["peak_db"]), "frames": int(meta["frames"])}
+    except Exception:  # absent, or left half-written by a killed run: compute it again
+        return None
+
+
+def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
+    """Check one audio file and write its mel; returns {"kind": "ok", ...} or a problem kind and detail."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from .audio import decode, mel_spectrogram, resample
+
+    try:
+        data = Path(audio).read_bytes()
+    except FileNotFoundError:
+        return {"kind": "missing_file", "detail": f"{audio} not found"}
+    except OSError as e:
+        return {"kind": "unreadable", "detail": f"{audio}: {e.strerror}"}
+    sha = sha256_bytes(data)
+    name = f"mel/{sha[:40]}-{mel_key(mel)}.safetensors"
+    info = _cached(Path(out) / name)
+    if info is None:
+        try:
+            samples, sr = decode(data)
+        except Exception as e:  # soundfile raises several types for corrupt input
+            return {"kind": "unreadable", "detail": f"cannot decode {Path(audio).name} "
+                                                    f"({str(e).strip().splitlines()[0][:80]}); use wav, flac or ogg"}
+        if samples.size == 0:
+            return {"kind": "empty_audio", "detail": f"{Path(audio).name} has no samples"}
+        peak = float(np.abs(samples).max())
+        info = {"seconds": samples.size / sr, "peak_db": 20 * math.log10(peak) if peak > 0 else -math.inf}
+        problem = _check(info, bounds)
+        if problem:
+            return problem
+        spec = mel_spectrogram(resample(torch.from_numpy(samples), sr, mel["target_sample_rate"]), mel)
+        info["frames"] = spec.shape[1]
+        target = Path(out) / name
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        save_file({"mel": spec.contiguous()}, str(tmp), metadata={k: str(v) for k, v in info.items()})
+        os.replace(tmp, target)  # no fsync: a cache file lost in a crash is computed again
+    return _check(info, bounds) or {"kind": "ok", "audio_sha256": sha, "mel": name, **info}
+
+
+def _check(info: dict, bounds: dict):
+    s = info["seconds"]
+    if s < bounds["min_seconds"]:
+        return {"kind": "too_short", "detail": f"{s:.2f} s is under min_seconds={bounds['min_seconds']}"}
+    if s > bounds["max_seconds"]:
+        return {"kind": "too_long", "detail": f"{s:.2f} s is over max_seconds={bounds['max_seconds']}"}
+    if info["peak_db"] < bounds["silence_db"]:
+        return {"kind": "silent", "detail": f"peak {info['peak_db']:.1f} dBFS is under silence_db={bounds['silence_db']}"}
+    return None
+
+
+def _worker_init():
+    import torch
+
+    torch.set_num_threads(1)  # one clip per process; threads inside would only contend
+
+
+def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: int) -> list[dict]:
+    from functools import partial
+
+    from tqdm import tqdm
+
+    job = partial(process, out=str(out), mel=mel, bounds=bounds)
+    bar = dict(total=len(audio), desc="prepare", unit="clip", file=sys.stderr, mininterval=0.5)
+    if workers <= 1:
+        return [job(a) for a in tqdm(audio, **bar)]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start in milliseconds and share the imports already made
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init) as pool:
+        return list(tqdm(pool.map(job, audio, chunksize=max(1, min(16, len(audio) // (workers * 4)))), **bar))
+
+
+# ---- the dataset folder --------------------------------------------------------------------------
+
+def read_dataset(folder) -> dict:
+    path = Path(folder) / "dataset.json"
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); prepare the dataset again")
+    if not isinstance(ds, dict) or ds.get("summary", {}).get("format") != DATASET_FORMAT:
+        raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
+    return ds
+
+
+def check_out(out: Path, source: Path) -> None:
+    """A dataset folder is only ever refreshed from its own input, never pointed at another folder."""
+    if (out / "dataset.json").exists():
+        before = read_dataset(out)["summary"]["source"]["input"]
+        if before != str(source):
+            raise UserError(f"out={out} holds a dataset prepared from {before}; pick another out= for {source}")
+    elif out.exists() and any(p.name != "mel" for p in out.iterdir()):
+        raise UserError(f"out={out} is a folder with other files in it; pick a new or empty folder")
+
+
+def _natural(where: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", where)]
+
+
+def prepare(cfg: dict) -> Path:
+    from .audio import load_audio, write_wav
+
+    source = Path(cfg["input"]).expanduser().resolve()
+    out = Path(cfg["out"]).expanduser().resolve()
+    mel = cfg["model"]["mel"]
+    bounds = {k: cfg[k] for k in ("min_seconds", "max_seconds", "silence_db")}
+    fmt, rows, problems = read_rows(source, cfg["format"])
+    check_out(out, source)
+    (out / "mel").mkdir(parents=True, exist_ok=True)
+
+    workers = cfg["workers"] or os.cpu_count() or 1
+    results = process_all([str(r.audio) for r in rows], out, mel, bounds, min(workers, max(len(rows), 1)))
+    clips = []
+    for row, res in zip(rows, results):
+        if res["kind"] != "ok":
+            problems.append(Problem(row.where, res["kind"], res["detail"]))
+            continue
+        clips.append({"row": row.where, "audio": str(row.audio), "text": row.text,
+                      **({"tokens": row.tokens} if row.tokens else {}), "audio_sha256": res["audio_sha256"],
+                      "seconds": round(res["seconds"], 4), "frames": res["frames"], "mel": res["mel"]})
+    problems.sort(key=lambda p: _natural(p.where))
+    counted = Counter(p.kind for p in problems if p.kind not in NOT_COUNTED)
+    skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(counted.items())) or "none"
+    lines = [f"{p.where}: {p.kind}: {p.detail}" for p in problems]
+
+    if cfg["strict"] and counted:
+        print("\n".join(lines), file=sys.stderr)
+        raise UserError(f"strict=true: {sum(counted.values())} bad rows in {source} ({skipped}); fix them or "
+                        "drop strict=true to skip them; nothing was written to dataset.json")
+    if not clips:
+        print("\n".join(lines[:SHOWN]), file=sys.stderr)
+        raise UserError(f"{source}: no usable rows ({skipped}); see the reasons above")
+
+    hop, sr = mel["hop_length"], mel["target_sample_rate"]
+    frames = sum(c["frames"] for c in clips)
+    summary = {
+        "format": DATASET_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {"input": str(source), "format": fmt},
+        "mel": mel,
+        "bounds": bounds,
+        "sha256": dataset_hash(mel, clips),
+        "clips": len(clips),
+        "hours": round(frames * hop / sr / 3600, 4),
+        "frames": frames,
+        "longest_frames": max(c["frames"] for c in clips),
+        "rows_skipped": dict(sorted(counted.items())),
+    }
+    wav = load_audio(clips[0]["audio"], sr)
+    atomic_write(out / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
+    atomic_write_bytes(out / "report.txt", "".join(f"{line}\n" for line in lines).encode())
+    atomic_write_bytes(out / "dataset.json",
+                       json.dumps({"summary": summary, "clips": clips}, indent=1, ensure_ascii=False).encode())
+    used = {c["mel"] for c in clips}
+    for stale in (out / "mel").glob("*.safetensors"):  # clips no longer in the input (only after the save)
+        if f"mel/{stale.name}" not in used:
+            stale.unlink(missing_ok=True)
+
+    if lines:
+        more = f"\n... {len(lines) - SHOWN} more in {out / 'report.txt'}" if len(lines) > SHOWN else ""
+        print("\n".join(lines[:SHOWN]) + more, file=sys.stderr)
+    print(f"dataset: {out} ({len(clips)} clips, {summary['hours']:.3f} h, sha256 {summary['sha256'][:12]}; "
+          f"skipped: {skipped})")
+    return out
+
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    with user_errors():
+        prepare(plain(cfg, PrepareConfig))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Transcript sources: the four input layouts read into rows, and the text-level problems of each row.
+
+Layouts: a metadata file of `audio_path|text` rows (upstream's prepare_csv_wavs format, header
+optional), an LJSpeech folder (`metadata.csv` of `id|text|normalized`, audio in `wavs/`), a folder
+of audio files each beside a same-named `.txt`, and a folder upstream already prepared (`raw.arrow`).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .errors import UserError
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+HEADER_NAMES = {"audio_file", "audio_path", "audio", "path", "file", "filename", "wav", "id"}
+FORMATS = ("auto", "csv", "ljspeech", "folder", "upstream")
+
+
+@dataclass
+class Row:
+    where: str  # file:row, or file name, as the report names it
+    audio: Path
+    text: str
+    tokens: Optional[list] = None  # rows of an upstream-prepared folder come tokenized
+
+
+@dataclass
+class Problem:
+    where: str
+    kind: str  # missing_file, unreadable, empty_audio, too_short, too_long, silent, empty_text, not_utf8,
+    detail: str  # bad_columns, duplicate, header (a header is reported, not counted against strict=true)
+
+
+def detect(path: Path) -> str:
+    if path.is_file():
+        return "csv"
+    if not path.is_dir():
+        raise UserError(f"input={path}: no such file or folder; give a metadata file or a dataset folder")
+    if (path / "raw.arrow").is_file():
+        return "upstream"
+    if (path / "metadata.csv").is_file():
+        return "ljspeech" if (path / "wavs").is_dir() else "csv"
+    return "folder"
+
+
+def read_rows(path, fmt: str = "auto") -> tuple[str, list[Row], list[Problem]]:
+    path = Path(path).expanduser().resolve()
+    fmt = detect(path) if fmt == "auto" else fmt
+    if fmt == "csv":
+        meta = path / "metadata.csv" if path.is_dir() else path
+        rows, problems = _delimited(meta, meta.parent, columns=(2,), audio_of=lambda cols: cols[0])
+    elif fmt == "ljspeech":
+        # id|text|normalized: the normalized column spells numbers out; some LJSpeech-style sets omit it
+        rows, problems = _delimited(path / "metadata.csv", path / "wavs", columns=(2, 3),
+                                    audio_of=lambda cols: cols[0] + ".wav", text_of=lambda cols: cols[-1] or cols[1])
+    elif fmt == "folder":
+        rows, problems = _folder(path)
+    elif fmt == "upstream":
+        rows, problems = _upstream(path)
+    else:
+        raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
+    return fmt, _drop_duplicates(rows, problems), problems
+
+
+def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda cols: cols[1]):
+    try:
+        data = meta.read_bytes()
+    except OSError as e:
+        raise UserError(f"{meta}: cannot read ({e.strerror}); give a metadata file of audio_path|text rows")
+    rows, problems = [], []
+    seen_content = False
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{meta.name}:{n}"
+        raw = raw.rstrip(b"\r")
+        if n == 1:
+            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        if not raw.strip():
+            continue
+        first, seen_content = not seen_content, True
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(Problem(where, "not_utf8", f"byte {e.start} is not UTF-8; save the file as UTF-8"))
+            continue
+        cols = [c.strip() for c in line.split("|")]
+        if len(cols) not in columns:
+            expected = " or ".join(map(str, columns))
+            problems.append(Problem(where, "bad_columns", f"{len(cols)} column(s) where {expected} separated by | "
+                                    f"are expected: {line[:60]!r}"))
+            continue
+        if first and cols[0].lower() in HEADER_NAMES:
+            problems.append(Problem(where, "header", f"header row {line[:60]!r} skipped"))
+            continue
+        text = text_of(cols)
+        if not cols[0]:
+            problems.append(Problem(where, "missing_file", "the audio column is empty"))
+        elif not text:
+            problems.append(Problem(where, "empty_text", "the text column is empty"))
+        else:
+            rows.append(Row(where, audio_root / audio_of(cols), text))  # an absolute path stays absolute
+    return rows, problems
+
+
+def _folder(folder: Path):
+    rows, problems = [], []
+    audio = {p.with_suffix(""): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+    for stem, path in audio.items():
+        where = str(path.relative_to(folder))
+        txt = stem.with_suffix(".txt")
+        if not txt.is_file():
+            problems.append(Problem(where, "missing_file", f"no transcript {txt.name} beside it"))
+            continue
+        try:
+            text = txt.read_bytes().decode("utf-8-sig").strip()
+        except UnicodeDecodeError as e:
+            problems.append(Problem(str(txt.relative_to(folder)), "not_utf8",
+                                    f"byte {e.start} is not UTF-8; save the transcript as UTF-8"))
+            continue
+        if not text:
+            problems.append(Problem(str(txt.relative_to(folder)), "empty_text", "the transcript is empty"))
+            continue
+        rows.append(Row(where, path, " ".join(text.split())))  # transcripts may wrap over lines
+    for txt in sorted(folder.rglob("*.txt")):
+        if txt.with_suffix("") not in audio:
+            problems.append(Problem(str(txt.relative_to(folder)), "missing_file", "no audio file of the same name"))
+    if not audio and not problems:
+        raise UserError(f"input={folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no metadata.csv or "
+                        "raw.arrow; give a folder of audio files with same-named .txt transcripts")
+    return rows, problems
+
+
+def _upstream(folder: Path):
+    """Rows of upstream's raw.arrow (an Arrow stream of audio_path, text, duration), used as they are."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(folder / "raw.arrow")) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        records = table.select(["audio_path", "text"]).to_pylist()
+    except Exception as e:
+        raise UserError(f"{folder / 'raw.arrow'}: cannot read ({str(e).splitlines()[0][:100]}); "
+                        "prepare the folder again with upstream's tools, or give the original metadata file")
+    rows, problems = [], []
+    for n, rec in enumerate(records, start=1):
+        where, text = f"raw.arrow:{n}", rec["text"]
+        tokens = list(text) if isinstance(text, list) else None  # upstream stores its tokenizer's output
+        text = "".join(text) if tokens is not None else (text or "").strip()
+        if not text:
+            problems.append(Problem(where, "empty_text", "the text is empty"))
+        else:
+            rows.append(Row(where, Path(rec["audio_path"]), text, tokens))
+    return rows, problems
+
+
+def _drop_duplicates(rows: list[Row], problems: list[Problem]) -> list[Row]:
+    """Rows whose audio no earlier row named; the others are reported as duplicates."""
+    first, kept = {}, []
+    for row in rows:
+        key = row.audio.resolve()
+        if key in first:
+            problems.append(Problem(row.where, "duplicate", f"{row.audio.name} is already used by {first[key]}"))
+        else:
+            first[key] = row.where
+            kept.append(row)
+    return kept
