@@ -1,11 +1,11 @@
 """The one place a model is built: from the `model` section of a manifest, and nothing else."""
+from contextlib import contextmanager, nullcontext
 
 from .diagnose import FAMILY
 from .errors import UserError
 from .files import sha256_bytes
 from .schema import Backbone
 from .vocab import vocab_bytes
-
 
 
 def _backbone_class(name: str):
@@ -44,8 +44,26 @@ def model_spec(model_cfg: dict, vocab: list[str]) -> dict:
     }
 
 
-def build_model(spec: dict, vocab: list[str]):
-    """Build the CFM model a manifest describes. Weights are random; checkpoints load on top."""
+@contextmanager
+def _no_init():
+    """Skip torch.nn.init while building: its random draws cost seconds on a Small or Base model and
+    are all overwritten when a checkpoint is read into every tensor (model_for checks that it is)."""
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(init, n) for n in names}
+    for n in names:
+        setattr(init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(init, n, fn)
+
+
+def build_model(spec: dict, vocab: list[str], init_weights: bool = True):
+    """Build the CFM model a manifest describes. Weights are random (or, with init_weights=False,
+    uninitialised memory for a checkpoint to fill); checkpoints load on top."""
     from f5_tts.model.cfm import CFM
 
     digest = sha256_bytes(vocab_bytes(vocab))
@@ -56,9 +74,10 @@ def build_model(spec: dict, vocab: list[str]):
         )
     arch = {k: v for k, v in spec["arch"].items() if v is not None}
     mel = spec["mel"]
-    transformer = _backbone_class(spec["backbone"])(
-        **arch, text_num_embeds=spec["text_num_embeds"], mel_dim=mel["n_mel_channels"]
-    )
+    with nullcontext() if init_weights else _no_init():
+        transformer = _backbone_class(spec["backbone"])(
+            **arch, text_num_embeds=spec["text_num_embeds"], mel_dim=mel["n_mel_channels"]
+        )
     return CFM(transformer=transformer, mel_spec_kwargs=dict(mel), vocab_char_map={t: i for i, t in enumerate(vocab)})
 
 

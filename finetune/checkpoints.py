@@ -137,6 +137,33 @@ def load_weights(path, weights: str) -> dict:
         return {name: f.get_tensor(k) for name, k in weight_keys(f.keys(), weights).items()}
 
 
+def read_into(model, path, weights: str) -> None:
+    """Read one set of weights from a safetensors file straight into the model's own tensors.
+
+    Plain reads into each tensor's memory: no mmap'd pages, no state dict held beside the model, so
+    loading costs the model's size and no more (a loaded state dict copied in costs twice that).
+    """
+    state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        entries = json.loads(f.read(n))
+        mapping = weight_keys([k for k in entries if k != "__metadata__"], weights)
+        if mapping.keys() != state.keys():  # check_fits has said why by now; this guards the memory below
+            raise UserError(f"{path}: its {weights} weights do not cover the model's tensors")
+        for name, key in sorted(mapping.items(), key=lambda kv: entries[kv[1]]["data_offsets"][0]):
+            target, entry = state[name], entries[key]
+            start, end = entry["data_offsets"]
+            f.seek(8 + n + start)
+            dtype = getattr(torch, _ST_DTYPES[entry["dtype"]])
+            direct = target.dtype == dtype and target.is_contiguous()
+            # another dtype in the file: read it, then convert into place
+            data = target.reshape(-1).view(torch.uint8).numpy() if direct else bytearray(end - start)
+            if f.readinto(memoryview(data)) != end - start:
+                raise UserError(f"{path}: truncated at tensor {key}; the file is damaged")
+            if not direct:
+                target.copy_(torch.frombuffer(data, dtype=dtype).reshape(entry["shape"]))
+
+
 # ---- from a manifest and a checkpoint file to a loaded model --------------------------------------
 
 def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
@@ -155,7 +182,7 @@ def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_f
 
 def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
     """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
-    model = build_model(manifest["model"], vocab)
+    model = build_model(manifest["model"], vocab, init_weights=False)  # read_into fills every tensor
     if fingerprint(model.state_dict()) != manifest["fingerprint"]:
         raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
                         f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
@@ -163,7 +190,7 @@ def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: st
     if not found and weights == "online" and weights_in(shapes, "ema"):
         raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
     check_fits(manifest["fingerprint"], found, path, target)
-    model.load_state_dict(load_weights(path, weights), strict=True)
+    read_into(model, path, weights)
     return model
 
 

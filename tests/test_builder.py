@@ -66,3 +66,29 @@ def test_builder_refuses_a_vocab_that_differs_from_the_spec():
     with pytest.raises(UserError, match="2546 symbols"):
         with torch.device("meta"):
             build_model(spec_of("f5tts_tiny"), VOCAB + ["ŋ"])
+
+
+def test_checkpoint_activations_pass_through_to_the_backbone():
+    for flag in (True, False):
+        spec = spec_of("f5tts_tiny")
+        spec["arch"]["checkpoint_activations"] = flag
+        assert build_model(spec, VOCAB).transformer.checkpoint_activations is flag
+
+
+def test_skipping_init_changes_nothing_once_weights_are_read(tmp_path):
+    """model_for builds without torch.nn.init and reads every tensor from the file: same model as a normal load."""
+    from finetune.checkpoints import load_weights, read_into, save_checkpoint
+
+    torch.manual_seed(0)
+    source = build_model(spec_of("e2tts_tiny"), VOCAB)
+    online = {k: v.clone() for k, v in source.state_dict().items()}
+    path = save_checkpoint(tmp_path, 1, online, source.state_dict(), "0" * 64)
+    fast = build_model(spec_of("e2tts_tiny"), VOCAB, init_weights=False)
+    read_into(fast, path, "ema")
+    slow = build_model(spec_of("e2tts_tiny"), VOCAB)
+    slow.load_state_dict(load_weights(path, "ema"))
+    assert fast.state_dict().keys() == slow.state_dict().keys()
+    assert all(torch.equal(fast.state_dict()[k], v) for k, v in slow.state_dict().items())
+    assert all(torch.equal(getattr(fast, "transformer").get_buffer(n), b)
+               for n, b in slow.transformer.named_buffers())  # non-persistent buffers too
+    assert torch.nn.init.normal_(torch.zeros(3)).abs().sum() > 0  # init restored after the build
