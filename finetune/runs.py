@@ -15,13 +15,14 @@ from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
 from .manifest import read_manifest, write_manifest
-from .train import make_accelerator, train
+from .train import make_accelerator, optimizer_class, train
 from .vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
 
 PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
 AMENDMENTS = "amendments.jsonl"
 # Config sections a resume may change: none of them changes the model or its data.
 AMENDABLE = ("train.", "optim.", "logger.")
+FIXED = ("optim.name",)  # the saved optimizer state only loads into the optimizer that wrote it
 
 
 def versions() -> dict:
@@ -91,6 +92,7 @@ def start(cfg: dict) -> Path:
     clips, data = load_clips(cfg["data"], base_spec)
     hop, sr = base_spec["mel"]["hop_length"], base_spec["mel"]["target_sample_rate"]
     check_frame_budget(clips, cfg["data"], hop / sr)
+    optimizer_class(cfg["optim"]["name"])  # a missing bitsandbytes fails here, not after the run folder exists
     vocab, added = settle_vocab(clips, base_vocab, cfg["vocab"], name)
     spec = model_spec(cfg["model"], vocab)
     if added:
@@ -227,7 +229,7 @@ def resume(run_dir, overrides: list[str]) -> Path:
     new_cfg = apply_overrides(current, overrides)
     old, new = flatten(current), flatten(new_cfg)
     changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
-    refused = {k: v for k, v in changed.items() if not k.startswith(AMENDABLE)}
+    refused = {k: v for k, v in changed.items() if not k.startswith(AMENDABLE) or k in FIXED}
     if refused:
         lines = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in refused.items())
         raise UserError(f"resume={run_dir} refuses changes to the model or its data: {lines} "

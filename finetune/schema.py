@@ -25,6 +25,11 @@ class DataKind(str, Enum):
     prepared = "prepared"  # a folder written by python -m finetune.prepare
 
 
+class OptimizerKind(str, Enum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"  # bitsandbytes' AdamW8bit, upstream's bnb_optimizer
+
+
 class LoggerKind(str, Enum):
     none = "none"
     tensorboard = "tensorboard"
@@ -90,6 +95,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
+    name: OptimizerKind = OptimizerKind.adamw
     lr: float = 1e-5
     weight_decay: float = 0.01
     warmup_updates: int = 100

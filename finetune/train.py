@@ -7,6 +7,7 @@ import torch
 
 from .checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .data import ClipDataset, FrameBatches, collate
+from .errors import UserError
 from .loggers import RunLogger
 
 
@@ -30,10 +31,21 @@ def make_accelerator(cfg: dict):
                        gradient_accumulation_steps=cfg["optim"]["grad_accumulation_steps"])
 
 
+def optimizer_class(name: str):
+    if name == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise UserError("optim.name=adamw8bit needs bitsandbytes (pip install bitsandbytes); or use optim.name=adamw")
+        return bitsandbytes.optim.AdamW8bit
+    from torch.optim import AdamW
+
+    return AdamW
+
+
 def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None):
     """Train from scratch (state=None) or continue from a saved training state."""
     from ema_pytorch import EMA
-    from torch.optim import AdamW
     from torch.optim.lr_scheduler import LambdaLR
     from tqdm import tqdm
 
@@ -56,7 +68,7 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
     per_epoch = max(math.ceil(len(batches) / accelerator.num_processes / accum), 1)
     total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
     warmup = ocfg["warmup_updates"]
-    optimizer = AdamW(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
+    optimizer = optimizer_class(ocfg["name"])(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
     scheduler = LambdaLR(optimizer, lambda u: lr_factor(u, warmup, total))
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
 

@@ -48,3 +48,12 @@ def test_kill_and_resume_is_exact(tmp_path):
             assert same(load_weights(list_checkpoints(run)[24], w), final[w]), (point, w)
         leftovers = [p.name for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name]
         assert all(p.startswith(".") for p in leftovers)  # a killed write leaves only a hidden temp file
+
+
+def test_adamw8bit_trains_resumes_and_cannot_be_swapped(tmp_path):
+    run = finetune(tmp_path, "bnb", "f5tts_tiny", "optim.name=adamw8bit", "train.max_updates=2")
+    r = cli("finetune", f"resume={run}", "train.max_updates=3")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert max(list_checkpoints(run)) == 3
+    r = cli("finetune", f"resume={run}", "optim.name=adamw", "train.max_updates=4")
+    assert r.returncode != 0 and "optim.name: adamw8bit -> adamw" in r.stderr and "Traceback" not in r.stderr
