@@ -1,5 +1,6 @@
 # make demo: create the environment, fine-tune a tiny model on the bundled clips, synthesise from that run.
 # make test: the test suite (CPU only, a few minutes).
+# make bench: the benchmarks against upstream f5-tts (about 13 minutes on 2 cores; not part of CI).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install demo test
+.PHONY: install demo test bench
 install: $(VENV)/.installed
 
 demo: install
@@ -22,3 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 tests
+
+bench: install
+	$(BIN)/python bench/train_throughput.py 2
+	$(BIN)/python bench/infer_cold_start.py 2
+	$(BIN)/python bench/load_memory.py
+	$(BIN)/python bench/preflight.py
+	$(BIN)/python bench/prepare_speed.py

@@ -1,0 +1,108 @@
+"""Data preparation: this tool against upstream's prepare_csv_wavs, then training from the mel cache vs mel on the fly.
+
+Part 1 writes N synthetic speech-like clips (1-6 s, 24 kHz) with a metadata file in upstream's
+format, then runs both command lines from process start to finish into fresh folders, alternating,
+each with its default worker count. Upstream reads each file's duration and converts the text;
+this tool also decodes every clip, checks it and computes its mel spectrogram.
+
+Part 2 trains f5tts_tiny for a few updates on the prepared clips twice: mel read from the cache,
+and mel computed from the audio for every batch (what upstream's dataset does). A tiny model shows
+the data path's cost; on a Small model (16 s per update here) the two differed by 4%.
+
+Usage: python bench/prepare_speed.py [clips] [repeat]
+"""
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from bench.common import machine  # noqa: E402
+from make_data import write_clips, write_metadata  # noqa: E402
+
+
+def wall(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{r.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
+def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
+    meta = write_metadata(tmp / "metadata.csv", write_clips(tmp / "src", clips, seed=1))
+    ours, theirs = [], []
+    for i in range(repeat):
+        theirs.append(wall([sys.executable, "-m", "f5_tts.train.datasets.prepare_csv_wavs", str(meta),
+                            str(tmp / f"up{i}"), "--pretrain"]))
+        ours.append(wall([sys.executable, "-m", "finetune.prepare", f"input={meta}", f"out={tmp / f'ds{i}'}"]))
+    again = wall([sys.executable, "-m", "finetune.prepare", f"input={meta}", f"out={tmp / 'ds0'}"])
+    print(f"{'preparation of ' + str(clips) + ' clips':<44} {'clips/s median (range)':<26}")
+    for label, t in (("upstream prepare_csv_wavs (duration + text)", theirs),
+                     ("this tool (decode, checks, mel cache)", ours)):
+        rates = [clips / s for s in t]
+        print(f"{label:<44} {statistics.median(rates):8.1f} ({min(rates):.1f}-{max(rates):.1f})")
+    print(f"{'this tool, re-run on the same input':<44} {clips / again:8.1f}")
+    ratio = statistics.median(a / b for a, b in zip(theirs, ours))
+    print(f"{'ours/upstream (pairwise median)':<44} {ratio:8.2f}x")
+    return tmp / "ds0", ratio
+
+
+def train_speed(dataset: Path, updates: int, repeat: int) -> None:
+    import torch
+    from omegaconf import OmegaConf
+
+    from finetune.audio import load_audio, mel_spectrogram
+    from finetune.builder import build_model
+    from finetune.data import Clip, load_clips
+    from finetune.schema import OptimConfig, TrainConfig
+    from finetune.train import make_accelerator, train
+    from tests.test_builder import VOCAB, spec_of
+
+    class OnTheFly(Clip):  # upstream's way: decode, resample and STFT the audio for every batch
+        def with_mel(self):
+            return replace(self, mel=mel_spectrogram(load_audio(self.audio, self.sr), self.spec))
+
+    section = lambda schema, v: OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), v))  # noqa: E731
+    cfg = {"train": section(TrainConfig, {"max_updates": updates, "save_every": 10**6, "log_every": 10**6}),
+           "optim": section(OptimConfig, {"lr": 1e-4}),
+           "data": {"frames_per_batch": 3000, "max_samples": 64}, "logger": {"kind": "none", "project": "x"}}
+    print(f"{'training from prepared data':<44} {'updates/s median (range)':<26}")
+    for model in ("f5tts_tiny",):
+        spec = spec_of(model)
+        cached, _ = load_clips({"kind": "prepared", "path": str(dataset)}, spec)
+        fly = [OnTheFly(**{k: getattr(c, k) for k in c.__dataclass_fields__}) for c in cached]
+        for c in fly:
+            c.sr, c.spec = spec["mel"]["target_sample_rate"], spec["mel"]
+        rates = {"cache": [], "fly": []}
+        n = updates
+        for _ in range(repeat):
+            for kind, clips in (("fly", fly), ("cache", cached)):
+                torch.manual_seed(0)
+                m = build_model(spec, VOCAB)
+                with tempfile.TemporaryDirectory() as run:
+                    started = time.perf_counter()
+                    train(cfg, make_accelerator(cfg), m, clips, Path(run), {"sha256": "0" * 64})
+                    rates[kind].append(n / (time.perf_counter() - started))
+        for kind, label in (("fly", "mel on the fly"), ("cache", "mel from the cache")):
+            r = rates[kind]
+            print(f"{model + ', ' + label:<44} {statistics.median(r):8.2f} ({min(r):.2f}-{max(r):.2f})")
+        ratio = statistics.median(a / b for a, b in zip(rates["cache"], rates["fly"]))
+        print(f"{model + ', cache/on the fly (pairwise median)':<44} {ratio:8.2f}x")
+
+
+def main(clips: int = 300, repeat: int = 3) -> None:
+    print(f"machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, ratio = prepare_speed(Path(tmp), clips, repeat)
+        train_speed(dataset, 40, repeat)
+    print(f"data preparation, clips per second, ours/upstream: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main(*map(int, sys.argv[1:3]))
