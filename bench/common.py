@@ -18,6 +18,18 @@ def row(label: str, seconds: list[float]) -> str:
     return f"{label:<44} median {med * 1000:10.2f} ms   spread {min(seconds) * 1000:.2f}-{max(seconds) * 1000:.2f} ms"
 
 
+def wall(cmd: list[str]) -> float:
+    """Seconds a command takes from process start to exit, run from the repository root."""
+    import subprocess
+    from pathlib import Path
+
+    started = time.perf_counter()
+    r = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{r.stderr[-2000:]}")
+    return time.perf_counter() - started
+
+
 def machine() -> str:
     import os
 

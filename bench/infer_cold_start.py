@@ -7,26 +7,16 @@ own imports, load_vocoder, load_model and infer_batch_process; only its FFmpeg-b
 loading (pydub, torchaudio.load) is replaced by soundfile. Usage: python bench/infer_cold_start.py [repeat]
 """
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import machine, make_run, make_vocos  # noqa: E402
+from bench.common import machine, make_run, make_vocos, wall  # noqa: E402
 
 GEN_TEXT = "The quick brown fox jumps over the lazy dog."
 MODELS = ("f5tts_tiny", "f5tts_small")
-
-
-def wall(cmd: list[str]) -> float:
-    started = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{r.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def main(repeat: int = 3) -> None:

@@ -12,7 +12,6 @@ the data path's cost; on a Small model (16 s per update here) the two differed b
 Usage: python bench/prepare_speed.py [clips] [repeat]
 """
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,16 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from bench.common import machine  # noqa: E402
+from bench.common import machine, wall  # noqa: E402
 from make_data import write_clips, write_metadata  # noqa: E402
-
-
-def wall(cmd: list[str]) -> float:
-    started = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(cmd[:4])} failed:\n{r.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:

@@ -1,8 +1,6 @@
 """Data preparation: the four input layouts, every kind of bad row, reuse, the dataset hash, and what runs do with it."""
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
