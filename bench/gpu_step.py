@@ -5,8 +5,9 @@ upstream's per-GPU pre-training budget) of random mel and random text. Each side
 process, twice (N1 and N2 updates); the step time is the difference over N2 - N1 updates, which
 cancels start-up and the final checkpoint save that both sides make. Reports step time, mel
 frames/s, peak GPU memory and the share of the GPU's peak dense bf16 throughput (model FLOPs:
-6 x parameters x frames for the matmuls, plus attention). CPU check: --device cpu --model f5tts_tiny.
-Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--device cuda] [--updates 3,13]
+6 x parameters x frames for the matmuls, plus attention). It runs on the GPU when there is one;
+anywhere else `--model f5tts_tiny --mixed no` checks it on the CPU.
+Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--updates 3,13] [--mixed bf16]
 """
 import argparse
 import json
