@@ -4,12 +4,17 @@ import os
 from pathlib import Path
 
 
+KILL_AT = "F5TUNE_KILL_AT"  # crash tests only: the file name whose write is cut short by SIGKILL
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves a partial file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
+        if os.environ.get(KILL_AT) == path.name:
+            _die_mid_write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -20,6 +25,14 @@ def atomic_write(path: Path, write) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _die_mid_write(tmp: Path) -> None:
+    """What kill -9 or a power cut leaves in the middle of a write: half the bytes, never renamed."""
+    import signal
+
+    os.truncate(tmp, tmp.stat().st_size // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

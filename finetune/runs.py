@@ -240,6 +240,9 @@ def resume(run_dir, overrides: list[str]) -> Path:
     spec = manifest["model"]
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
     update, state = latest_intact(run_dir)
+    if accelerator.is_main_process:
+        for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):  # halves of writes a crash cut short
+            tmp.unlink()
     path = list_checkpoints(run_dir)[update]
     shapes, meta = header(path)
     check_binding(meta, manifest, run_dir, path, allow_foreign=False)

@@ -5,17 +5,19 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from finetune.checkpoints import list_checkpoints, load_weights
+from finetune.files import KILL_AT
 from tests.conftest import OFFLINE, REPO, TINY, cli, finetune
 
 LONG = ["train.max_updates=24", "train.save_every=4"]
 
 
-def start(root, name):
+def start(root, name, env=None):
     args = [sys.executable, "-m", "finetune", "model=f5tts_tiny", f"run.root={root}", f"run.name={name}", *TINY, *LONG]
-    return subprocess.Popen(args, cwd=REPO, env={**os.environ, **OFFLINE},
+    return subprocess.Popen(args, cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -33,9 +35,14 @@ def same(a, b):
     return all(torch.equal(a[k], b[k]) for k in a) and a.keys() == b.keys()
 
 
-def test_kill_and_resume_is_exact(tmp_path):
-    reference = finetune(tmp_path, "reference", "f5tts_tiny", *LONG)
-    final = {w: load_weights(list_checkpoints(reference)[24], w) for w in ("ema", "online")}
+@pytest.fixture(scope="module")
+def final(tmp_path_factory):
+    """EMA and online weights of the uninterrupted run."""
+    reference = finetune(tmp_path_factory.mktemp("reference"), "reference", "f5tts_tiny", *LONG)
+    return {w: load_weights(list_checkpoints(reference)[24], w) for w in ("ema", "online")}
+
+
+def test_kill_and_resume_is_exact(tmp_path, final):
     for point in (4, 12):
         run = tmp_path / f"killed-at-{point}"
         kill_after(start(tmp_path, run.name), run, point)
@@ -46,8 +53,22 @@ def test_kill_and_resume_is_exact(tmp_path):
         assert f"from update {saved}" in r.stderr  # nothing lost beyond the last complete save
         for w in ("ema", "online"):
             assert same(load_weights(list_checkpoints(run)[24], w), final[w]), (point, w)
-        leftovers = [p.name for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name]
-        assert all(p.startswith(".") for p in leftovers)  # a killed write leaves only a hidden temp file
+
+
+def test_kill_inside_a_checkpoint_write_loses_nothing_saved(tmp_path, final):
+    """Killed deterministically halfway through writing the weights of 12, then the training state of 16."""
+    for victim, survivor in (("model_00000012.safetensors", 8), ("state_00000016.pt", 12)):
+        run = tmp_path / victim
+        proc = start(tmp_path, run.name, {KILL_AT: victim})
+        assert proc.wait(timeout=300) == -signal.SIGKILL
+        assert max(list_checkpoints(run)) == survivor  # the half-written file is under no checkpoint's name
+        assert [p.name for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name] != []
+        r = cli("finetune", f"resume={run}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert f"from update {survivor}" in r.stderr
+        for w in ("ema", "online"):
+            assert same(load_weights(list_checkpoints(run)[24], w), final[w]), (victim, w)
+        assert not [p for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name]  # resume swept it away
 
 
 def test_adamw8bit_trains_resumes_and_cannot_be_swapped(tmp_path):
