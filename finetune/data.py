@@ -58,6 +58,8 @@ def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
 def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
     from .prepare import read_dataset
 
+    if not folder:
+        raise UserError("data.path= is required: the folder written by python -m finetune.prepare input=... out=...")
     folder = Path(folder).expanduser().resolve()
     ds = read_dataset(folder)
     summary = ds["summary"]

@@ -245,3 +245,8 @@ def test_resume_refuses_a_changed_dataset(prepared, tmp_path):
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     assert_user_error(cli("finetune", f"resume={tmp_path / 'r'}", "train.max_updates=2"),
                       "dataset at data.path changed since the run started")
+
+
+def test_custom_data_without_a_path_is_one_line(tmp_path):
+    r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "data=custom", "pretrained=null")
+    assert_user_error(r, "data.path= is required")
