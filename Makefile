@@ -1,6 +1,6 @@
 # make demo: create the environment, fine-tune a tiny model on the bundled clips, synthesise from that run.
 # make test: the test suite (CPU only, a few minutes).
-# make bench: the benchmarks against upstream f5-tts (about 13 minutes on 2 cores; not part of CI).
+# make bench: the benchmarks against upstream f5-tts (about 11 minutes on 2 cores; not part of CI).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
