@@ -8,6 +8,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # Nothing in the suite may reach the hub or prompt for a wandb login.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+os.environ.update(OFFLINE)  # in-process tests too; set before anything imports huggingface_hub
 TINY = ["data=demo", "train=demo", "optim=demo", "vocoder=griffinlim", "pretrained=null",
         "train.max_updates=4", "train.save_every=2"]
 

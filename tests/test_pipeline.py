@@ -118,7 +118,7 @@ def test_bad_inputs_give_one_line_errors(runs, tmp_path):
     bad.write_bytes(b"RIFF not really a wav")
     assert_user_error(cli("infer", f"run={runs['f5']}", f"ref_audio={bad}", "ref_text=hi"), "cannot read audio")
     assert_user_error(cli("finetune", "model=f5tts_huge"), "unknown model")
-    # no network here: the hub URL fails at once and the message says what to pass instead
+    # HF_HUB_OFFLINE=1 (conftest): the hub is never contacted; the cache misses and the message says what to pass
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "pretrained=hf://SWivid/F5-TTS/x/model.safetensors")
     assert_user_error(r, "pretrained=/path/to/file")
     assert not any(tmp_path.glob("f5tts_tiny-*"))
