@@ -70,6 +70,14 @@ def pick_checkpoint(run_dir, which: str) -> Path:
     return found[int(which)]
 
 
+def _read_header(f) -> tuple[int, dict]:
+    """The JSON header's length and content, from a safetensors file open at its start."""
+    n = struct.unpack("<Q", f.read(8))[0]
+    if n > 100_000_000:
+        raise ValueError("header length out of range")
+    return n, json.loads(f.read(n))
+
+
 def header(path) -> tuple[dict, dict]:
     """Key -> "dtype[shape]" and the metadata of a safetensors file, reading only its JSON header.
 
@@ -78,10 +86,7 @@ def header(path) -> tuple[dict, dict]:
     """
     try:
         with open(path, "rb") as f:
-            n = struct.unpack("<Q", f.read(8))[0]
-            if n > 100_000_000:
-                raise ValueError("header length out of range")
-            raw = json.loads(f.read(n))
+            n, raw = _read_header(f)
             f.seek(0, 2)
             size = f.tell()
         meta = raw.pop("__metadata__", None) or {}
@@ -145,8 +150,7 @@ def read_into(model, path, weights: str) -> None:
     """
     state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
     with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        entries = json.loads(f.read(n))
+        n, entries = _read_header(f)
         mapping = weight_keys([k for k in entries if k != "__metadata__"], weights)
         if mapping.keys() != state.keys():  # check_fits has said why by now; this guards the memory below
             raise UserError(f"{path}: its {weights} weights do not cover the model's tensors")

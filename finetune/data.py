@@ -1,4 +1,5 @@
 """Training clips: from a prepared dataset (mel read from its cache) or the demo, in frame-budget batches."""
+import json
 import random
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -8,7 +9,7 @@ import torch
 
 from .audio import load_audio, mel_spectrogram
 from .errors import UserError
-from .files import sha256_file
+from .files import sha256_bytes, sha256_file
 from .vocab import tokenize
 
 # The labelled clips that the f5-tts package ships in f5_tts/infer/examples/basic/.
@@ -16,6 +17,30 @@ DEMO_CLIPS = [
     ("basic_ref_en.wav", "Some call me nature, others call me mother nature."),
     ("basic_ref_zh.wav", "对，这就是我，万人敬仰的太乙真人。"),
 ]
+
+
+# ---- the dataset folder that python -m finetune.prepare writes ----------------------------------------
+
+DATASET_FORMAT = "f5tune-dataset/1"
+
+
+def dataset_hash(mel: dict, clips: list[dict]) -> str:
+    """What a run trains on: the mel settings and, per clip, its audio bytes, text and length."""
+    body = {"mel": mel, "clips": [[c["audio_sha256"], c["text"], c.get("tokens"), c["frames"]] for c in clips]}
+    return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode())
+
+
+def read_dataset(folder) -> dict:
+    path = Path(folder) / "dataset.json"
+    try:
+        ds = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); prepare the dataset again")
+    if not isinstance(ds, dict) or ds.get("summary", {}).get("format") != DATASET_FORMAT:
+        raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
+    return ds
 
 
 @dataclass
@@ -45,8 +70,6 @@ def demo_rows() -> list[tuple[Path, str]]:
 
 def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
     """Two clips: small enough to prepare in memory at every start."""
-    from .prepare import dataset_hash
-
     clips, records = [], []
     for audio, text in demo_rows():
         mel = mel_spectrogram(load_audio(audio, spec["mel"]["target_sample_rate"]), spec["mel"])
@@ -56,8 +79,6 @@ def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
 
 
 def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
-    from .prepare import read_dataset
-
     if not folder:
         raise UserError("data.path= is required: the folder written by python -m finetune.prepare input=... out=...")
     folder = Path(folder).expanduser().resolve()

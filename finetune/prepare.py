@@ -19,24 +19,18 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from .data import DATASET_FORMAT, dataset_hash, read_dataset
 from .errors import UserError, user_errors
 from .files import atomic_write, atomic_write_bytes, sha256_bytes
 from .schema import PrepareConfig, plain, register
 from .sources import Problem, read_rows
 
-DATASET_FORMAT = "f5tune-dataset/1"
 NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with strict=true
 SHOWN = 20  # problem lines printed; report.txt has them all
 
 
 def mel_key(mel: dict) -> str:
     return sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]
-
-
-def dataset_hash(mel: dict, clips: list[dict]) -> str:
-    """What a run trains on: the mel settings and, per clip, its audio bytes, text and length."""
-    body = {"mel": mel, "clips": [[c["audio_sha256"], c["text"], c.get("tokens"), c["frames"]] for c in clips]}
-    return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode())
 
 
 # ---- one clip (runs in a worker process) ---------------------------------------------------------
@@ -126,19 +120,6 @@ def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: i
 
 
 # ---- the dataset folder --------------------------------------------------------------------------
-
-def read_dataset(folder) -> dict:
-    path = Path(folder) / "dataset.json"
-    try:
-        ds = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); prepare the dataset again")
-    if not isinstance(ds, dict) or ds.get("summary", {}).get("format") != DATASET_FORMAT:
-        raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
-    return ds
-
 
 def check_out(out: Path, source: Path) -> None:
     """A dataset folder is only ever refreshed from its own input, never pointed at another folder."""
