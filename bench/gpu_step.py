@@ -39,11 +39,10 @@ def batches(updates: int, spec: dict, vocab: list[str]):
 def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
     """One process: train `updates` updates and report seconds and peak memory."""
     import torch
-    from omegaconf import OmegaConf
 
     from finetune.builder import build_model
     from finetune.data import Clip
-    from finetune.schema import OptimConfig, TrainConfig
+    from tests.same_math import loop_config
     from tests.test_builder import VOCAB, spec_of
 
     spec = spec_of(model_name)
@@ -73,12 +72,10 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
         else:
             from finetune.train import make_accelerator, train
 
-            section = lambda schema, v: OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), v))  # noqa: E731
-            cfg = {"train": section(TrainConfig, {"max_updates": updates, "save_every": 10**6, "log_every": 10**6,
-                                                  "mixed_precision": mixed, "num_workers": 2, "ema": EMA}),
-                   "optim": section(OptimConfig, {"lr": 1e-4, "warmup_updates": 10}),
-                   "data": {"frames_per_batch": CLIPS_PER_BATCH * FRAMES, "max_samples": CLIPS_PER_BATCH},
-                   "logger": {"kind": "none", "project": "x"}}
+            cfg = loop_config({"max_updates": updates, "save_every": 10**6, "log_every": 10**6,
+                               "mixed_precision": mixed, "num_workers": 2, "ema": EMA},
+                              {"lr": 1e-4, "warmup_updates": 10},
+                              {"frames_per_batch": CLIPS_PER_BATCH * FRAMES, "max_samples": CLIPS_PER_BATCH})
             clips = [Clip(f"synthetic:{i}", Path("-"), "", text, FRAMES, mel) for i, (mel, text) in enumerate(data)]
             train(cfg, make_accelerator(cfg), model, clips, Path(tmp), {"sha256": "0" * 64})
         if torch.cuda.is_available():

@@ -46,23 +46,20 @@ def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
 
 def train_speed(dataset: Path, updates: int, repeat: int) -> None:
     import torch
-    from omegaconf import OmegaConf
 
     from finetune.audio import load_audio, mel_spectrogram
     from finetune.builder import build_model
     from finetune.data import Clip, load_clips
-    from finetune.schema import OptimConfig, TrainConfig
     from finetune.train import make_accelerator, train
+    from tests.same_math import loop_config
     from tests.test_builder import VOCAB, spec_of
 
     class OnTheFly(Clip):  # upstream's way: decode, resample and STFT the audio for every batch
         def with_mel(self):
             return replace(self, mel=mel_spectrogram(load_audio(self.audio, self.sr), self.spec))
 
-    section = lambda schema, v: OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), v))  # noqa: E731
-    cfg = {"train": section(TrainConfig, {"max_updates": updates, "save_every": 10**6, "log_every": 10**6}),
-           "optim": section(OptimConfig, {"lr": 1e-4}),
-           "data": {"frames_per_batch": 3000, "max_samples": 64}, "logger": {"kind": "none", "project": "x"}}
+    cfg = loop_config({"max_updates": updates, "save_every": 10**6, "log_every": 10**6}, {"lr": 1e-4},
+                      {"frames_per_batch": 3000, "max_samples": 64})
     print(f"{'training from prepared data':<44} {'updates/s median (range)':<26}")
     for model in ("f5tts_tiny",):
         spec = spec_of(model)

@@ -22,6 +22,20 @@ CLIPS, SEED, LR, WARMUP = 6, 1234, 1e-3, 2
 EMA = dict(beta=0.9, update_after_step=0, update_every=1)
 
 
+def loop_config(train: dict, optim: dict, data: dict) -> dict:
+    """What finetune.train.train reads, the schema's defaults filled in for every key not given
+    (also used by the benchmarks that call the loop directly)."""
+    from omegaconf import OmegaConf
+
+    from finetune.schema import OptimConfig, TrainConfig
+
+    def section(schema, values):
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+    return {"train": section(TrainConfig, train), "optim": section(OptimConfig, optim), "data": data,
+            "logger": {"kind": "none", "project": "x"}}
+
+
 def main(side: str, out: str, accum: int, model_name: str = "f5tts_tiny", clips: int = CLIPS) -> None:
     spec = spec_of(model_name)
     torch.manual_seed(0)
@@ -56,19 +70,10 @@ def main(side: str, out: str, accum: int, model_name: str = "f5tts_tiny", clips:
             from finetune.checkpoints import list_checkpoints, load_weights
             from finetune.train import make_accelerator, train
 
-            from omegaconf import OmegaConf
-
-            from finetune.schema import OptimConfig, TrainConfig
-
-            def section(schema, values):  # schema defaults for whatever this run does not set
-                return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), values))
-
-            cfg = {"train": section(TrainConfig, {"epochs": 1, "save_every": 10**6, "log_every": 10**6,
-                                                  "seed": SEED, "ema": EMA}),
-                   "optim": section(OptimConfig, {"lr": LR, "weight_decay": 0.01, "warmup_updates": WARMUP,
-                                                  "max_grad_norm": 1.0, "grad_accumulation_steps": accum}),
-                   "data": {"frames_per_batch": frames, "max_samples": 1},
-                   "logger": {"kind": "none", "project": "x"}}
+            cfg = loop_config({"epochs": 1, "save_every": 10**6, "log_every": 10**6, "seed": SEED, "ema": EMA},
+                              {"lr": LR, "weight_decay": 0.01, "warmup_updates": WARMUP, "max_grad_norm": 1.0,
+                               "grad_accumulation_steps": accum},
+                              {"frames_per_batch": frames, "max_samples": 1})
             accelerator = make_accelerator(cfg)
             torch.manual_seed(SEED)
             random.seed(SEED)
