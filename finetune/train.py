@@ -1,5 +1,6 @@
 """The training loop: upstream's CFM objective under accelerate, with EMA, checkpoints and exact resume."""
 import math
+import os
 import random
 import sys
 
@@ -23,8 +24,21 @@ def lr_factor(update: int, warmup: int, total: int) -> float:
     return 1 - (1 - floor) * min(update - warmup, decay) / decay
 
 
+# accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
+SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+                   "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+
+
 def make_accelerator(cfg: dict):
     from accelerate import Accelerator
+
+    # Checkpoints, EMA and resume state are whole tensors on rank 0; under these engines they would be
+    # shards (or a hang in a collective only rank 0 enters), so refuse before anything is written.
+    for var, engine in SHARDED_ENGINES.items():
+        if os.environ.get(var, "false").lower() == "true":
+            raise UserError(f"{engine} is not supported ({var}=true from accelerate launch): launch plain data "
+                            "parallel instead (accelerate launch --multi_gpu, or torchrun); see README, "
+                            "'Several processes'")
 
     # cpu=True without CUDA: it is what makes accelerate run several CPU processes (gloo) as one job
     return Accelerator(mixed_precision=cfg["train"]["mixed_precision"], cpu=not torch.cuda.is_available(),

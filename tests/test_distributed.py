@@ -3,10 +3,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from finetune.checkpoints import header, list_checkpoints, load_weights
-from tests.conftest import OFFLINE, REPO, TINY, cli, finetune
+from finetune.errors import UserError
+from finetune.train import SHARDED_ENGINES, make_accelerator
+from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, finetune
 
 
 def test_two_processes_write_one_run(tmp_path):
@@ -35,3 +38,19 @@ def test_two_processes_write_one_run(tmp_path):
     assert (run / "train.log").read_text().count("done:") == 1
     r = cli("infer", f"run={run}", "nfe_step=2")
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("var", sorted(SHARDED_ENGINES))
+def test_sharded_engines_are_refused(var, monkeypatch):
+    monkeypatch.setenv(var, "true")
+    with pytest.raises(UserError, match=SHARDED_ENGINES[var]):
+        make_accelerator({"train": {"mixed_precision": "no"}, "optim": {"grad_accumulation_steps": 1}})
+
+
+def test_fsdp_launch_fails_before_the_run_folder(tmp_path, monkeypatch):
+    # what `accelerate launch --use_fsdp` sets in each process; accelerate itself only honours it on GPUs
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=sharded", *TINY)
+    assert_user_error(r, "FSDP is not supported", "--multi_gpu")
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "sharded").exists()
