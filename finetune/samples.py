@@ -16,16 +16,16 @@ class SampleWriter:
         self.clip, self.steps = clip.with_mel(), cfg["train"]["sample_nfe_step"]
 
     def __call__(self, model, run_dir: Path, update: int, seed: int) -> tuple[Path, Path, torch.Tensor]:
-        cond = self.clip.mel.T.unsqueeze(0).to(next(model.parameters()).device)  # [1, frames, n_mel]
+        device = next(model.parameters()).device
+        cond = self.clip.mel.T.unsqueeze(0).to(device)  # [1, frames, n_mel]
         frames = cond.shape[1]
-        rng = torch.get_rng_state()  # sampling must not move the training RNG, or resume would drift
-        with torch.inference_mode():
+        # sampling seeds and draws (CPU and GPU generators): the training RNG must not move, or resume would drift
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
             out, _ = model.sample(cond=cond, text=[self.clip.tokens + [" "] + self.clip.tokens],
                                   duration=frames * 2, steps=self.steps, cfg_strength=2.0, sway_sampling_coef=-1.0,
                                   seed=seed)
             wav = self.vocoder.decode(out[:, frames:, :].permute(0, 2, 1).float())[0].cpu()
             ref = self.vocoder.decode(cond.permute(0, 2, 1).float())[0].cpu()
-        torch.set_rng_state(rng)
         folder = Path(run_dir) / "samples"
         folder.mkdir(exist_ok=True)
         gen_path, ref_path = folder / f"update_{update:08d}_gen.wav", folder / f"update_{update:08d}_ref.wav"

@@ -15,7 +15,8 @@ from .loggers import RunLogger
 def lr_factor(update: int, warmup: int, total: int) -> float:
     """Upstream's schedule in closed form: linear warmup from ~0, then linear decay to ~0 at `total`.
 
-    A pure function of the update count, so a resumed run with an amended length simply follows it.
+    A pure function of the update count (the same on any number of processes), so a resumed run with
+    an amended length simply follows it.
     """
     floor = 1e-8
     if update < warmup:
@@ -27,6 +28,12 @@ def lr_factor(update: int, warmup: int, total: int) -> float:
 # accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
 SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
                    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+
+
+def set_lr(optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def make_accelerator(cfg: dict):
@@ -60,7 +67,6 @@ def optimizer_class(name: str):
 def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None):
     """Train from scratch (state=None) or continue from a saved training state."""
     from ema_pytorch import EMA
-    from torch.optim.lr_scheduler import LambdaLR
     from tqdm import tqdm
 
     tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
@@ -83,23 +89,21 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
     total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
     warmup = ocfg["warmup_updates"]
     optimizer = optimizer_class(ocfg["name"])(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
-    scheduler = LambdaLR(optimizer, lambda u: lr_factor(u, warmup, total))
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # no scheduler object: accelerate steps a prepared one once per process per update, which would run
+    # the schedule N times too fast on N processes; the rate is set from the update count instead
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     update, epoch, skip = 0, 0, 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.scheduler.last_epoch = state["update"]
-        for group in optimizer.param_groups:  # an amended optim.lr takes effect from here on
-            group["initial_lr"] = ocfg["lr"]
-            group["lr"] = ocfg["lr"] * lr_factor(state["update"], warmup, total)
-        scheduler.scheduler.base_lrs = [ocfg["lr"]] * len(optimizer.param_groups)
         if ema is not None:
             ema.step.copy_(state["ema_step"])
             ema.initted.copy_(state["ema_initted"])
+        if accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
+            accelerator.scaler.load_state_dict(state["grad_scaler"])
         update, epoch, skip = state["update"], state["epoch"], state["batches_in_epoch"]
-        torch.set_rng_state(state["rng_torch"])
-        random.setstate(_python_rng(state["rng_python"]))
+        restore_rng(state, accelerator.process_index)
+    lr = set_lr(optimizer, ocfg["lr"] * lr_factor(update, warmup, total))  # after a resume: amended optim.lr too
 
     logger = RunLogger(cfg["logger"]["kind"], run_dir, manifest, cfg["logger"]["project"]) \
         if accelerator.is_main_process else None
@@ -124,13 +128,14 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
                 if ocfg["max_grad_norm"] > 0 and accelerator.sync_gradients:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), ocfg["max_grad_norm"])
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad()
             if not accelerator.sync_gradients:
                 continue
             update += 1
             loss_value = accelerator.gather(loss.detach()).mean().item()
-            lr = scheduler.get_last_lr()[0]
+            lr = set_lr(optimizer, ocfg["lr"] * lr_factor(update, warmup, total))
+            save_now = update % tcfg["save_every"] == 0 or update == total
+            rng = rng_states(accelerator) if save_now else None  # a collective: every rank takes part
             if accelerator.is_main_process:
                 ema.update()
                 bar.update(1)
@@ -140,8 +145,8 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
                     log_file.write(f"update {update} epoch {epoch} loss {loss_value:.6f} lr {lr:.3e} "
                                    f"grad_norm {float(grad_norm):.4f}\n")
                     log_file.flush()
-                if update % tcfg["save_every"] == 0 or update == total:
-                    _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer)
+                if save_now:
+                    _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer, rng)
                     prune(run_dir, tcfg["keep_last_n"])
                     if samples is not None:
                         gen, ref, _ = samples(ema.ema_model, run_dir, update, tcfg["seed"])
@@ -164,13 +169,33 @@ def _python_rng(saved):
     return version, tuple(internal), gauss
 
 
-def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer):
+def rng_states(accelerator) -> dict:
+    """Every rank's torch RNG states, one row per rank. Each rank draws its own noise (its batches
+    differ in size), so an exact resume gives each rank back its own row."""
+    states = {"rng_torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["rng_cuda"] = torch.cuda.get_rng_state()
+    return {key: accelerator.gather(value.to(accelerator.device)[None]).cpu() for key, value in states.items()}
+
+
+def restore_rng(state: dict, rank: int) -> None:
+    # rank % rows: a resume on another number of processes cannot be exact anyway (the batches change)
+    # clone: set_rng_state misreads a row view into a larger tensor ("Invalid mt19937 state")
+    rows = torch.atleast_2d(state["rng_torch"])  # one row per rank (a single row before rank rows existed)
+    torch.set_rng_state(rows[rank % len(rows)].clone())
+    if "rng_cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng_cuda"][rank % len(state["rng_cuda"])].clone())
+    random.setstate(_python_rng(state["rng_python"]))
+
+
+def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer, rng):
     # the training state first: a weights file is only ever listed once its state is complete
     save_train_state(run_dir, update, {
         "update": update, "epoch": epoch, "batches_in_epoch": seen,
         "optimizer": optimizer.state_dict(),
         "ema_step": ema.step.clone(), "ema_initted": ema.initted.clone(),
-        "rng_torch": torch.get_rng_state(), "rng_python": list(random.getstate()),
+        **rng, "rng_python": list(random.getstate()),
+        **({"grad_scaler": accelerator.scaler.state_dict()} if accelerator.scaler is not None else {}),
     })
     online = accelerator.unwrap_model(model).state_dict()
     save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])

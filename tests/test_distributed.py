@@ -4,28 +4,40 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from finetune.checkpoints import header, list_checkpoints, load_weights
 from finetune.errors import UserError
+from finetune.files import KILL_AT
 from finetune.train import SHARDED_ENGINES, make_accelerator
 from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, finetune
 
 
-def test_two_processes_write_one_run(tmp_path):
+def torchrun(*args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finetune",
+                           *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def lrs(run) -> list[str]:
+    return [line.split(" lr ")[1].split()[0] for line in (run / "train.log").read_text().splitlines()
+            if line.startswith("update ")]
+
+
+def test_two_processes_write_one_run_and_resume_exactly(tmp_path):
     # demo clips are 500 and 634 frames: 2000 frames puts both in one batch, 700 gives one clip per batch,
     # so one process on 2000 and two processes on 700 each see both clips per update
-    common = ["train.max_updates=null", "train.epochs=3", "train.save_every=1"]
+    common = ["train.max_updates=null", "train.epochs=3", "train.save_every=1", "train.log_every=1"]
     single = finetune(tmp_path, "single", "f5tts_tiny", *common, "data.frames_per_batch=2000")
-    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finetune", "model=f5tts_tiny",
-            f"run.root={tmp_path}", "run.name=ddp", *TINY, *common, "data.frames_per_batch=700"]
-    r = subprocess.run([sys.executable, *args], cwd=REPO, env={**os.environ, **OFFLINE}, capture_output=True,
-                       text=True, timeout=600)
+    ddp = ["model=f5tts_tiny", f"run.root={tmp_path}", *TINY, *common, "data.frames_per_batch=700"]
+    r = torchrun(*ddp, "run.name=ddp")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("run: ") == 1
     run = tmp_path / "ddp"
 
     assert sorted(list_checkpoints(run)) == sorted(list_checkpoints(single)) == [1, 2, 3]
+    assert lrs(run) == lrs(single) and len(lrs(run)) == 3  # the schedule counts updates, not processes
     files = sorted(p.name for p in (run / "checkpoints").iterdir())
     assert files == [f"{kind}_{u:08d}.{ext}" for kind, ext in (("model", "safetensors"), ("state", "pt"))
                      for u in (1, 2, 3)]
@@ -38,6 +50,17 @@ def test_two_processes_write_one_run(tmp_path):
     assert (run / "train.log").read_text().count("done:") == 1
     r = cli("infer", f"run={run}", "nfe_step=2")
     assert r.returncode == 0, r.stderr[-3000:]
+
+    # killed while rank 0 writes checkpoint 2, resumed from 1 on 2 processes: after update 1 the ranks' RNGs
+    # differ (one drew noise for 500 frames, the other for 634), so each must get its own back
+    killed = tmp_path / "killed"
+    assert torchrun(*ddp, "run.name=killed", env={KILL_AT: "model_00000002.safetensors"}).returncode != 0
+    assert sorted(list_checkpoints(killed)) == [1]
+    r = torchrun(f"resume={killed}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    for w in ("online", "ema"):
+        want, got = load_weights(list_checkpoints(run)[3], w), load_weights(list_checkpoints(killed)[3], w)
+        assert all(torch.equal(want[k], got[k]) for k in want), w
 
 
 @pytest.mark.parametrize("var", sorted(SHARDED_ENGINES))
