@@ -8,19 +8,20 @@ import hydra
 from omegaconf import DictConfig
 
 from .errors import UserError, user_errors
-from .schema import CONF_DIR, FinetuneConfig, plain, register
+from .schema import CONF_DIR, FinetuneConfig, plain, precompose, register
 
 register()
+
+
+HELP = ("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")
 
 
 def check_model_choice(argv: list[str]) -> None:
     """Hydra would answer a bad or missing model= with a screenful; one line says it better."""
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-    if any(a.startswith(("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")) for a in argv):
-        return
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
     if not chosen:
-        raise UserError(f"model= is required; choose one of {', '.join(models)}")
+        raise UserError(f"model= is required (with --help too); choose one of {', '.join(models)}")
     for value in chosen[-1].split(","):  # multirun: model=a,b
         if value not in models:
             raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
@@ -61,7 +62,9 @@ def cli(argv: list[str]) -> None:
 
             print(f"run: {resume(resumes[-1].split('=', 1)[1], [a for a in argv if not a.startswith('resume=')])}")
             return
-        check_model_choice(argv)
+        check_model_choice(argv)  # --help too: the help shows the config, which needs a model
+        if not any(a.startswith(HELP) for a in argv):
+            precompose("finetune", argv, "python -m finetune model=<name> --help")
     main()
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from .data import DATASET_FORMAT, dataset_hash, read_dataset
 from .errors import UserError, user_errors
 from .files import atomic_write, atomic_write_bytes, sha256_bytes
-from .schema import PrepareConfig, plain, register
+from .schema import PrepareConfig, plain, precompose, register
 from .sources import Problem, read_rows
 
 NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with strict=true
@@ -212,4 +212,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with user_errors():
+        precompose("prepare", sys.argv[1:], "python -m finetune.prepare --help")
     main()

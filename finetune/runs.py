@@ -15,6 +15,7 @@ from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
 from .manifest import read_manifest, write_manifest
+from .schema import check_ranges
 from .train import make_accelerator, optimizer_class, train
 from .vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
 
@@ -83,6 +84,7 @@ def new_run_dir(cfg: dict) -> Path:
 def start(cfg: dict) -> Path:
     from accelerate.utils import set_seed
 
+    check_ranges(cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg["train"]["seed"])
     # everything that can be wrong is checked before the run folder exists: config, data, vocab, weights
@@ -101,6 +103,7 @@ def start(cfg: dict) -> Path:
     pretrained = None
     if cfg["pretrained"]:
         pretrained = load_pretrained(model, spec, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
+    samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
     run_dir = new_run_dir(cfg)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
@@ -124,8 +127,16 @@ def start(cfg: dict) -> Path:
         atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
         write_manifest(run_dir, body)
     accelerator.wait_for_everyone()
-    train(cfg, accelerator, model, clips, run_dir, read_manifest(run_dir))
+    train(cfg, accelerator, model, clips, run_dir, read_manifest(run_dir), samples=samples)
     return run_dir
+
+
+def sample_writer(cfg: dict, mel: dict, clip, accelerator):
+    if not (cfg["train"]["log_samples"] and accelerator.is_main_process):
+        return None
+    from .samples import SampleWriter
+
+    return SampleWriter(cfg, mel, clip, accelerator.device)
 
 
 # ---- resume -----------------------------------------------------------------------------------------
@@ -201,20 +212,32 @@ def amended_config(cfg: dict, changes: dict) -> dict:
     return apply_overrides(cfg, [f"{k}={json.dumps(new)}" for k, (_, new) in changes.items()])
 
 
-def latest_intact(run_dir: Path) -> tuple[int, dict]:
-    """The newest checkpoint whose weights header and training state both read; says what it skipped."""
+def latest_intact(run_dir: Path) -> tuple[int, dict, list[int]]:
+    """The newest checkpoint whose weights header and training state both read, its state, and the
+    newer ones skipped as damaged (each named in a warning)."""
     import torch
 
+    skipped = []
     for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
         try:
             header(path)
             state = torch.load(state_path(run_dir, update), map_location="cpu", weights_only=True)
-            return update, state
+            return update, state, skipped
         except Exception as e:  # a damaged file: fall back to the one before
             reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
             print(f"warning: checkpoint {update} in {run_dir} is damaged ({reason}); trying an older one",
                   file=sys.stderr)
+            skipped.append(update)
     raise UserError(f"{run_dir}: no intact checkpoint with its training state to resume from")
+
+
+def move_aside(run_dir: Path, update: int) -> None:
+    """Rename a damaged checkpoint to *.damaged: kept for the user, but no longer the run's `last`
+    checkpoint nor counted by keep_last_n (which would otherwise prune intact ones in its place)."""
+    for f in (list_checkpoints(run_dir).get(update), state_path(run_dir, update)):
+        if f is not None and f.exists():
+            f.rename(f.with_name(f.name + ".damaged"))
+            print(f"warning: renamed the damaged {f} to {f.name}.damaged", file=sys.stderr)
 
 
 def resume(run_dir, overrides: list[str]) -> Path:
@@ -235,11 +258,12 @@ def resume(run_dir, overrides: list[str]) -> Path:
         raise UserError(f"resume={run_dir} refuses changes to the model or its data: {lines} "
                         "(start a new run for those; train.*, optim.* and logger.* may change)")
 
+    check_ranges(new_cfg)
     accelerator = make_accelerator(new_cfg)
     set_seed(new_cfg["train"]["seed"])
     spec = manifest["model"]
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
-    update, state = latest_intact(run_dir)
+    update, state, damaged = latest_intact(run_dir)
     if accelerator.is_main_process:
         for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):  # halves of writes a crash cut short
             tmp.unlink()
@@ -252,10 +276,14 @@ def resume(run_dir, overrides: list[str]) -> Path:
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
                         f"{str(manifest['data'].get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs the "
                         f"same data; for new data start a new run with pretrained={run_dir}")
+    samples = sample_writer(new_cfg, spec["mel"], clips[0], accelerator)
     if accelerator.is_main_process:
+        for bad in damaged:
+            move_aside(run_dir, bad)
         if changed:
             append_amendment(run_dir, manifest, {k: list(v) for k, v in changed.items()})
         print(f"resuming {run_dir} from update {update}" + (f" with {', '.join(changed)}" if changed else ""),
               file=sys.stderr)
-    train(new_cfg, accelerator, model, clips, run_dir, manifest, state=state, ema_weights=load_weights(path, "ema"))
+    train(new_cfg, accelerator, model, clips, run_dir, manifest, state=state, ema_weights=load_weights(path, "ema"),
+          samples=samples)
     return run_dir

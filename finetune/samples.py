@@ -7,12 +7,14 @@ from .audio import write_wav
 
 
 class SampleWriter:
-    def __init__(self, cfg: dict, manifest: dict, clip, device):
+    """Built before the run folder is written, so a vocoder that cannot load stops the run first."""
+
+    def __init__(self, cfg: dict, mel: dict, clip, device):
         from infer.vocoder import load_vocoder
 
-        self.mel = manifest["model"]["mel"]
-        self.vocoder = load_vocoder(cfg["vocoder"]["kind"], cfg["vocoder"]["path"], self.mel, device,
-                                    cfg["vocoder"]["n_iter"])
+        self.mel = mel
+        self.vocoder = load_vocoder(cfg["vocoder"]["kind"], cfg["vocoder"]["path"], mel, device,
+                                    cfg["vocoder"]["n_iter"], path_key="vocoder.path")
         self.clip, self.steps = clip.with_mel(), cfg["train"]["sample_nfe_step"]
 
     def __call__(self, model, run_dir: Path, update: int, seed: int) -> tuple[Path, Path, torch.Tensor]:

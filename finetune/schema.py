@@ -41,6 +41,12 @@ class VocoderKind(str, Enum):
     griffinlim = "griffinlim"
 
 
+class MixedPrecision(str, Enum):
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
 class Weights(str, Enum):
     ema = "ema"
     online = "online"
@@ -120,7 +126,7 @@ class TrainConfig:
     sample_nfe_step: int = 16
     log_every: int = 10
     seed: int = 666
-    mixed_precision: str = "no"
+    mixed_precision: MixedPrecision = MixedPrecision.no
     num_workers: int = 0
     ema: EmaConfig = field(default_factory=EmaConfig)
 
@@ -215,6 +221,33 @@ def register() -> None:
     ConfigStore.instance().store(name="prepare_schema", node=PrepareConfig)
 
 
+NOISE = ("full_key:", "reference_type", "object_type", "To append", "Config search path", "provider=",
+         "Set the environment")
+
+
+def precompose(config_name: str, argv: list[str], help_command: str) -> None:
+    """Compose the config once before Hydra does, so a misspelled key, a wrong type or an unknown option
+    is one `error:` line rather than Hydra's screenful. A sweep (a=1,2) is checked with its first value."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from .errors import UserError
+
+    try:
+        overrides = []
+        for o in OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")]):
+            first = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else None
+            overrides.append(o.input_line if first is None else f"{o.get_key_element()}={first}")
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name=config_name, overrides=overrides)
+    except Exception as e:
+        lines, cause = [], e
+        while cause is not None:  # Hydra's message and the OmegaConf error under it, noise dropped
+            lines += [ln.strip() for ln in str(cause).splitlines() if ln.strip() and not ln.strip().startswith(NOISE)]
+            cause = cause.__cause__
+        raise UserError(" ".join(dict.fromkeys(lines)) + f" ({help_command} lists every key and option)")
+
+
 def plain(cfg, schema) -> dict:
     """A composed config re-merged into its schema as plain data: this also rejects `+key=value` extras."""
     from omegaconf import OmegaConf
@@ -227,3 +260,29 @@ def plain(cfg, schema) -> dict:
         return OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
     except Exception as e:  # OmegaConf's errors name the key; keep only that line
         raise UserError(f"config: {str(e).strip().splitlines()[0]}")
+
+
+# Types are the schema's job; these are the ranges a type cannot say. key: the smallest allowed value
+MINIMUM = {"train.epochs": 1, "train.save_every": 1, "train.log_every": 1, "train.sample_nfe_step": 1,
+           "train.num_workers": 0, "train.ema.update_every": 1, "train.ema.update_after_step": 0,
+           "optim.grad_accumulation_steps": 1, "optim.warmup_updates": 0, "optim.lr": 0, "optim.weight_decay": 0,
+           "optim.max_grad_norm": 0, "data.frames_per_batch": 1, "data.max_samples": 1}
+
+
+def check_ranges(cfg: dict) -> None:
+    """A fine-tune config's numbers, checked before anything is written (a 0 would divide by zero later)."""
+    from .errors import UserError
+
+    def at(key):
+        node = cfg
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    for key, low in MINIMUM.items():
+        if at(key) < low:
+            raise UserError(f"{key}={at(key)}: must be {low} or more")
+    if at("train.max_updates") is not None and at("train.max_updates") < 1:
+        raise UserError(f"train.max_updates={at('train.max_updates')}: must be 1 or more, or null (from train.epochs)")
+    if at("train.keep_last_n") == 0 or at("train.keep_last_n") < -1:
+        raise UserError(f"train.keep_last_n={at('train.keep_last_n')}: keep the newest N >= 1, or -1 for all")

@@ -47,6 +47,12 @@ def make_accelerator(cfg: dict):
                             "parallel instead (accelerate launch --multi_gpu, or torchrun); see README, "
                             "'Several processes'")
 
+    from accelerate.state import AcceleratorState, GradientState
+
+    # a Hydra sweep runs its jobs in one process, and accelerate keeps its settings in process-wide state
+    # that refuses a second mixed_precision; the process group (PartialState) stays
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     # cpu=True without CUDA: it is what makes accelerate run several CPU processes (gloo) as one job
     return Accelerator(mixed_precision=cfg["train"]["mixed_precision"], cpu=not torch.cuda.is_available(),
                        gradient_accumulation_steps=cfg["optim"]["grad_accumulation_steps"])
@@ -64,8 +70,9 @@ def optimizer_class(name: str):
     return AdamW
 
 
-def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None):
-    """Train from scratch (state=None) or continue from a saved training state."""
+def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None, samples=None):
+    """Train from scratch (state=None) or continue from a saved training state; samples: a SampleWriter
+    (rank 0, train.log_samples=true)."""
     from ema_pytorch import EMA
     from tqdm import tqdm
 
@@ -107,11 +114,6 @@ def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_wei
 
     logger = RunLogger(cfg["logger"]["kind"], run_dir, manifest, cfg["logger"]["project"]) \
         if accelerator.is_main_process else None
-    samples = None
-    if tcfg["log_samples"] and accelerator.is_main_process:
-        from .samples import SampleWriter
-
-        samples = SampleWriter(cfg, manifest, clips[0], accelerator.device)
     log_file = open(run_dir / "train.log", "a", encoding="utf-8") if accelerator.is_main_process else None
     bar = tqdm(total=total, initial=update, desc="fine-tune", disable=not accelerator.is_main_process,
                file=sys.stderr)

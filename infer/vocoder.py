@@ -27,15 +27,15 @@ class GriffinLim:
         return self.griffin_lim.to(mel.device)(magnitude)
 
 
-def _vocos_files(path) -> tuple[Path, Path]:
+def _vocos_files(path, path_key: str) -> tuple[Path, Path]:
     if path:
         folder = Path(path)
         config, weights = folder / "config.yaml", folder / "pytorch_model.bin"
         for f in (config, weights):
             if not f.is_file():
-                raise UserError(f"{f}: not found; vocoder_path must be a folder with config.yaml and pytorch_model.bin")
+                raise UserError(f"{f}: not found; {path_key} must be a folder with config.yaml and pytorch_model.bin")
         return config, weights
-    instead = "pass vocoder_path=<folder with config.yaml and pytorch_model.bin> or vocoder=griffinlim"
+    instead = f"pass {path_key}=<folder with config.yaml and pytorch_model.bin> or vocoder=griffinlim"
     return hub_file(VOCOS_REPO, "config.yaml", instead), hub_file(VOCOS_REPO, "pytorch_model.bin", instead)
 
 
@@ -67,10 +67,11 @@ def _build_vocos(config_path: Path):
     return Vocos(**parts)
 
 
-def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32):
+def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32, path_key: str = "vocoder_path"):
+    """path_key: the option that sets `path`, named in errors (vocoder_path at inference, vocoder.path in training)."""
     if kind == "griffinlim":
         return GriffinLim(mel, n_iter)
-    config, weights = _vocos_files(path)
+    config, weights = _vocos_files(path, path_key)
     vocoder = _build_vocos(config)
     vocoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return vocoder.eval().to(device)

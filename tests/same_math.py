@@ -30,7 +30,7 @@ def loop_config(train: dict, optim: dict, data: dict) -> dict:
     from finetune.schema import OptimConfig, TrainConfig
 
     def section(schema, values):
-        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), values))
+        return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), values), enum_to_str=True)
 
     return {"train": section(TrainConfig, train), "optim": section(OptimConfig, optim), "data": data,
             "logger": {"kind": "none", "project": "x"}}

@@ -1,10 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from finetune.errors import UserError
-from finetune.schema import FinetuneConfig, PrepareConfig, plain, register
+from finetune.schema import FinetuneConfig, PrepareConfig, check_ranges, plain, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -44,7 +45,9 @@ def test_every_group_option_composes():
             overrides = ["model=f5tts_tiny", f"{group}={option.stem}"]
             if option.stem == "custom":
                 overrides.append("data.path=/somewhere")
-            assert resolve(composed(*overrides))[group]
+            cfg = resolve(composed(*overrides))
+            assert cfg[group]
+            check_ranges(cfg)
 
 
 def test_misspelled_key_fails_with_its_name():
@@ -55,6 +58,23 @@ def test_misspelled_key_fails_with_its_name():
 def test_wrong_type_fails_with_its_key():
     with pytest.raises(Exception, match="max_updates"):
         composed("model=f5tts_tiny", "train.max_updates=many")
+
+
+@pytest.mark.parametrize("override", ["train.save_every=0", "train.log_every=0", "optim.grad_accumulation_steps=0",
+                                      "train.keep_last_n=0", "train.keep_last_n=-2", "train.max_updates=0",
+                                      "optim.lr=-1", "data.frames_per_batch=0", "train.ema.update_every=0"])
+def test_out_of_range_numbers_are_refused_by_key(override):
+    key = override.split("=")[0]
+    check_ranges(resolve(composed("model=f5tts_tiny", f"{key}=1")))  # the same key in range passes
+    with pytest.raises(UserError, match=f"^{re.escape(key)}=-?[0-9.]+: "):
+        check_ranges(resolve(composed("model=f5tts_tiny", override)))
+
+
+def test_mixed_precision_is_one_of_three():
+    for value in ("no", "fp16", "bf16"):
+        assert resolve(composed("model=f5tts_tiny", f"train.mixed_precision={value}"))["train"]["mixed_precision"] == value
+    with pytest.raises(Exception, match="train.mixed_precision=bf17"):
+        composed("model=f5tts_tiny", "train.mixed_precision=bf17")
 
 
 def test_added_key_is_refused_too():

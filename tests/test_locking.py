@@ -6,7 +6,7 @@ import soundfile as sf
 import torch
 
 from finetune.checkpoints import header, list_checkpoints, load_weights
-from tests.conftest import assert_user_error, cli, finetune
+from tests.conftest import TINY, assert_user_error, cli, finetune
 from tests.test_layouts import tiny_state, write_layouts
 
 
@@ -48,13 +48,34 @@ def test_resume_without_a_manifest_fails_clearly(tmp_path):
     assert_user_error(cli("finetune", f"resume={tmp_path / 'empty'}"), "manifest.yaml: missing")
 
 
+def test_bad_settings_fail_in_one_line_before_the_run_folder(runs, tmp_path):
+    for bad, needles in (("train.save_every=0", ["train.save_every=0: must be 1 or more"]),
+                         ("train.epoch=3", ["Key 'epoch' not in 'TrainConfig'", "--help"]),
+                         ("logger=wandbx", ["logger/wandbx", "none tensorboard wandb"]),
+                         ("train.log_samples=true vocoder=vocos vocoder.path=/nowhere",
+                          ["/nowhere/config.yaml: not found; vocoder.path must be a folder"])):
+        r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=bad", *TINY, *bad.split())
+        assert len(assert_user_error(r, *needles).strip().splitlines()) == 1, bad
+        assert not (tmp_path / "bad").exists(), bad
+    run = shutil.copytree(runs["f5"], tmp_path / "r")
+    before = sorted(p.name for p in run.rglob("*"))
+    assert_user_error(cli("finetune", f"resume={run}", "train.keep_last_n=0"), "train.keep_last_n=0")
+    assert sorted(p.name for p in run.rglob("*")) == before  # no amendment, nothing pruned
+
+
 def test_damaged_last_checkpoint_resumes_from_the_previous(runs, tmp_path):
     run = shutil.copytree(runs["f5"], tmp_path / "r")
     last = list_checkpoints(run)[4]
     last.write_bytes(last.read_bytes()[:1000])
-    r = cli("finetune", f"resume={run}", "train.max_updates=5")
+    # keep_last_n=1 and an end before update 4: the damaged file must not count as the newest checkpoint
+    r = cli("finetune", f"resume={run}", "train.max_updates=3", "train.save_every=1", "train.keep_last_n=1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "checkpoint 4" in r.stderr and "damaged" in r.stderr and "from update 2" in r.stderr
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "model_00000003.safetensors", "model_00000004.safetensors.damaged", "state_00000003.pt",
+        "state_00000004.pt.damaged"]
+    r = cli("finetune", f"resume={run}", "train.max_updates=4")
+    assert r.returncode == 0 and "from update 3" in r.stderr, r.stderr[-3000:]
 
 
 def test_adopt_each_upstream_layout_then_infer_and_finetune(tmp_path):
