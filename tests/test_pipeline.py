@@ -163,3 +163,11 @@ def test_local_vocos_folder_and_loggers(runs, tmp_path):
         assert sorted(p.name for p in (run / "checkpoints").glob("state_*")) == ["state_00000002.pt", "state_00000003.pt"]
         assert (run / "train.log").read_text().count("grad_norm") == 3
     assert any(p.suffix == ".wav" for p in (tmp_path / "wandb" / "wandb").rglob("media/audio/**/*"))
+    # wandb's offline record of the run (protobuf): the manifest as its config (its hash), the manifest +
+    # vocab artifact, and history items keyed loss, lr, grad_norm (a key is field 2: 0x12, length, bytes)
+    records = b"".join(f.read_bytes() for f in (tmp_path / "wandb" / "wandb").rglob("run-*.wandb"))
+    manifest = yaml.safe_load((tmp_path / "wandb" / "manifest.yaml").read_text())
+    for needle in (manifest["sha256"], "wandb-manifest", "manifest.yaml", "vocab.txt"):
+        assert needle.encode() in records, needle
+    for key in ("loss", "lr", "grad_norm"):
+        assert bytes([0x12, len(key)]) + key.encode() in records, key
