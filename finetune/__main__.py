@@ -13,15 +13,15 @@ from .schema import CONF_DIR, FinetuneConfig, plain, precompose, register
 register()
 
 
-HELP = ("-h", "--help", "--hydra-help", "--info", "--cfg", "--shell-completion")
-
-
 def check_model_choice(argv: list[str]) -> None:
     """Hydra would answer a bad or missing model= with a screenful; one line says it better."""
+    if any(a in ("--hydra-help", "--shell-completion") for a in argv):  # these need no config
+        return
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
     if not chosen:
-        raise UserError(f"model= is required (with --help too); choose one of {', '.join(models)}")
+        also = " (--help too: it shows the config, which needs a model)" if {"-h", "--help"} & set(argv) else ""
+        raise UserError(f"model= is required{also}; choose one of {', '.join(models)}")
     for value in chosen[-1].split(","):  # multirun: model=a,b
         if value not in models:
             raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
@@ -62,9 +62,8 @@ def cli(argv: list[str]) -> None:
 
             print(f"run: {resume(resumes[-1].split('=', 1)[1], [a for a in argv if not a.startswith('resume=')])}")
             return
-        check_model_choice(argv)  # --help too: the help shows the config, which needs a model
-        if not any(a.startswith(HELP) for a in argv):
-            precompose("finetune", argv, "python -m finetune model=<name> --help")
+        check_model_choice(argv)
+        precompose("finetune", argv, "python -m finetune model=<name> --help")
     main()
 
 

@@ -45,7 +45,7 @@ def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha:
 
 
 def save_train_state(run_dir, update: int, state: dict) -> None:
-    """Optimizer, scheduler, EMA counters and RNG: kept apart from the weights, for resume."""
+    """Optimizer, EMA counters, position in the data and each rank's RNG: kept apart from the weights, for resume."""
     state_path(run_dir, update).parent.mkdir(exist_ok=True)
     atomic_write(state_path(run_dir, update), lambda tmp: torch.save(state, tmp))
 

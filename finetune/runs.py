@@ -219,6 +219,13 @@ def latest_intact(run_dir: Path) -> tuple[int, dict, list[int]]:
 
     skipped = []
     for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
+        for f in (path, state_path(run_dir, update)):
+            try:
+                open(f, "rb").close()
+            except FileNotFoundError:
+                pass  # a state missing beside its weights: damage, reported below
+            except OSError as e:  # unreadable (permissions, disk) is not damage: stop rather than skip it
+                raise UserError(f"{f}: cannot be read ({e.strerror}); fix that and resume again")
         try:
             header(path)
             state = torch.load(state_path(run_dir, update), map_location="cpu", weights_only=True)
@@ -237,7 +244,8 @@ def move_aside(run_dir: Path, update: int) -> None:
     for f in (list_checkpoints(run_dir).get(update), state_path(run_dir, update)):
         if f is not None and f.exists():
             f.rename(f.with_name(f.name + ".damaged"))
-            print(f"warning: renamed the damaged {f} to {f.name}.damaged", file=sys.stderr)
+            print(f"warning: renamed the damaged {f} to {f.name}.damaged (rename it back to retry it)",
+                  file=sys.stderr)
 
 
 def resume(run_dir, overrides: list[str]) -> Path:

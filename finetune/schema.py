@@ -227,17 +227,31 @@ NOISE = ("full_key:", "reference_type", "object_type", "To append", "Config sear
 
 def precompose(config_name: str, argv: list[str], help_command: str) -> None:
     """Compose the config once before Hydra does, so a misspelled key, a wrong type or an unknown option
-    is one `error:` line rather than Hydra's screenful. A sweep (a=1,2) is checked with its first value."""
+    is one `error:` line rather than Hydra's screenful. A sweep (a=1,2) is checked with its first value.
+
+    Left to Hydra: command lines with its own flags (--help, --cfg, --config-dir, ...), whose meaning
+    this check would have to reproduce, and sweeps it cannot expand alone (glob)."""
     from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from .errors import UserError
 
+    args, rest = get_args_parser().parse_known_args(argv)
+    special = ("help", "hydra_help", "cfg", "info", "shell_completion", "config_dir", "config_path", "config_name",
+               "experimental_rerun")
+    if rest or any(getattr(args, name) for name in special):
+        return
     try:
         overrides = []
-        for o in OverridesParser.create().parse_overrides([a for a in argv if not a.startswith("-")]):
-            first = next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else None
-            overrides.append(o.input_line if first is None else f"{o.get_key_element()}={first}")
+        for o in OverridesParser.create().parse_overrides(args.overrides):
+            if not o.is_sweep_override():
+                overrides.append(o.input_line)
+            elif o.is_choice_sweep() or o.is_range_sweep():
+                try:
+                    overrides.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
+                except Exception:  # glob(): needs Hydra's config loader; Hydra checks it
+                    pass
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name=config_name, overrides=overrides)
     except Exception as e:

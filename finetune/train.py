@@ -27,7 +27,8 @@ def lr_factor(update: int, warmup: int, total: int) -> float:
 
 # accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
 SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
-                   "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM"}
+                   "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+                   "ACCELERATE_USE_PARALLELISM_CONFIG": "Tensor/context parallelism"}
 
 
 def set_lr(optimizer, lr: float) -> float:

@@ -5,7 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from finetune.errors import UserError
-from finetune.schema import FinetuneConfig, PrepareConfig, check_ranges, plain, register
+from finetune.schema import FinetuneConfig, PrepareConfig, check_ranges, plain, precompose, register
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
@@ -75,6 +75,16 @@ def test_mixed_precision_is_one_of_three():
         assert resolve(composed("model=f5tts_tiny", f"train.mixed_precision={value}"))["train"]["mixed_precision"] == value
     with pytest.raises(Exception, match="train.mixed_precision=bf17"):
         composed("model=f5tts_tiny", "train.mixed_precision=bf17")
+
+
+def test_precheck_is_one_line_and_leaves_hydra_flags_and_globs_to_hydra():
+    with pytest.raises(UserError, match="Key 'epoch' not in 'TrainConfig'.*--help"):
+        precompose("finetune", ["-m", "model=f5tts_tiny,e2tts_tiny", "train.epoch=1,2"], "--help")
+    with pytest.raises(UserError, match="Could not find 'logger/wandbx'"):
+        precompose("finetune", ["model=f5tts_tiny", "logger=wandbx"], "--help")
+    for argv in (["model=f5tts_tiny", "-c", "job"], ["--config-dir", "/elsewhere", "data=mine"],
+                 ["-m", "model=f5tts_tiny", "data=glob(d*)"], ["-m", "model=f5tts_tiny", "train.seed=range(1,3)"]):
+        precompose("finetune", argv, "--help")  # no error: Hydra itself reads these
 
 
 def test_added_key_is_refused_too():
