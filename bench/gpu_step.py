@@ -7,7 +7,7 @@ cancels start-up and the final checkpoint save that both sides make. Reports ste
 frames/s, peak GPU memory and the share of the GPU's peak dense bf16 throughput (model FLOPs:
 6 x parameters x frames for the matmuls, plus attention). It runs on the GPU when there is one;
 anywhere else `--model f5tts_tiny --mixed no` checks it on the CPU.
-Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--updates 3,13] [--mixed bf16]
+Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--updates 3,13] [--mixed bf16] [--repeat 3]
 """
 import argparse
 import json
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--model", default="f5tts,e2tts")
     ap.add_argument("--updates", default="3,13")
     ap.add_argument("--mixed", default="bf16")
+    ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--side")
     args = ap.parse_args()
     if args.side:
@@ -128,18 +129,25 @@ def main() -> None:
     peak_tp = peak_throughput()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"machine: {machine()}; {device}; {args.mixed}; {CLIPS_PER_BATCH} x {FRAMES} frames per update")
-    print(f"{'model':<8} {'side':<9} {'s/update':>9} {'frames/s':>10} {'peak GB':>8} {'bf16 peak %':>11}")
+    print(f"{'model':<8} {'side':<9} {'s/update (median, range)':<26} {'frames/s':>10} {'peak GB':>8} "
+          f"{'bf16 peak %':>11}")
     ratios = []
     for model in args.model.split(","):
-        step = {}
-        for side in ("upstream", "ours"):
-            short, long = run(side, model, n1, args.mixed), run(side, model, n2, args.mixed)
-            step[side] = (long["seconds"] - short["seconds"]) / (n2 - n1)
-            share = f"{step_flops(long) / step[side] / peak_tp:11.1%}" if peak_tp else f"{'-':>11}"
-            print(f"{model:<8} {side:<9} {step[side]:9.3f} {CLIPS_PER_BATCH * FRAMES / step[side]:10.0f} "
-                  f"{long['peak'] / 1e9:8.2f} {share}")
-        ratios.append(step["upstream"] / step["ours"])
-        print(f"{model:<8} speed ours/upstream: {ratios[-1]:.2f}x")
+        steps, last = {"upstream": [], "ours": []}, {}
+        for _ in range(args.repeat):  # the sides alternate, so machine noise hits both
+            for side in steps:
+                short, last[side] = run(side, model, n1, args.mixed), run(side, model, n2, args.mixed)
+                steps[side].append((last[side]["seconds"] - short["seconds"]) / (n2 - n1))
+        for side, times in steps.items():
+            step = statistics.median(times)
+            share = f"{step_flops(last[side]) / step / peak_tp:11.1%}" if peak_tp else f"{'-':>11}"
+            spread = f"{step:.3f} ({min(times):.3f}-{max(times):.3f})"
+            print(f"{model:<8} {side:<9} {spread:<26} {CLIPS_PER_BATCH * FRAMES / step:10.0f} "
+                  f"{last[side]['peak'] / 1e9:8.2f} {share}")
+        pairs = [u / o for u, o in zip(steps["upstream"], steps["ours"])]
+        ratios.append(statistics.median(pairs))
+        print(f"{model:<8} speed ours/upstream, pair by pair: median {ratios[-1]:.2f}x "
+              f"(range {min(pairs):.2f}-{max(pairs):.2f})")
     print(f"full-size training step, speed ours/upstream, median over models: {statistics.median(ratios):.2f}x")
 
 
