@@ -29,6 +29,9 @@ NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with st
 SHOWN = 20  # problem lines printed; report.txt has them all
 
 
+MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # <audio sha256[:40]>-<mel_key>
+
+
 def mel_key(mel: dict) -> str:
     return sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]
 
@@ -121,8 +124,13 @@ def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: i
 
 # ---- the dataset folder --------------------------------------------------------------------------
 
-def check_out(out: Path, source: Path) -> None:
+def check_out(out: Path, source: Path, fmt: str) -> None:
     """A dataset folder is only ever refreshed from its own input, never pointed at another folder."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"out={out} is a file; give a folder for the dataset (new or empty)")
+    if fmt == "folder" and (out == source or source in out.parents):
+        raise UserError(f"out={out} lies inside input={source}, whose audio and .txt files are all read; "
+                        "pick an out= outside it")
     if (out / "dataset.json").exists():
         before = read_dataset(out)["summary"]["source"]["input"]
         if before != str(source):
@@ -143,7 +151,7 @@ def prepare(cfg: dict) -> Path:
     mel = cfg["model"]["mel"]
     bounds = {k: cfg[k] for k in ("min_seconds", "max_seconds", "silence_db")}
     fmt, rows, problems = read_rows(source, cfg["format"])
-    check_out(out, source)
+    check_out(out, source, fmt)
     (out / "mel").mkdir(parents=True, exist_ok=True)
 
     workers = cfg["workers"] or os.cpu_count() or 1
@@ -191,7 +199,7 @@ def prepare(cfg: dict) -> Path:
                        json.dumps({"summary": summary, "clips": clips}, indent=1, ensure_ascii=False).encode())
     used = {c["mel"] for c in clips}
     for stale in (out / "mel").glob("*.safetensors"):  # clips no longer in the input (only after the save)
-        if f"mel/{stale.name}" not in used:
+        if f"mel/{stale.name}" not in used and MEL_NAME.fullmatch(stale.name):  # never a file we did not write
             stale.unlink(missing_ok=True)
 
     if lines:

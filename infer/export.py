@@ -23,22 +23,24 @@ def export(cfg: dict) -> Path:
     out = Path(cfg["out"])
     if out.suffix != ".safetensors":
         raise UserError(f"out={out}: the exported file must end in .safetensors")
-    if out.exists():
-        raise UserError(f"out={out}: exists; an export never overwrites a file")
+    vocab_out = out.with_name(out.stem + "_vocab.txt")  # layout=upstream writes it beside the weights
+    for f in (out, vocab_out) if cfg["layout"] == "upstream" else (out,):
+        if f.exists():
+            raise UserError(f"out={out}: {f} exists; an export never overwrites a file")
     model, manifest, ckpt = load_run(cfg["run"], str(cfg["ckpt"]), cfg["weights"])
     weights = {k: v.contiguous() for k, v in load_weights(ckpt, cfg["weights"]).items()}
     vocab = Path(cfg["run"]) / manifest["model"]["vocab"]["file"]
+    out.parent.mkdir(parents=True, exist_ok=True)
     if cfg["layout"] == "upstream":
         # upstream's load_checkpoint strips `ema_model.` from safetensors files whatever they hold
         tensors, meta = {f"ema_model.{k}": v for k, v in weights.items()}, {}
-        atomic_write(out.with_name(out.stem + "_vocab.txt"), lambda tmp: Path(tmp).write_bytes(vocab.read_bytes()))
-        print(f"vocab: {out.with_name(out.stem + '_vocab.txt')}", file=sys.stderr)
+        atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab.read_bytes()))
+        print(f"vocab: {vocab_out}", file=sys.stderr)
     else:
         tensors = weights
         meta = {"format": FORMAT, "manifest": dump(manifest), "vocab": vocab.read_text(encoding="utf-8"),
                 "weights": cfg["weights"], "source_checkpoint": ckpt.name,
                 "update": header(ckpt)[1].get("update", "unknown"), "manifest_sha256": manifest["sha256"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return out
 

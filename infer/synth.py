@@ -61,6 +61,11 @@ def load_model_file(path, weights: str, device):
 def synthesize(cfg: dict) -> Path:
     if bool(cfg["run"]) == bool(cfg["model_file"]):
         raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
+    if cfg["speed"] <= 0 or cfg["nfe_step"] < 1:
+        raise UserError(f"speed={cfg['speed']} nfe_step={cfg['nfe_step']}: speed must be above 0 (1.0 is the "
+                        "reference's pace) and nfe_step 1 or more (32 by default)")
+    if cfg["out"] and Path(cfg["out"]).is_dir():
+        raise UserError(f"out={cfg['out']} is a folder; give a file name ending in .wav")
     device = pick_device(cfg["device"])
     if cfg["run"]:
         run_dir = Path(cfg["run"])

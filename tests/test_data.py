@@ -148,6 +148,15 @@ def test_out_folder_of_another_input_is_refused(tmp_path):
     assert_user_error(prepare(b, tmp_path / "ds"), "holds a dataset prepared from")
     assert (tmp_path / "ds" / "dataset.json").read_bytes() == before
 
+    (tmp_path / "a_file").write_text("mine")
+    assert_user_error(prepare(a, tmp_path / "a_file"), "is a file")
+    assert_user_error(prepare(tmp_path / "src", tmp_path / "src" / "ds"), "lies inside input=")
+    # a folder holding only mel/ is taken (a first run cut short); files there it did not write stay
+    (tmp_path / "fresh" / "mel").mkdir(parents=True)
+    (tmp_path / "fresh" / "mel" / "mine.safetensors").write_text("mine")
+    assert prepare(a, tmp_path / "fresh").returncode == 0
+    assert (tmp_path / "fresh" / "mel" / "mine.safetensors").read_text() == "mine"
+
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):

@@ -127,6 +127,11 @@ def test_export_round_trips_ours_and_upstreams(runs, tmp_path):
     assert cli("infer", "export", f"run={run}", f"out={ours}").returncode == 0
     assert cli("infer", "export", f"run={run}", f"out={theirs}", "layout=upstream", "ckpt=2").returncode == 0
     assert_user_error(cli("infer", "export", f"run={run}", f"out={ours}"), "never overwrites")
+    mine = tmp_path / "mine_vocab.txt"  # the vocab file an upstream-layout export would write beside it
+    mine.write_text("mine")
+    assert_user_error(cli("infer", "export", f"run={run}", f"out={tmp_path / 'mine.safetensors'}", "layout=upstream"),
+                      "never overwrites")
+    assert mine.read_text() == "mine" and not (tmp_path / "mine.safetensors").exists()
 
     args = ["gen_text=Round trip.", "nfe_step=3", "seed=7", "ref_text=Some call me nature.",
             f"ref_audio={run / 'reference.wav'}"]

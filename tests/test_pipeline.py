@@ -118,6 +118,9 @@ def test_bad_inputs_give_one_line_errors(runs, tmp_path):
     bad.write_bytes(b"RIFF not really a wav")
     assert_user_error(cli("infer", f"run={runs['f5']}", f"ref_audio={bad}", "ref_text=hi"), "cannot read audio")
     assert_user_error(cli("finetune", "model=f5tts_huge"), "unknown model")
+    assert_user_error(cli("infer", f"run={runs['f5']}", "speed=0"), "speed must be above 0")
+    assert_user_error(cli("infer", f"run={runs['f5']}", "nfe_step=0"), "nfe_step 1 or more")
+    assert_user_error(cli("infer", f"run={runs['f5']}", f"out={tmp_path}"), "is a folder")
     # HF_HUB_OFFLINE=1 (conftest): the hub is never contacted; the cache misses and the message says what to pass
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "pretrained=hf://SWivid/F5-TTS/x/model.safetensors")
     assert_user_error(r, "pretrained=/path/to/file")
