@@ -15,7 +15,7 @@ from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
 from .manifest import read_manifest, write_manifest
-from .schema import check_ranges
+from .schema import check_ranges, flatten
 from .train import make_accelerator, optimizer_class, train
 from .vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
 
@@ -140,16 +140,6 @@ def sample_writer(cfg: dict, mel: dict, clip, accelerator):
 
 
 # ---- resume -----------------------------------------------------------------------------------------
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out |= flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
 
 def read_amendments(run_dir: Path, manifest: dict) -> list[dict]:
     """The append-only amendments, each chained to the one before it and the first to the manifest."""

@@ -283,20 +283,26 @@ MINIMUM = {"train.epochs": 1, "train.save_every": 1, "train.log_every": 1, "trai
            "optim.max_grad_norm": 0, "data.frames_per_batch": 1, "data.max_samples": 1}
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested config as {"section.key": value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out |= flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def check_ranges(cfg: dict) -> None:
     """A fine-tune config's numbers, checked before anything is written (a 0 would divide by zero later)."""
     from .errors import UserError
 
-    def at(key):
-        node = cfg
-        for part in key.split("."):
-            node = node[part]
-        return node
-
+    at = flatten(cfg)
     for key, low in MINIMUM.items():
-        if at(key) < low:
-            raise UserError(f"{key}={at(key)}: must be {low} or more")
-    if at("train.max_updates") is not None and at("train.max_updates") < 1:
-        raise UserError(f"train.max_updates={at('train.max_updates')}: must be 1 or more, or null (from train.epochs)")
-    if at("train.keep_last_n") == 0 or at("train.keep_last_n") < -1:
-        raise UserError(f"train.keep_last_n={at('train.keep_last_n')}: keep the newest N >= 1, or -1 for all")
+        if at[key] < low:
+            raise UserError(f"{key}={at[key]}: must be {low} or more")
+    if at["train.max_updates"] is not None and at["train.max_updates"] < 1:
+        raise UserError(f"train.max_updates={at['train.max_updates']}: must be 1 or more, or null (from train.epochs)")
+    if at["train.keep_last_n"] == 0 or at["train.keep_last_n"] < -1:
+        raise UserError(f"train.keep_last_n={at['train.keep_last_n']}: keep the newest N >= 1, or -1 for all")
