@@ -29,11 +29,12 @@ NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with st
 SHOWN = 20  # problem lines printed; report.txt has them all
 
 
-MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # <audio sha256[:40]>-<mel_key>
+MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # what mel_name() writes, and nothing else
 
 
-def mel_key(mel: dict) -> str:
-    return sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]
+def mel_name(audio_sha: str, mel: dict) -> str:
+    """The cache file of one clip's mel, by the audio's content and the mel settings."""
+    return f"mel/{audio_sha[:40]}-{sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]}.safetensors"
 
 
 # ---- one clip (runs in a worker process) ---------------------------------------------------------
@@ -64,7 +65,7 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
     except OSError as e:
         return {"kind": "unreadable", "detail": f"{audio}: {e.strerror}"}
     sha = sha256_bytes(data)
-    name = f"mel/{sha[:40]}-{mel_key(mel)}.safetensors"
+    name = mel_name(sha, mel)
     info = _cached(Path(out) / name)
     if info is None:
         try:
