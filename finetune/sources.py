@@ -102,7 +102,8 @@ def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda c
 
 def _folder(folder: Path):
     rows, problems = [], []
-    audio = {p.with_suffix(""): p for p in sorted(folder.rglob("*")) if p.suffix.lower() in AUDIO_EXTENSIONS}
+    files = sorted(folder.rglob("*"))  # one walk of the folder for audio and transcripts
+    audio = {p.with_suffix(""): p for p in files if p.suffix.lower() in AUDIO_EXTENSIONS}
     for stem, path in audio.items():
         where = str(path.relative_to(folder))
         txt = stem.with_suffix(".txt")
@@ -119,7 +120,7 @@ def _folder(folder: Path):
             problems.append(Problem(str(txt.relative_to(folder)), "empty_text", "the transcript is empty"))
             continue
         rows.append(Row(where, path, " ".join(text.split())))  # transcripts may wrap over lines
-    for txt in sorted(folder.rglob("*.txt")):
+    for txt in (p for p in files if p.suffix == ".txt"):
         if txt.with_suffix("") not in audio:
             problems.append(Problem(str(txt.relative_to(folder)), "missing_file", "no audio file of the same name"))
     if not audio and not problems:
