@@ -62,34 +62,6 @@ def timed_cold(fn, repeat: int = 3) -> list[float] | None:
 
 # ---- fixtures shared by the inference benchmarks ------------------------------------------------
 
-VOCOS_24K = {  # the layout and sizes of charactr/vocos-mel-24khz; weights are random here (no hub)
-    "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                          "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                        "padding": "center"}},
-    "backbone": {"class_path": "vocos.models.VocosBackbone",
-                 "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8}},
-    "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256,
-                                                                  "padding": "same"}},
-}
-
-
-def make_vocos(folder):
-    """A local vocos folder (config.yaml + pytorch_model.bin) as upstream's load_vocoder(is_local=True) reads it."""
-    from pathlib import Path
-
-    import torch
-    import yaml
-
-    from infer.vocoder import _build_vocos
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(VOCOS_24K))
-    torch.manual_seed(0)
-    torch.save(_build_vocos(folder / "config.yaml").state_dict(), folder / "pytorch_model.bin")
-    return folder
-
-
 def make_run(root, model: str):
     """A random-weight checkpoint of `model` in the hub layout (ema_model.*), and a run adopted from it.
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import machine, make_run, make_vocos, wall  # noqa: E402
+from bench.common import machine, make_run, wall  # noqa: E402
+from tests.make_data import write_vocos  # noqa: E402
 
 GEN_TEXT = "The quick brown fox jumps over the lazy dog."
 MODELS = ("f5tts_tiny", "f5tts_small")
@@ -31,7 +32,7 @@ def main(repeat: int = 3) -> None:
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        vocos = make_vocos(tmp / "vocos")
+        vocos = write_vocos(tmp / "vocos")
         for model in MODELS:
             run, ckpt, arch = make_run(tmp / "runs", model)
             ours = [sys.executable, "-m", "infer", f"run={run}", f"ref_audio={ref}", f"ref_text={ref_text}",

@@ -1,4 +1,4 @@
-"""Speech-like synthetic clips and metadata files, for the tests and the preparation benchmark."""
+"""Speech-like synthetic clips, metadata files and a local vocos folder, for the tests and the benchmarks."""
 import random
 from pathlib import Path
 
@@ -44,3 +44,30 @@ def write_metadata(path, rows, header: bool = True) -> Path:
     lines = (["audio_file|text"] if header else []) + [f"{audio}|{text}" for audio, text in rows]
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return Path(path)
+
+
+def write_vocos(folder, dim: int = 512, intermediate_dim: int = 1536, num_layers: int = 8) -> Path:
+    """A local vocos folder (config.yaml + pytorch_model.bin) as vocoder_path= and upstream's
+    load_vocoder(is_local=True) read it: charactr/vocos-mel-24khz's layout (its sizes by default),
+    random weights (no hub)."""
+    import torch
+    import yaml
+
+    from infer.vocoder import _build_vocos
+
+    mel = {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256}
+    config = {
+        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+                              "init_args": {**mel, "n_mels": 100, "padding": "center"}},
+        "backbone": {"class_path": "vocos.models.VocosBackbone",
+                     "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": intermediate_dim,
+                                   "num_layers": num_layers}},
+        "head": {"class_path": "vocos.heads.ISTFTHead",
+                 "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "same"}},
+    }
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    torch.manual_seed(0)
+    torch.save(_build_vocos(folder / "config.yaml").state_dict(), folder / "pytorch_model.bin")
+    return folder

@@ -7,6 +7,7 @@ import yaml
 
 from finetune.checkpoints import header, list_checkpoints
 from tests.conftest import assert_user_error, cli, finetune
+from tests.make_data import write_vocos
 
 
 def test_run_folder_contents(runs):
@@ -129,23 +130,8 @@ def test_bad_inputs_give_one_line_errors(runs, tmp_path):
 
 def test_local_vocos_folder_and_loggers(runs, tmp_path):
     """A vocos folder as upstream expects it (config.yaml + pytorch_model.bin), made here with a tiny net."""
-    import torch
-    import yaml
-
-    from infer.vocoder import _build_vocos
-
-    config = {
-        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100}},
-        "backbone": {"class_path": "vocos.models.VocosBackbone",
-                     "init_args": {"input_channels": 100, "dim": 16, "intermediate_dim": 32, "num_layers": 1}},
-        "head": {"class_path": "vocos.heads.ISTFTHead", "init_args": {"dim": 16, "n_fft": 1024, "hop_length": 256,
-                                                                      "padding": "center"}},
-    }
-    folder = tmp_path / "vocos"
-    folder.mkdir()
-    (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    torch.save(_build_vocos(folder / "config.yaml").state_dict(), folder / "pytorch_model.bin")
+    folder = write_vocos(tmp_path / "vocos", dim=16, intermediate_dim=32, num_layers=1)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
     out = tmp_path / "v.wav"
     r = cli("infer", f"run={runs['f5']}", "vocoder=vocos", f"vocoder_path={folder}", "nfe_step=2", f"out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
