@@ -74,7 +74,7 @@ def make_run(root, model: str):
     import torch
     from safetensors.torch import save_file
 
-    from finetune.builder import build_model
+    from finetune.lock.builder import build_model
     from tests.test_builder import VOCAB, spec_of
 
     root = Path(root)

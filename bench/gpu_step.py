@@ -40,7 +40,7 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
     """One process: train `updates` updates and report seconds and peak memory."""
     import torch
 
-    from finetune.builder import build_model
+    from finetune.lock.builder import build_model
     from finetune.data import Clip
     from tests.same_math import loop_config
     from tests.test_builder import VOCAB, spec_of

@@ -23,8 +23,8 @@ MODELS = ("f5tts_tiny", "f5tts_small")
 def main(repeat: int = 3) -> None:
     import json
 
-    from finetune.data import demo_rows
-    from finetune.vocab import default_vocab_path
+    from finetune.lock.audio import demo_rows
+    from finetune.lock.vocab import default_vocab_path
 
     ref, ref_text = demo_rows()[0]
     print(f"machine: {machine()}; 8 NFE steps, vocos-24khz-sized vocoder, CPU")

@@ -27,7 +27,7 @@ side, target, arch, vocab = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), s
 if side == "ours":
     from infer.__main__ import without_upstream_trainer
     without_upstream_trainer()
-    from infer.synth import load_run
+    from finetune.lock.load import load_run
     import f5_tts.model.backbones.dit, f5_tts.model.cfm
     load = lambda: load_run(target, device="cpu")
 else:
@@ -51,8 +51,8 @@ def probe(side: str, target: Path, arch: dict, vocab: str) -> dict:
 
 
 def main(repeat: int = 3) -> None:
-    from finetune.checkpoints import list_checkpoints
-    from finetune.vocab import default_vocab_path
+    from finetune.lock.checkpoints import list_checkpoints
+    from finetune.lock.vocab import default_vocab_path
 
     with tempfile.TemporaryDirectory() as tmp:
         run, ckpt, arch = make_run(Path(tmp), "f5tts_small")

@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import machine, row, timed, timed_cold  # noqa: E402
-from finetune.builder import build_model, fingerprint  # noqa: E402
-from finetune.checkpoints import header, load_weights, save_checkpoint, weights_in  # noqa: E402
-from finetune.diagnose import check_fits  # noqa: E402
+from finetune.lock.builder import build_model, fingerprint  # noqa: E402
+from finetune.lock.checkpoints import header, load_weights, save_checkpoint, weights_in  # noqa: E402
+from finetune.lock.diagnose import check_fits  # noqa: E402
 from tests.test_builder import VOCAB, spec_of  # noqa: E402
 
 

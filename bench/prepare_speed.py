@@ -47,8 +47,8 @@ def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
 def train_speed(dataset: Path, updates: int, repeat: int) -> None:
     import torch
 
-    from finetune.audio import load_audio, mel_spectrogram
-    from finetune.builder import build_model
+    from finetune.lock.audio import load_audio, mel_spectrogram
+    from finetune.lock.builder import build_model
     from finetune.data import Clip, load_clips
     from finetune.train import make_accelerator, train
     from tests.same_math import loop_config

@@ -7,8 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .errors import UserError, user_errors
-from .schema import CONF_DIR, FinetuneConfig, plain, precompose, register
+from .lock.errors import UserError, user_errors
+from .config import CONF_DIR, plain, precompose, register
+from .lock.schema import FinetuneConfig
 
 register()
 

@@ -4,17 +4,16 @@ from pathlib import Path
 
 import torch
 
-from .audio import load_audio, write_wav
-from .builder import build_model, fingerprint, model_spec
-from .checkpoints import read_upstream, save_checkpoint, weight_keys
-from .data import demo_rows
-from .diagnose import arch_of, check_fits, describe, misfit
-from .errors import UserError
-from .files import atomic_write, atomic_write_bytes, sha256_file
-from .manifest import write_manifest
-from .runs import versions
-from .schema import CONF_DIR, FinetuneConfig, plain
-from .vocab import default_vocab_path, read_vocab, vocab_bytes
+from .lock.audio import demo_rows, load_audio, write_wav
+from .lock.builder import build_model, fingerprint, model_spec
+from .lock.checkpoints import read_upstream, save_checkpoint, weight_keys
+from .lock.diagnose import arch_of, check_fits, describe, misfit
+from .lock.errors import UserError
+from .lock.files import atomic_write, atomic_write_bytes, sha256_file
+from .lock.manifest import versions, write_manifest
+from .config import CONF_DIR, plain
+from .lock.schema import FinetuneConfig
+from .lock.vocab import default_vocab_path, read_vocab, vocab_bytes
 
 KEYS = {"ckpt", "vocab", "model", "run.name", "run.root"}
 

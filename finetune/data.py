@@ -7,17 +7,10 @@ from typing import Optional
 
 import torch
 
-from .audio import load_audio, mel_spectrogram
-from .errors import UserError
-from .files import sha256_bytes, sha256_file
-from .vocab import tokenize
-
-# The labelled clips that the f5-tts package ships in f5_tts/infer/examples/basic/.
-DEMO_CLIPS = [
-    ("basic_ref_en.wav", "Some call me nature, others call me mother nature."),
-    ("basic_ref_zh.wav", "对，这就是我，万人敬仰的太乙真人。"),
-]
-
+from .lock.audio import demo_rows, load_audio, mel_spectrogram
+from .lock.errors import UserError
+from .lock.files import sha256_bytes, sha256_file
+from .lock.vocab import tokenize
 
 # ---- the dataset folder that python -m finetune.prepare writes ----------------------------------------
 
@@ -59,13 +52,6 @@ class Clip:
         from safetensors.torch import load_file
 
         return replace(self, mel=load_file(self.mel_file)["mel"])
-
-
-def demo_rows() -> list[tuple[Path, str]]:
-    from importlib.resources import files
-
-    folder = Path(str(files("f5_tts").joinpath("infer/examples/basic")))
-    return [(folder / name, text) for name, text in DEMO_CLIPS]
 
 
 def demo_clips(spec: dict) -> tuple[list[Clip], dict]:

@@ -20,9 +20,10 @@ import hydra
 from omegaconf import DictConfig
 
 from .data import DATASET_FORMAT, dataset_hash, read_dataset
-from .errors import UserError, user_errors
-from .files import atomic_write, atomic_write_bytes, sha256_bytes
-from .schema import PrepareConfig, plain, precompose, register
+from .lock.errors import UserError, user_errors
+from .lock.files import atomic_write, atomic_write_bytes, sha256_bytes
+from .config import plain, precompose, register
+from .lock.schema import PrepareConfig
 from .sources import Problem, read_rows
 
 NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with strict=true
@@ -56,7 +57,7 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from .audio import decode, mel_spectrogram, resample
+    from .lock.audio import decode, mel_spectrogram, resample
 
     try:
         data = Path(audio).read_bytes()
@@ -145,7 +146,7 @@ def _natural(where: str):
 
 
 def prepare(cfg: dict) -> Path:
-    from .audio import load_audio, write_wav
+    from .lock.audio import load_audio, write_wav
 
     source = Path(cfg["input"]).expanduser().resolve()
     out = Path(cfg["out"]).expanduser().resolve()

@@ -1,39 +1,26 @@
 """Run folders: start a new run (validate, write the manifest) or resume one without drift."""
 import json
-import platform
 import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-from .audio import load_audio, write_wav
-from .builder import build_model, fingerprint, model_spec
-from .checkpoints import (check_binding, header, list_checkpoints, load_weights, model_for, pick_checkpoint,
+from .lock.audio import load_audio, write_wav
+from .lock.builder import build_model, fingerprint, model_spec
+from .lock.checkpoints import (check_binding, header, list_checkpoints, load_weights, model_for, pick_checkpoint,
                           read_upstream, resolve_pretrained, state_path)
 from .data import check_frame_budget, load_clips
-from .diagnose import check_fits
-from .errors import UserError
-from .files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
-from .manifest import read_manifest, write_manifest
-from .schema import check_ranges, flatten
+from .lock.diagnose import check_fits
+from .lock.errors import UserError
+from .lock.files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
+from .lock.manifest import read_manifest, versions, write_manifest
+from .lock.schema import check_ranges, flatten
 from .train import make_accelerator, optimizer_class, train
-from .vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
+from .lock.vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
 
-PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
 AMENDMENTS = "amendments.jsonl"
 # Config sections a resume may change: none of them changes the model or its data.
 AMENDABLE = ("train.", "optim.", "logger.")
 FIXED = ("optim.name",)  # the saved optimizer state only loads into the optimizer that wrote it
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 # arch keys that change neither tensors nor outputs: a run may start from another with them changed
@@ -175,7 +162,8 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     """cfg with command-line overrides applied: `group=option` replaces a section, `a.b=v` sets a key."""
     from omegaconf import OmegaConf
 
-    from .schema import CONF_DIR, SECTIONS, FinetuneConfig
+    from .config import CONF_DIR
+    from .lock.schema import SECTIONS, FinetuneConfig
 
     try:
         merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), cfg)

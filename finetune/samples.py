@@ -3,14 +3,14 @@ from pathlib import Path
 
 import torch
 
-from .audio import write_wav
+from .lock.audio import write_wav
 
 
 class SampleWriter:
     """Built before the run folder is written, so a vocoder that cannot load stops the run first."""
 
     def __init__(self, cfg: dict, mel: dict, clip, device):
-        from infer.vocoder import load_vocoder
+        from .lock.vocoder import load_vocoder
 
         self.mel = mel
         self.vocoder = load_vocoder(cfg["vocoder"]["kind"], cfg["vocoder"]["path"], mel, device,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import UserError
+from .lock.errors import UserError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 HEADER_NAMES = {"audio_file", "audio_path", "audio", "path", "file", "filename", "wav", "id"}

@@ -6,9 +6,9 @@ import sys
 
 import torch
 
-from .checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
+from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .data import ClipDataset, FrameBatches, collate
-from .errors import UserError
+from .lock.errors import UserError
 from .loggers import RunLogger
 
 

@@ -7,8 +7,8 @@ import types
 
 from omegaconf import OmegaConf
 
-from finetune.errors import UserError, user_errors
-from finetune.schema import InferConfig
+from finetune.lock.errors import UserError, user_errors
+from .config import InferConfig
 
 # Keys that would change the model: the run's manifest alone decides those.
 MODEL_KEYS = {"model", "arch", "backbone", "vocab", "tokenizer", "mel", "mel_spec", "text_num_embeds", "pretrained"}

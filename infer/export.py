@@ -4,15 +4,11 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from finetune.checkpoints import header, load_weights
-from finetune.errors import UserError
-from finetune.files import atomic_write
-from finetune.manifest import dump
-from finetune.vocab import vocab_bytes
-
-from .synth import load_run
-
-FORMAT = "f5tune-export/1"
+from finetune.lock.checkpoints import header, load_weights
+from finetune.lock.errors import UserError
+from finetune.lock.files import atomic_write
+from finetune.lock.load import EXPORT_FORMAT, load_run
+from finetune.lock.manifest import dump
 
 
 def export(cfg: dict) -> Path:
@@ -38,27 +34,8 @@ def export(cfg: dict) -> Path:
         print(f"vocab: {vocab_out}", file=sys.stderr)
     else:
         tensors = weights
-        meta = {"format": FORMAT, "manifest": dump(manifest), "vocab": vocab.read_text(encoding="utf-8"),
+        meta = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.read_text(encoding="utf-8"),
                 "weights": cfg["weights"], "source_checkpoint": ckpt.name,
                 "update": header(ckpt)[1].get("update", "unknown"), "manifest_sha256": manifest["sha256"]}
     atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return out
-
-
-def read_export(path) -> tuple[dict, list[str], dict]:
-    """Manifest (verified), vocab and tensor shapes of an exported file, reading only its header."""
-    from finetune.manifest import parse_manifest
-    from finetune.vocab import parse_vocab
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model_file={path}: file not found")
-    shapes, meta = header(path)
-    if meta.get("format") != FORMAT:
-        raise UserError(f"model_file={path}: not an f5tune export (no manifest in its metadata); "
-                        "export one with python -m infer export run=... out=..., or adopt a foreign file")
-    manifest = parse_manifest(meta["manifest"], f"{path} (embedded manifest)")
-    vocab = parse_vocab(meta["vocab"].encode("utf-8"), f"{path} (embedded vocab)")
-    if vocab_bytes(vocab) != meta["vocab"].encode("utf-8"):
-        raise UserError(f"model_file={path}: embedded vocab is malformed")
-    return manifest, vocab, shapes

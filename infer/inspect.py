@@ -4,10 +4,10 @@ from pathlib import Path
 
 import yaml
 
-from finetune.checkpoints import header, list_checkpoints, weight_sets, weights_in
-from finetune.diagnose import arch_of, dims, misfit
-from finetune.errors import UserError, user_errors
-from finetune.manifest import NAME, content_hash
+from finetune.lock.checkpoints import header, list_checkpoints, weight_sets, weights_in
+from finetune.lock.diagnose import arch_of, dims, misfit
+from finetune.lock.errors import UserError, user_errors
+from finetune.lock.manifest import NAME, content_hash
 
 ARCH_KEYS = ("backbone", "family", "dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers", "vocab_rows",
              "mel_dim")

@@ -5,57 +5,13 @@ from pathlib import Path
 
 import torch
 
-from finetune.audio import load_audio, write_wav
-from finetune.checkpoints import check_binding, header, model_for, pick_checkpoint
-from finetune.errors import UserError
-from finetune.manifest import read_manifest
-from finetune.vocab import read_vocab, tokenize
+from finetune.lock.audio import demo_rows, load_audio, write_wav
+from finetune.lock.errors import UserError
+from finetune.lock.load import load_model_file, load_run, pick_device
+from finetune.lock.vocab import tokenize
 
 DEFAULT_TEXT = "This voice was fine-tuned with f5tune, and rebuilt from its manifest."
 TARGET_RMS = 0.1  # upstream's loudness for the reference clip
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"device={name}: not a device; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name}: CUDA is not available here; use device=cpu")
-    return device
-
-
-def warn_version_drift(manifest: dict) -> None:
-    from finetune.runs import versions
-
-    now, then = versions(), manifest.get("versions", {})
-    drift = [f"{name} {then.get(name)} (run) vs {now.get(name)} (installed)"
-             for name in ("f5-tts", "torch") if then.get(name) != now.get(name)]
-    if drift:
-        print(f"warning: version drift: {'; '.join(drift)}", file=sys.stderr)
-
-
-def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu", allow_foreign: bool = False):
-    """The run's model with the chosen checkpoint loaded: nothing but the run folder is read."""
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    warn_version_drift(manifest)
-    vocab, _ = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
-    path = pick_checkpoint(run_dir, ckpt)
-    shapes, meta = header(path)  # header only: nothing is loaded until binding and shapes check out
-    check_binding(meta, manifest, run_dir, path, allow_foreign)
-    model = model_for(manifest, vocab, path, shapes, weights, f"the run {run_dir}")
-    return model.to(device).eval(), manifest, path
-
-
-def load_model_file(path, weights: str, device):
-    from .export import read_export
-
-    manifest, vocab, shapes = read_export(path)
-    warn_version_drift(manifest)
-    return model_for(manifest, vocab, Path(path), shapes, weights, f"the manifest inside {path}").to(device).eval(), manifest
 
 
 def synthesize(cfg: dict) -> Path:
@@ -73,8 +29,6 @@ def synthesize(cfg: dict) -> Path:
         default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
         default_out = run_dir / "samples" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}-seed{cfg['seed']}.wav"
     else:
-        from finetune.data import demo_rows
-
         ckpt = Path(cfg["model_file"])
         model, manifest = load_model_file(ckpt, cfg["weights"], device)
         default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
@@ -101,7 +55,7 @@ def synthesize(cfg: dict) -> Path:
     duration = ref_frames + int(ref_frames / len(ref_text.encode()) * len(gen_text.encode()) / cfg["speed"])
 
     vocoder_cfg = manifest["vocoder"]
-    from .vocoder import load_vocoder
+    from finetune.lock.vocoder import load_vocoder
 
     vocoder = load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
                            mel, device, vocoder_cfg.get("n_iter", 32))

@@ -53,7 +53,7 @@ def write_vocos(folder, dim: int = 512, intermediate_dim: int = 1536, num_layers
     import torch
     import yaml
 
-    from infer.vocoder import _build_vocos
+    from finetune.lock.vocoder import _build_vocos
 
     mel = {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256}
     config = {

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.builder import build_model  # noqa: E402
+from finetune.lock.builder import build_model  # noqa: E402
 from finetune.data import load_clips  # noqa: E402
 from tests.test_builder import VOCAB, spec_of  # noqa: E402
 
@@ -27,7 +27,7 @@ def loop_config(train: dict, optim: dict, data: dict) -> dict:
     (also used by the benchmarks that call the loop directly)."""
     from omegaconf import OmegaConf
 
-    from finetune.schema import OptimConfig, TrainConfig
+    from finetune.lock.schema import OptimConfig, TrainConfig
 
     def section(schema, values):
         return OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(schema), values), enum_to_str=True)
@@ -67,7 +67,7 @@ def main(side: str, out: str, accum: int, model_name: str = "f5tts_tiny", clips:
             online = trainer.accelerator.unwrap_model(trainer.model).state_dict()
             ema = trainer.ema_model.ema_model.state_dict()
         else:
-            from finetune.checkpoints import list_checkpoints, load_weights
+            from finetune.lock.checkpoints import list_checkpoints, load_weights
             from finetune.train import make_accelerator, train
 
             cfg = loop_config({"epochs": 1, "save_every": 10**6, "log_every": 10**6, "seed": SEED, "ema": EMA},

@@ -1,9 +1,9 @@
 import torch
 from omegaconf import OmegaConf
 
-from finetune.builder import build_model, fingerprint, model_spec
-from finetune.schema import ModelConfig
-from finetune.vocab import default_vocab_path, read_vocab
+from finetune.lock.builder import build_model, fingerprint, model_spec
+from finetune.lock.schema import ModelConfig
+from finetune.lock.vocab import default_vocab_path, read_vocab
 from tests.test_configs import CONF
 
 VOCAB, _ = read_vocab(default_vocab_path())
@@ -61,7 +61,7 @@ def test_v0_and_v1_share_shapes_but_are_built_differently():
 def test_builder_refuses_a_vocab_that_differs_from_the_spec():
     import pytest
 
-    from finetune.errors import UserError
+    from finetune.lock.errors import UserError
 
     with pytest.raises(UserError, match="2546 symbols"):
         with torch.device("meta"):
@@ -77,7 +77,7 @@ def test_checkpoint_activations_pass_through_to_the_backbone():
 
 def test_skipping_init_changes_nothing_once_weights_are_read(tmp_path):
     """model_for builds without torch.nn.init and reads every tensor from the file: same model as a normal load."""
-    from finetune.checkpoints import load_weights, read_into, save_checkpoint
+    from finetune.lock.checkpoints import load_weights, read_into, save_checkpoint
 
     torch.manual_seed(0)
     source = build_model(spec_of("e2tts_tiny"), VOCAB)

@@ -4,8 +4,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from finetune.errors import UserError
-from finetune.schema import FinetuneConfig, PrepareConfig, check_ranges, plain, precompose, register
+from finetune.lock.errors import UserError
+from finetune.config import plain, precompose, register
+from finetune.lock.schema import FinetuneConfig, PrepareConfig, check_ranges
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))

@@ -57,7 +57,7 @@ def messy(tmp_path_factory):
 def test_our_mel_is_upstreams_mel():
     from f5_tts.model.modules import MelSpec
 
-    from finetune.audio import mel_spectrogram
+    from finetune.lock.audio import mel_spectrogram
 
     mel = dict(target_sample_rate=24000, n_mel_channels=100, hop_length=256, win_length=1024, n_fft=1024,
                mel_spec_type="vocos")
@@ -199,7 +199,7 @@ def test_extended_vocab_round_trips_and_refuses_the_old_vocab(prepared, runs, tm
     assert manifest["data"]["sha256"] == dataset(prepared)["summary"]["sha256"]
     assert manifest["data"]["clips"] == 6
 
-    from finetune.checkpoints import list_checkpoints, load_weights
+    from finetune.lock.checkpoints import list_checkpoints, load_weights
 
     last = list_checkpoints(run)[2]
     for weights in ("ema", "online"):
@@ -214,11 +214,11 @@ def test_extended_vocab_round_trips_and_refuses_the_old_vocab(prepared, runs, tm
 
 
 def test_growing_keeps_old_rows_bit_identical(runs):
-    from finetune.builder import build_model, model_spec
-    from finetune.checkpoints import list_checkpoints, load_weights
-    from finetune.manifest import read_manifest
+    from finetune.lock.builder import build_model, model_spec
+    from finetune.lock.checkpoints import list_checkpoints, load_weights
+    from finetune.lock.manifest import read_manifest
     from finetune.runs import load_pretrained
-    from finetune.vocab import EMBED, read_vocab
+    from finetune.lock.vocab import EMBED, read_vocab
 
     vocab, _ = read_vocab(runs["f5"] / "vocab.txt")
     cfg = read_manifest(runs["f5"])["config"]["model"]

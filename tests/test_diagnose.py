@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from finetune.builder import build_model, fingerprint
-from finetune.diagnose import arch_of, check_fits, diagnose
-from finetune.errors import UserError
+from finetune.lock.builder import build_model, fingerprint
+from finetune.lock.diagnose import arch_of, check_fits, diagnose
+from finetune.lock.errors import UserError
 from tests.test_builder import VOCAB, spec_of
 
 
@@ -23,7 +23,7 @@ def fp(name, vocab=VOCAB, **changes):
 
 
 def spec_of_vocab(spec, vocab):
-    from finetune.builder import model_spec
+    from finetune.lock.builder import model_spec
 
     return model_spec({**spec, "arch": spec["arch"]}, vocab)
 

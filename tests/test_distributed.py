@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from finetune.checkpoints import header, list_checkpoints, load_weights
-from finetune.errors import UserError
-from finetune.files import KILL_AT
+from finetune.lock.checkpoints import header, list_checkpoints, load_weights
+from finetune.lock.errors import UserError
+from finetune.lock.files import KILL_AT
 from finetune.train import SHARDED_ENGINES, make_accelerator
 from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, finetune
 

@@ -2,11 +2,11 @@
 import torch
 from safetensors.torch import save_file
 
-from finetune.checkpoints import read_upstream
+from finetune.lock.checkpoints import read_upstream
 from tests.conftest import assert_user_error, cli, finetune
 from tests.test_builder import VOCAB, spec_of
 
-from finetune.builder import build_model
+from finetune.lock.builder import build_model
 
 
 def tiny_state(name="f5tts_tiny", seed=0):
@@ -52,7 +52,7 @@ def test_finetune_starts_from_each_layout(tmp_path):
     for name in ("trainer.pt", "hub.safetensors"):
         run = finetune(tmp_path / "runs", name.replace(".", "_"), "f5tts_tiny", f"pretrained={paths[name]}",
                        "train.max_updates=1", "optim.lr=0")
-        from finetune.checkpoints import list_checkpoints, load_weights
+        from finetune.lock.checkpoints import list_checkpoints, load_weights
 
         online = load_weights(list_checkpoints(run)[1], "online")
         assert all(torch.equal(online[k], sd[k]) for k in sd), name  # lr=0: the weights are the pretrained ones

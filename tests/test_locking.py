@@ -5,7 +5,7 @@ import shutil
 import soundfile as sf
 import torch
 
-from finetune.checkpoints import header, list_checkpoints, load_weights
+from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from tests.conftest import TINY, assert_user_error, cli, finetune
 from tests.test_layouts import tiny_state, write_layouts
 
@@ -173,7 +173,7 @@ def test_inspect_run_and_files(runs, tmp_path):
 
 
 def test_version_drift_warning(capsys):
-    from infer.synth import warn_version_drift
+    from finetune.lock.load import warn_version_drift
 
     warn_version_drift({"versions": {"f5-tts": "0.9.0", "torch": torch.__version__.split("+")[0]}})
     err = capsys.readouterr().err

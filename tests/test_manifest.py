@@ -4,8 +4,8 @@ import stat
 import pytest
 import yaml
 
-from finetune.errors import UserError
-from finetune.manifest import NAME, read_manifest, write_manifest
+from finetune.lock.errors import UserError
+from finetune.lock.manifest import NAME, read_manifest, write_manifest
 
 BODY = {"model": {"backbone": "DiT", "arch": {"dim": 64, "qk_norm": None, "ratio": 0.1}, "text": "对，这就是我"},
         "fingerprint": {"transformer.x.weight": "float32[4, 2]"}}

@@ -5,7 +5,7 @@ import shutil
 import soundfile as sf
 import yaml
 
-from finetune.checkpoints import header, list_checkpoints
+from finetune.lock.checkpoints import header, list_checkpoints
 from tests.conftest import assert_user_error, cli, finetune
 from tests.make_data import write_vocos
 

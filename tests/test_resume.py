@@ -8,8 +8,8 @@ import time
 import pytest
 import torch
 
-from finetune.checkpoints import list_checkpoints, load_weights
-from finetune.files import KILL_AT
+from finetune.lock.checkpoints import list_checkpoints, load_weights
+from finetune.lock.files import KILL_AT
 from tests.conftest import OFFLINE, REPO, TINY, cli, finetune
 
 LONG = ["train.max_updates=24", "train.save_every=4"]

@@ -35,7 +35,7 @@ def test_updates_match_upstream_trainer(tmp_path, accum):
         assert worst < 1e-6, (kind, worst)
     # and the updates did something: weights moved far more than the tolerance
     torch.manual_seed(0)
-    from finetune.builder import build_model
+    from finetune.lock.builder import build_model
     from tests.test_builder import VOCAB, spec_of
 
     start = build_model(spec_of("f5tts_tiny"), VOCAB).state_dict()

@@ -1,7 +1,9 @@
 """The run manifest: the one frozen, hashed record that training and inference build the model from."""
 import json
 import os
+import platform
 import stat
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -11,6 +13,7 @@ from .files import atomic_write_bytes, sha256_bytes
 
 FORMAT = "f5tune-manifest/1"
 NAME = "manifest.yaml"
+PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
 
 
 def content_hash(body: dict) -> str:
@@ -71,3 +74,13 @@ def parse_manifest(text: str, source) -> dict:
             "the manifest was edited after the run wrote it: restore the original (manifests are never edited)"
         )
     return body
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found

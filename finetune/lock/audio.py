@@ -71,3 +71,17 @@ def mel_spectrogram(wav: torch.Tensor, mel: dict) -> torch.Tensor:
     spec = torch.stft(wav, mel["n_fft"], hop_length=mel["hop_length"], win_length=mel["win_length"], window=window,
                       center=True, pad_mode="reflect", return_complex=True).abs()
     return (spec.T @ filters).T.clamp(min=1e-5).log()  # the product in torchaudio's order
+
+
+# The labelled clips that the f5-tts package ships in f5_tts/infer/examples/basic/.
+DEMO_CLIPS = [
+    ("basic_ref_en.wav", "Some call me nature, others call me mother nature."),
+    ("basic_ref_zh.wav", "对，这就是我，万人敬仰的太乙真人。"),
+]
+
+
+def demo_rows() -> list[tuple[Path, str]]:
+    from importlib.resources import files
+
+    folder = Path(str(files("f5_tts").joinpath("infer/examples/basic")))
+    return [(folder / name, text) for name, text in DEMO_CLIPS]

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import torch
 
-from finetune.errors import UserError
-from finetune.hub import hub_file
+from .errors import UserError
+from .hub import hub_file
 
 VOCOS_REPO = "charactr/vocos-mel-24khz"
 
