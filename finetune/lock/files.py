@@ -49,3 +49,70 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class FolderLock:
+    """One writer per folder: an exclusive flock on `<folder>/.lock`, which the kernel releases when the
+    process ends, however it ends (kill -9 included). flock conflicts between any two open files, in one
+    process or many; on NFS, Linux carries it out as a POSIX lock that the server enforces across hosts
+    (NFSv4, or NFSv3 with lockd), so hosts sharing a runs folder exclude each other too. The file holds the
+    holder's PID and host, for the refusal message."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder, what: str):
+        self.folder, self.what, self.fd = Path(folder), what, None
+
+    def acquire(self, wait: float = 1.0) -> "FolderLock":
+        import fcntl
+        import socket
+        import time
+
+        from .errors import UserError
+
+        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + wait  # a reader's brief probe (holder()) must not refuse a writer
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise UserError(f"{self.folder} is in use by {holder(self.folder) or 'another process'}; "
+                                    f"{self.what} needs it alone: wait for that process to end or stop it")
+                time.sleep(0.05)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the file releases the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def holder(folder) -> str | None:
+    """Who holds the folder's lock ("pid N on host"), or None when nobody does. Never blocks."""
+    import fcntl
+
+    try:
+        fd = os.open(Path(folder) / FolderLock.NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        text = os.read(fd, 200).decode("utf-8", "replace").strip()
+        return text or "another process"
+    finally:
+        os.close(fd)
