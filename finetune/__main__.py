@@ -1,14 +1,16 @@
-"""python -m finetune model=<name> [data=...] [pretrained=...] [train.max_updates=...]
+"""python -m finetune model=<name> [experiment=demo] [data=...] [pretrained=...] [train.max_updates=...]
    python -m finetune resume=runs/<name> [train.max_updates=...] [optim.lr=...]
-   python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name>] [run.name=...]"""
+   python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name>] [run.name=...]
+   python -m finetune -m model=a,b optim.lr=1e-5,3e-5 ...   (a sweep: Hydra's multirun)"""
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from .config import CONF_DIR, finetune_config, plain, precompose, register
 from .lock.errors import UserError, user_errors
-from .config import CONF_DIR, plain, precompose, register
 from .lock.schema import FinetuneConfig
 
 register()
@@ -28,8 +30,29 @@ def check_model_choice(argv: list[str]) -> None:
             raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
 
 
+def run(argv: list[str]) -> tuple[Path, dict] | None:
+    """One fine-tune, resume or adoption, in this process: (run folder, summary). None when the command
+    line is Hydra's to run (a sweep, or its own flags such as --cfg)."""
+    if argv and argv[0] == "adopt":
+        from .adopt import adopt
+
+        return adopt(argv[1:]), {}
+    resumes = [a for a in argv if a.startswith("resume=")]
+    if resumes:
+        from .runs import resume
+
+        return resume(resumes[-1].split("=", 1)[1], [a for a in argv if not a.startswith("resume=")])
+    check_model_choice(argv)
+    if any(a.startswith("-") for a in argv):
+        return None
+    from .runs import start
+
+    return start(finetune_config(argv))
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="finetune")
 def main(cfg: DictConfig) -> dict:
+    """A job of a sweep (or a command line with Hydra's flags)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -38,34 +61,23 @@ def main(cfg: DictConfig) -> dict:
 
         config = plain(cfg, FinetuneConfig)
         hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN and not config["run"]["name"]:
-            # jobs of a sweep can start within the same second: the job number keeps their folders apart
-            from datetime import datetime
-
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            config["run"]["name"] = f"{config['model']['name']}-{config['data']['name']}-{stamp}-job{hydra_cfg.job.num}"
-        run_dir = start(config)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # jobs can start within the same second: keep their folders apart
+            config["run"]["name"] = f"{config['run']['name']}-job{hydra_cfg.job.num}"
+        run_dir, result = start(config)
         if int(os.environ.get("RANK", "0")) == 0:  # one line per job, not per process
             print(f"run: {run_dir}")
-        return {"run": str(run_dir), "model": config["model"]["name"]}
+        return {"run": str(run_dir), "model": config["model"]["name"], **result}
 
 
 def cli(argv: list[str]) -> None:
     with user_errors():
-        if argv and argv[0] == "adopt":
-            from .adopt import adopt
-
-            print(f"run: {adopt(argv[1:])}")
-            return
-        resumes = [a for a in argv if a.startswith("resume=")]
-        if resumes:
-            from .runs import resume
-
-            print(f"run: {resume(resumes[-1].split('=', 1)[1], [a for a in argv if not a.startswith('resume=')])}")
-            return
-        check_model_choice(argv)
-        precompose("finetune", argv, "python -m finetune model=<name> --help")
-    main()
+        done = run(argv)
+        if done is None:
+            precompose("finetune", argv, "python -m finetune model=<name> --help")
+    if done is None:
+        main()
+    elif int(os.environ.get("RANK", "0")) == 0:
+        print(f"run: {done[0]}")
 
 
 if __name__ == "__main__":

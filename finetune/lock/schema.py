@@ -1,9 +1,36 @@
-"""Structured-config schemas: Hydra checks every key and type against these at start-up."""
-from dataclasses import dataclass, field
+"""The config schemas, and what each key is to a run, declared once on its field.
+
+Hydra checks keys and types against these dataclasses at start-up; `check()` adds the ranges a type cannot
+say, and checks a config read back from a file (a manifest, an amendment) the same way. Each key's kind
+decides who may change it: resume, `pretrained=` and inference derive their rules from `kind_of()`.
+"""
+import math
+import typing
+from dataclasses import MISSING as NO_DEFAULT
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Optional
+from typing import ClassVar, Optional
 
 from omegaconf import MISSING
+
+from .errors import UserError
+
+# What a key is to a run:
+MODEL = "model"  # shapes or changes what the model computes: fixed for a run, compared for pretrained=
+RUNTIME = "runtime"  # how the model runs, not what it computes (no tensor or output changes): free to change
+TRAINING = "training"  # how training proceeds: a resume may amend it (recorded in amendments.jsonl)
+FIXED = "fixed"  # fixed for the life of a run: its name, data, vocab, saved optimizer kind, ...
+
+SEED_END = 2**32  # numpy and torch seeds: 0 <= seed < 2**32
+
+
+def key(default=NO_DEFAULT, kind: Optional[str] = None, *, factory=None, **bounds):
+    """A field with its kind (None: its section's) and bounds: ge, gt, le, lt; floats must be finite anyway."""
+    meta = {"kind": kind, **bounds}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
 
 class Backbone(str, Enum):  # the allow-list: nothing is ever imported by class path
     DiT = "DiT"
@@ -50,98 +77,108 @@ class Weights(str, Enum):
 
 @dataclass
 class ArchConfig:
-    dim: int = MISSING
-    depth: int = MISSING
-    heads: int = MISSING
-    ff_mult: int = MISSING
-    text_dim: Optional[int] = None  # None: the backbone's default (E2: the mel dim)
+    KIND: ClassVar[str] = MODEL
+    dim: int = key(MISSING, gt=0)
+    depth: int = key(MISSING, gt=0)
+    heads: int = key(MISSING, gt=0)
+    ff_mult: int = key(MISSING, gt=0)
+    text_dim: Optional[int] = key(None, gt=0)  # None: the backbone's default (E2: the mel dim)
     text_mask_padding: bool = True
     qk_norm: Optional[str] = None
-    conv_layers: Optional[int] = None
-    pe_attn_head: Optional[int] = None
-    attn_backend: Optional[str] = None
+    conv_layers: Optional[int] = key(None, ge=0)
+    pe_attn_head: Optional[int] = key(None, ge=0)
+    attn_backend: Optional[str] = key(None, RUNTIME)
     attn_mask_enabled: Optional[bool] = None
-    checkpoint_activations: Optional[bool] = None
+    checkpoint_activations: Optional[bool] = key(None, RUNTIME)  # recompute activations: less memory, same math
 
 
 @dataclass
 class MelConfig:
-    target_sample_rate: int = 24000
-    n_mel_channels: int = 100
-    hop_length: int = 256
-    win_length: int = 1024
-    n_fft: int = 1024
+    KIND: ClassVar[str] = MODEL
+    target_sample_rate: int = key(24000, gt=0)
+    n_mel_channels: int = key(100, gt=0)
+    hop_length: int = key(256, gt=0)
+    win_length: int = key(1024, gt=0)
+    n_fft: int = key(1024, gt=0)
     mel_spec_type: str = "vocos"
 
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    upstream: Optional[str] = None  # upstream config this mirrors (F5TTS_v1_Base, ...)
+    KIND: ClassVar[str] = MODEL
+    name: str = key(MISSING, FIXED)  # labels: two configs of one architecture may start from each other
+    upstream: Optional[str] = key(None, FIXED)  # upstream config this mirrors (F5TTS_v1_Base, ...)
     backbone: Backbone = MISSING
-    arch: ArchConfig = field(default_factory=ArchConfig)
-    mel: MelConfig = field(default_factory=MelConfig)
+    arch: ArchConfig = key(factory=ArchConfig)
+    mel: MelConfig = key(factory=MelConfig)
     tokenizer: Tokenizer = Tokenizer.pinyin
-    vocab: Optional[str] = None  # None: the vocab.txt that f5-tts ships (2545 symbols)
-    pretrained: Optional[str] = None
+    vocab: Optional[str] = key(None, FIXED)  # None: the vocab.txt that f5-tts ships (2545 symbols)
+    pretrained: Optional[str] = key(None, FIXED)
 
 
 @dataclass
 class DataConfig:
+    KIND: ClassVar[str] = FIXED
     name: str = MISSING
     kind: DataKind = MISSING
-    path: Optional[str] = None  # the prepared dataset folder
-    frames_per_batch: int = 38400  # mel frames per batch, summed over its clips
-    max_samples: int = 64
+    path: Optional[str] = MISSING  # the prepared dataset folder (null for the demo)
+    frames_per_batch: int = key(38400, TRAINING, gt=0)  # mel frames per batch, summed over its clips
+    max_samples: int = key(64, TRAINING, gt=0)
 
 
 @dataclass
 class OptimConfig:
-    name: OptimizerKind = OptimizerKind.adamw
-    lr: float = 1e-5
-    weight_decay: float = 0.01
-    warmup_updates: int = 100
-    max_grad_norm: float = 1.0
-    grad_accumulation_steps: int = 1
+    KIND: ClassVar[str] = TRAINING
+    name: OptimizerKind = key(OptimizerKind.adamw, FIXED)  # the saved state only loads into its own optimizer
+    lr: float = key(1e-5, gt=0)
+    weight_decay: float = key(0.01, ge=0)
+    warmup_updates: int = key(100, ge=0)
+    max_grad_norm: float = key(1.0, ge=0)  # 0: no clipping
+    grad_accumulation_steps: int = key(1, gt=0)
 
 
 @dataclass
 class EmaConfig:
-    beta: float = 0.9999
-    update_after_step: int = 100
-    update_every: int = 10
+    KIND: ClassVar[str] = TRAINING
+    beta: float = key(0.9999, ge=0, le=1)
+    update_after_step: int = key(100, ge=0)
+    update_every: int = key(10, gt=0)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    max_updates: Optional[int] = None
-    save_every: int = 1000
-    keep_last_n: int = -1  # -1 keeps every checkpoint; N keeps the newest N
+    KIND: ClassVar[str] = TRAINING
+    epochs: int = key(10, gt=0)
+    max_updates: Optional[int] = key(None, gt=0)  # when set, stops after this many updates
+    save_every: int = key(1000, gt=0)
+    keep_last_n: int = key(-1, ge=-1, ne=0)  # -1 keeps every checkpoint; N >= 1 keeps the newest N
     log_samples: bool = False  # at each checkpoint: a wav in samples/ and, with a logger, in the logger
-    sample_nfe_step: int = 16
-    log_every: int = 10
-    seed: int = 666
+    sample_nfe_step: int = key(16, gt=0)
+    log_every: int = key(10, gt=0)
+    seed: int = key(666, ge=0, lt=SEED_END)
     mixed_precision: MixedPrecision = MixedPrecision.no
-    num_workers: int = 0
-    ema: EmaConfig = field(default_factory=EmaConfig)
+    num_workers: int = key(0, ge=0)
+    ema: EmaConfig = key(factory=EmaConfig)
 
 
 @dataclass
 class LoggerConfig:
+    KIND: ClassVar[str] = TRAINING
     kind: LoggerKind = LoggerKind.none
     project: str = "f5tune"
 
 
 @dataclass
 class VocoderConfig:
+    KIND: ClassVar[str] = FIXED
     kind: VocoderKind = VocoderKind.vocos
     path: Optional[str] = None
-    n_iter: int = 32
+    n_iter: int = key(32, gt=0)
 
 
 @dataclass
 class VocabConfig:
+    KIND: ClassVar[str] = FIXED
     # symbols of the data that the model's vocab lacks stop a run unless one of these is chosen
     extend: bool = False  # append them to the vocab and grow the text embedding
     accept_unknown: bool = False  # map them to token 0, as upstream does without a word
@@ -149,25 +186,23 @@ class VocabConfig:
 
 @dataclass
 class RunConfig:
-    root: str = "runs"
-    name: Optional[str] = None
+    KIND: ClassVar[str] = FIXED
+    root: str = key("runs", nonempty=True)
+    name: Optional[str] = key(None, nonempty=True)  # None: <model>-<data>-<time>
 
 
 @dataclass
 class FinetuneConfig:
+    KIND: ClassVar[str] = FIXED
     model: ModelConfig = MISSING
     data: DataConfig = MISSING
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    vocoder: VocoderConfig = field(default_factory=VocoderConfig)
-    vocab: VocabConfig = field(default_factory=VocabConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+    optim: OptimConfig = key(factory=OptimConfig)
+    train: TrainConfig = key(factory=TrainConfig)
+    logger: LoggerConfig = key(factory=LoggerConfig)
+    vocoder: VocoderConfig = key(factory=VocoderConfig)
+    vocab: VocabConfig = key(factory=VocabConfig)
+    run: RunConfig = key(factory=RunConfig)
     pretrained: Optional[str] = None
-
-
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "train": TrainConfig,
-            "logger": LoggerConfig, "vocoder": VocoderConfig}
 
 
 @dataclass
@@ -183,11 +218,128 @@ class PrepareConfig:
     workers: Optional[int] = None  # None: one per CPU core
 
 
-# Types are the schema's job; these are the ranges a type cannot say. key: the smallest allowed value
-MINIMUM = {"train.epochs": 1, "train.save_every": 1, "train.log_every": 1, "train.sample_nfe_step": 1,
-           "train.num_workers": 0, "train.ema.update_every": 1, "train.ema.update_after_step": 0,
-           "optim.grad_accumulation_steps": 1, "optim.warmup_updates": 0, "optim.lr": 0, "optim.weight_decay": 0,
-           "optim.max_grad_norm": 0, "data.frames_per_batch": 1, "data.max_samples": 1}
+# ---- kinds ------------------------------------------------------------------------------------------
+
+def _field(schema, name: str):
+    return next((f for f in fields(schema) if f.name == name), None)
+
+
+def kind_of(dotted: str, schema=FinetuneConfig) -> str:
+    """The kind of a dotted key ("optim.lr" -> training); a key the schema lacks is fixed."""
+    kind = getattr(schema, "KIND", FIXED)
+    for part in dotted.split("."):
+        f = _field(schema, part) if is_dataclass(schema) else None
+        if f is None:
+            return FIXED
+        section = _section_type(f.type)
+        kind = f.metadata.get("kind") or (section.KIND if section is not None else kind)
+        schema = section
+    return kind
+
+
+def model_keys() -> set[str]:
+    """Top-level names that would change the model: inference, where the manifest decides, refuses them."""
+    return {"model", "pretrained"} | {f.name for f in fields(ModelConfig)}
+
+
+# ---- checking a config (from the command line, or read back from a file) ----------------------------
+
+def _section_type(t):
+    return t if is_dataclass(t) else None
+
+
+def _optional(t) -> tuple[bool, object]:
+    args = typing.get_args(t)
+    if typing.get_origin(t) is typing.Union and type(None) in args:
+        return True, next(a for a in args if a is not type(None))
+    return False, t
+
+
+def _type_error(value, t) -> Optional[str]:
+    if isinstance(t, type) and issubclass(t, Enum):
+        choices = [e.value for e in t]
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+    if t is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if t is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be a whole number"
+    if t is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be a finite number"
+    if t is str:
+        if not isinstance(value, str):
+            return "must be text"
+        # values are never resolved: an interpolation read from a file could pull in the environment
+        return "holds an interpolation (${...}), which is never resolved here" if "${" in value else None
+    return None
+
+
+def _bound_error(value, meta) -> Optional[str]:
+    if meta.get("nonempty") and isinstance(value, str) and not value.strip():
+        return "must not be empty"
+    for name, ok, word in (("gt", lambda v, b: v > b, "above"), ("ge", lambda v, b: v >= b, "at least"),
+                           ("lt", lambda v, b: v < b, "below"), ("le", lambda v, b: v <= b, "at most"),
+                           ("ne", lambda v, b: v != b, "other than")):
+        if name in meta and isinstance(value, (int, float)) and not ok(value, meta[name]):
+            return f"must be {word} {meta[name]}"
+    return None
+
+
+def problems(data, schema, prefix: str = "") -> list[str]:
+    """Every way `data` (plain dicts and values) departs from `schema`: unknown or missing keys, types,
+    ranges, non-finite floats, interpolations. Empty when it conforms."""
+    if not isinstance(data, dict):
+        return [f"{prefix.rstrip('.') or 'the config'}: must be a mapping"]
+    found = []
+    names = {f.name for f in fields(schema)}
+    found += [f"{prefix}{k}: not a key of {schema.__name__}" for k in data if k not in names]
+    for f in fields(schema):
+        where = f"{prefix}{f.name}"
+        if f.name not in data:
+            if _default(f) is MISSING:  # a key added since the file was written takes its default
+                found.append(f"{where}: missing")
+            continue
+        value = data[f.name]
+        optional, t = _optional(f.type)
+        if value is None:
+            if not optional:
+                found.append(f"{where}: must not be null")
+            continue
+        if is_dataclass(t):
+            found += problems(value, t, where + ".")
+            continue
+        error = _type_error(value, t) or _bound_error(value, f.metadata)
+        if error:
+            found.append(f"{where}={value!r}: {error}")
+    return found
+
+
+def check(data: dict, schema=FinetuneConfig, source: str = "") -> None:
+    """Raise the first problem as a one-line UserError, naming the key (and the file it came from)."""
+    found = problems(data, schema)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise UserError(f"{source + ': ' if source else ''}{found[0]}{more}")
+
+
+def _default(f):
+    if f.default_factory is not NO_DEFAULT:
+        return f.default_factory()
+    return MISSING if f.default is NO_DEFAULT else f.default
+
+
+def complete(data: dict, schema) -> dict:
+    """`data` (already checked) with every key it lacks set to the schema's default, as plain values."""
+    out = {}
+    for f in fields(schema):
+        value = data[f.name] if f.name in data else _default(f)
+        if is_dataclass(value) or (value is not None and is_dataclass(_optional(f.type)[1])):
+            value = complete(value if isinstance(value, dict) else {}, _optional(f.type)[1])
+        elif isinstance(value, Enum):
+            value = value.value
+        out[f.name] = value
+    return out
 
 
 def flatten(d: dict, prefix: str = "") -> dict:
@@ -201,15 +353,32 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_ranges(cfg: dict) -> None:
-    """A fine-tune config's numbers, checked before anything is written (a 0 would divide by zero later)."""
-    from .errors import UserError
-
-    at = flatten(cfg)
-    for key, low in MINIMUM.items():
-        if at[key] < low:
-            raise UserError(f"{key}={at[key]}: must be {low} or more")
-    if at["train.max_updates"] is not None and at["train.max_updates"] < 1:
-        raise UserError(f"train.max_updates={at['train.max_updates']}: must be 1 or more, or null (from train.epochs)")
-    if at["train.keep_last_n"] == 0 or at["train.keep_last_n"] < -1:
-        raise UserError(f"train.keep_last_n={at['train.keep_last_n']}: keep the newest N >= 1, or -1 for all")
+def from_argv(argv: list[str], schema, command: str) -> dict:
+    """A key=value command line read into `schema`'s plain data: each value converted by its field's type
+    (text stays text, whatever it looks like; `null` clears an optional key), then checked like any config."""
+    data = complete({}, schema)
+    types = {f.name: _optional(f.type) for f in fields(schema)}
+    for arg in argv:
+        name, eq, text = arg.partition("=")
+        if not eq:
+            raise UserError(f"{arg}: expected key=value ({command})")
+        if name not in types:
+            raise UserError(f"{name}: not a key of {command}; it takes {', '.join(sorted(types))}")
+        optional, t = types[name]
+        if optional and text == "null":
+            data[name] = None
+            continue
+        try:
+            if t is bool:
+                value = {"true": True, "false": False}[text.lower()]
+            elif t in (int, float):
+                value = t(text)
+            else:
+                value = text
+        except (KeyError, ValueError):
+            raise UserError(f"{arg}: {_type_error(text, t) or 'not a valid value'}")
+        data[name] = value
+    found = [p for p in problems(data, schema) if "interpolation" not in p]  # typed text is never resolved
+    if found:
+        raise UserError(found[0])
+    return data
