@@ -38,8 +38,22 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
     return resample(torch.from_numpy(samples), sr, sample_rate)
 
 
+SOFTWARE = "f5tune"  # the wav's INFO tag: marks files this tool wrote, which it may replace
+
+
 def write_wav(path, wav: torch.Tensor, sample_rate: int) -> None:
-    sf.write(str(path), wav.detach().float().cpu().numpy(), sample_rate, format="WAV", subtype="PCM_16")
+    with sf.SoundFile(str(path), "w", sample_rate, 1, format="WAV", subtype="PCM_16") as f:
+        f.software = SOFTWARE
+        f.write(wav.detach().float().cpu().numpy())
+
+
+def written_here(path) -> bool:
+    """Whether `path` is a wav this tool wrote (its INFO tag says so)."""
+    try:
+        with sf.SoundFile(str(path)) as f:
+            return (f.software or "").startswith(SOFTWARE)
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return False
 
 
 @lru_cache(maxsize=4)

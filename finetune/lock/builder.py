@@ -4,6 +4,7 @@ from contextlib import contextmanager, nullcontext
 from .diagnose import FAMILY
 from .errors import UserError
 from .files import sha256_bytes
+from .layouts import tensor_desc
 from .schema import Backbone
 from .vocab import vocab_bytes
 
@@ -39,8 +40,6 @@ def model_spec(model_cfg: dict, vocab: list[str]) -> dict:
         "mel": dict(model_cfg["mel"]),
         "tokenizer": model_cfg["tokenizer"],
         "vocab": {"file": "vocab.txt", "sha256": sha256_bytes(vocab_bytes(vocab)), "size": len(vocab)},
-        # upstream sizes the text embedding from the vocab: rows = text_num_embeds + 1 (filler token 0)
-        "text_num_embeds": len(vocab),
     }
 
 
@@ -76,15 +75,12 @@ def build_model(spec: dict, vocab: list[str], init_weights: bool = True):
     mel = spec["mel"]
     with nullcontext() if init_weights else _no_init():
         transformer = _backbone_class(spec["backbone"])(
-            **arch, text_num_embeds=spec["text_num_embeds"], mel_dim=mel["n_mel_channels"]
+            # upstream sizes the text embedding from the vocab: rows = vocab size + 1 (filler token 0)
+            **arch, text_num_embeds=spec["vocab"]["size"], mel_dim=mel["n_mel_channels"]
         )
     return CFM(transformer=transformer, mel_spec_kwargs=dict(mel), vocab_char_map={t: i for i, t in enumerate(vocab)})
 
 
 def fingerprint(state_dict: dict) -> dict:
     """Every tensor's key, dtype and shape: what a checkpoint must match before it is loaded."""
-    return {k: _describe(v.dtype, v.shape) for k, v in state_dict.items()}
-
-
-def _describe(dtype, shape) -> str:
-    return f"{str(dtype).removeprefix('torch.')}{list(shape)}"
+    return {k: tensor_desc(v.dtype, v.shape) for k, v in state_dict.items()}

@@ -1,7 +1,14 @@
-"""Checkpoint I/O: our safetensors files, upstream's layouts, and the shape check before any load."""
+"""Checkpoint I/O: our safetensors files and upstream's layouts (one reader), binding, and the checks before a load.
+
+Our files carry, in their safetensors metadata, the manifest hash that binds them to their run and a
+sha256 of each weight set's tensors, verified while the tensors are read (resume, pretrained=, export,
+adopt, inference): a flipped bit fails loudly instead of loading.
+"""
+import hashlib
 import json
 import re
 import struct
+import zipfile
 from pathlib import Path
 
 import torch
@@ -13,13 +20,16 @@ from .diagnose import check_fits
 from .errors import UserError
 from .files import atomic_write
 from .hub import hub_file
+from .layouts import OURS, tensor_desc, weight_keys
 
 CKPT_DIR = "checkpoints"
-WEIGHT_PREFIXES = {"ema": "ema.", "online": "online."}
+FORMAT = "f5tune-ckpt/2"  # 2 added the tensor hashes (<set>_sha256); /1 files load without that check
 _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
               "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
-# buffers that files from before Nov 2024 carry and upstream drops on load
-_STALE_BUFFERS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogram.window")
+
+
+class DamagedFile(UserError):
+    """A file that is truncated, unparsable or fails its recorded hash: damage, not a reason to stop a resume."""
 
 
 # ---- our run checkpoints -------------------------------------------------------------------------
@@ -32,12 +42,36 @@ def state_path(run_dir, update: int) -> Path:
     return Path(run_dir) / CKPT_DIR / f"state_{update:08d}.pt"
 
 
+class _Digest:
+    """sha256 over each tensor's bytes, combined by name: independent of the order tensors are read in."""
+
+    def __init__(self):
+        self.parts = {}
+
+    def add(self, name: str, data) -> None:
+        self.parts[name] = hashlib.sha256(data).hexdigest()
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(json.dumps(self.parts, sort_keys=True).encode()).hexdigest()
+
+
+def _raw(t: torch.Tensor):
+    return t.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy()
+
+
+def tensors_hash(state: dict) -> str:
+    digest = _Digest()
+    for name, t in state.items():
+        digest.add(name, _raw(t))
+    return digest.hexdigest()
+
+
 def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha: str) -> Path:
     """EMA and online weights in one safetensors file, bound to the run by its manifest hash."""
-    tensors = {WEIGHT_PREFIXES["ema"] + k: v.detach().contiguous().cpu() for k, v in ema.items()}
-    tensors |= {WEIGHT_PREFIXES["online"] + k: v.detach().contiguous().cpu() for k, v in online.items()}
-    meta = {"format": "f5tune-ckpt/1", "manifest_sha256": manifest_sha, "run": Path(run_dir).name,
-            "update": str(update)}
+    sets = {"ema": ema, "online": online}
+    tensors = {OURS[w] + k: v.detach().contiguous().cpu() for w, sd in sets.items() for k, v in sd.items()}
+    meta = {"format": FORMAT, "manifest_sha256": manifest_sha, "run": Path(run_dir).name, "update": str(update)}
+    meta |= {f"{w}_sha256": tensors_hash(sd) for w, sd in sets.items() if sd}
     path = ckpt_path(run_dir, update)
     path.parent.mkdir(exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
@@ -48,6 +82,27 @@ def save_train_state(run_dir, update: int, state: dict) -> None:
     """Optimizer, EMA counters, position in the data and each rank's RNG: kept apart from the weights, for resume."""
     state_path(run_dir, update).parent.mkdir(exist_ok=True)
     atomic_write(state_path(run_dir, update), lambda tmp: torch.save(state, tmp))
+
+
+def load_train_state(path: Path) -> dict:
+    """A training state, or DamagedFile when it is missing or cut short. A file that is whole but will not
+    load (another torch's format, an unpickling refusal) stops the resume instead: it is not damage."""
+    if not path.is_file():
+        raise DamagedFile(f"{path.name} is missing beside its weights")
+    try:
+        with zipfile.ZipFile(path) as z:  # torch.save writes a zip: truncation breaks its directory or CRCs
+            bad = z.testzip()
+    except zipfile.BadZipFile as e:
+        raise DamagedFile(f"{path.name} is cut short or corrupt ({e})")
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror}); fix that and resume again")
+    if bad is not None:
+        raise DamagedFile(f"{path.name} is corrupt (member {bad} fails its CRC)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's loader raises plain exceptions of several types
+        raise UserError(f"{path}: a whole file that torch {torch.__version__} will not load "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); resume with the torch the run used")
 
 
 def list_checkpoints(run_dir) -> dict[int, Path]:
@@ -75,7 +130,10 @@ def _read_header(f) -> tuple[int, dict]:
     n = struct.unpack("<Q", f.read(8))[0]
     if n > 100_000_000:
         raise ValueError("header length out of range")
-    return n, json.loads(f.read(n))
+    raw = json.loads(f.read(n))
+    if not isinstance(raw, dict):
+        raise ValueError("header is not a mapping")
+    return n, raw
 
 
 def header(path) -> tuple[dict, dict]:
@@ -89,68 +147,60 @@ def header(path) -> tuple[dict, dict]:
             n, raw = _read_header(f)
             f.seek(0, 2)
             size = f.tell()
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})")
+    except (ValueError, struct.error, UnicodeDecodeError) as e:
+        raise DamagedFile(f"{path}: not a readable safetensors file ({e}); the file is damaged or not a checkpoint")
+    try:
         meta = raw.pop("__metadata__", None) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+            raise ValueError("metadata values must be text")
         shapes, end = {}, 0
         for k, v in raw.items():
-            shapes[k] = f"{_ST_DTYPES.get(v['dtype'], v['dtype'])}{v['shape']}"
+            shapes[k] = f"{_ST_DTYPES.get(v['dtype'], v['dtype'])}{list(v['shape'])}"
             end = max(end, v["data_offsets"][1])
-        if 8 + n + end > size:
-            raise ValueError(f"truncated: {size} bytes, the header promises {8 + n + end}")
-        return shapes, meta
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({e}); the file is damaged or not a checkpoint")
-
-
-def weight_keys(keys, weights: str) -> dict:
-    """Model key -> file key for one set of weights (ema or online), in any layout we read.
-
-    Ours: `ema.*` / `online.*`. Otherwise upstream's: `ema_model.*` (EMA only) or bare keys, maybe with
-    a `module.` prefix from DDP; EMA counters and the mel buffers of pre-Nov-2024 files are dropped.
-    """
-    keys = list(keys)
-    if any(k.startswith(tuple(WEIGHT_PREFIXES.values())) for k in keys):
-        prefix = WEIGHT_PREFIXES[weights]
-        return {k[len(prefix):]: k for k in keys if k.startswith(prefix)}
-    ema_only = bool(keys) and all(k.startswith("ema_model.") or k in ("initted", "step") for k in keys)
-    if weights == "online" and ema_only:
-        return {}
-    mapping = {}
-    for k in keys:
-        name = k.removeprefix("module.").removeprefix("ema_model.")
-        if k not in ("initted", "step") and name not in _STALE_BUFFERS:
-            mapping[name] = k
-    return mapping
-
-
-def weight_sets(keys, meta: dict) -> list[str]:
-    """Which weights a file holds: ema and/or online, as far as its layout records it."""
-    keys = [k for k in keys if k not in ("initted", "step")]
-    if any(k.startswith(tuple(WEIGHT_PREFIXES.values())) for k in keys):
-        return [w for w, p in WEIGHT_PREFIXES.items() if any(k.startswith(p) for k in keys)]
-    if keys and all(k.startswith("ema_model.") for k in keys):
-        return ["ema"]
-    return [meta.get("weights") or "one unnamed set"]
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise DamagedFile(f"{path}: malformed safetensors header ({e}); the file is damaged or not a checkpoint")
+    if 8 + n + end > size:
+        raise DamagedFile(f"{path}: truncated: {size} bytes, the header promises {8 + n + end}; the file is damaged")
+    return shapes, meta
 
 
 def weights_in(shapes: dict, weights: str) -> dict:
     return {name: shapes[k] for name, k in weight_keys(shapes, weights).items()}
 
 
+def _check_hash(path, meta: dict, weights: str, digest: _Digest) -> None:
+    recorded = meta.get(f"{weights}_sha256")
+    if recorded and digest.hexdigest() != recorded:
+        raise DamagedFile(f"{path}: its {weights} weights do not match the sha256 recorded when the file was written "
+                          "(a flipped bit or an edit); use another checkpoint, or restore this one from a backup")
+
+
 def load_weights(path, weights: str) -> dict:
-    """One set of weights from a safetensors file, keys as the model names them."""
+    """One set of weights from a safetensors file, keys as the model names them, checked against its hash."""
+    _, meta = header(path)
+    digest, out = _Digest(), {}
     with safe_open(str(path), framework="pt") as f:
-        return {name: f.get_tensor(k) for name, k in weight_keys(f.keys(), weights).items()}
+        for name, k in weight_keys(f.keys(), weights).items():
+            out[name] = f.get_tensor(k)
+            digest.add(name, _raw(out[name]))
+    _check_hash(path, meta, weights, digest)
+    return out
 
 
 def read_into(model, path, weights: str) -> None:
-    """Read one set of weights from a safetensors file straight into the model's own tensors.
+    """Read one set of weights from a safetensors file straight into the model's own tensors, hashing
+    them on the way (no second read).
 
     Plain reads into each tensor's memory: no mmap'd pages, no state dict held beside the model, so
     loading costs the model's size and no more (a loaded state dict copied in costs twice that).
     """
     state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
+    digest = _Digest()
     with open(path, "rb") as f:
         n, entries = _read_header(f)
+        meta = entries.get("__metadata__") or {}
         mapping = weight_keys([k for k in entries if k != "__metadata__"], weights)
         if mapping.keys() != state.keys():  # check_fits has said why by now; this guards the memory below
             raise UserError(f"{path}: its {weights} weights do not cover the model's tensors")
@@ -163,23 +213,29 @@ def read_into(model, path, weights: str) -> None:
             # another dtype in the file: read it, then convert into place
             data = target.reshape(-1).view(torch.uint8).numpy() if direct else bytearray(end - start)
             if f.readinto(memoryview(data)) != end - start:
-                raise UserError(f"{path}: truncated at tensor {key}; the file is damaged")
+                raise DamagedFile(f"{path}: truncated at tensor {key}; the file is damaged")
+            digest.add(name, data)
             if not direct:
                 target.copy_(torch.frombuffer(data, dtype=dtype).reshape(entry["shape"]))
+    _check_hash(path, meta, weights, digest)
 
 
 # ---- from a manifest and a checkpoint file to a loaded model --------------------------------------
 
-def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
+def binding_error(meta: dict, manifest: dict, run_dir: Path, path: Path) -> str | None:
+    """Why a checkpoint bound to another run does not belong here (None when it is ours or unbound)."""
     bound = meta.get("manifest_sha256")
-    if bound == manifest["sha256"]:
-        return
-    if bound:
-        raise UserError(
-            f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
-            f"(manifest {manifest['sha256'][:12]}); use it from its own run folder"
-        )
-    if not allow_foreign:
+    if not bound or bound == manifest["sha256"]:
+        return None
+    return (f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
+            f"(manifest {manifest['sha256'][:12]})")
+
+
+def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
+    error = binding_error(meta, manifest, run_dir, path)
+    if error:
+        raise UserError(f"{error}; use it from its own run folder")
+    if meta.get("manifest_sha256") != manifest["sha256"] and not allow_foreign:
         raise UserError(f"{path} carries no run binding, so nothing says it was trained as this run's model; "
                         "pass allow_foreign=true to load it anyway (its shapes are still checked)")
 
@@ -198,7 +254,7 @@ def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: st
     return model
 
 
-# ---- pretrained checkpoints in upstream layouts -----------------------------------------------------
+# ---- files of any layout: ours, upstream's trainer and hub files, pruned files --------------------
 
 def resolve_pretrained(source: str) -> Path:
     """A local path, or an hf://owner/repo/file URL fetched into the Hugging Face cache."""
@@ -215,23 +271,47 @@ def resolve_pretrained(source: str) -> Path:
     return path
 
 
-def read_upstream(path) -> dict:
-    """State dict (model keys, EMA weights preferred) from any known layout.
-
-    Layouts: upstream trainer .pt ({model,ema_model,optimizer,...}_state_dict), hub/pruned .pt
-    ({ema_model_state_dict}), hub .safetensors (bare ema_model.* keys), or one of our checkpoints.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        header(path)  # a damaged file fails here with a one-line error
-        return load_weights(path, "ema")
+def _pt_tensors(path: Path) -> tuple[dict, dict]:
+    """A torch .pt checkpoint's tensors under our layout's keys (online./ema. where its groups say which),
+    and its update count. mmap: nothing is read until a tensor is used."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # weights_only refuses any pickled object; torch raises several types for junk
         raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
                         "pass an upstream .pt or .safetensors file")
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: not a state dict")
-    sd = raw.get("ema_model_state_dict") or raw.get("model_state_dict") or raw
-    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    return {name: sd[k] for name, k in weight_keys(sd, "ema").items()}
+        raise UserError(f"{path}: holds a {type(raw).__name__}, not a state dict; pass an upstream .pt or "
+                        ".safetensors checkpoint")
+    meta = {"update": str(raw["update"] if "update" in raw else raw["step"])} \
+        if isinstance(raw.get("update", raw.get("step")), int) else {}
+    groups = {"online": raw.get("model_state_dict"), "ema": raw.get("ema_model_state_dict")}
+    if any(isinstance(g, dict) for g in groups.values()):
+        tensors = {OURS[w] + k: v for w, g in groups.items() if isinstance(g, dict)
+                   for k, v in g.items() if isinstance(v, torch.Tensor)}
+    else:
+        tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    return tensors, meta
+
+
+def file_shapes(path) -> tuple[dict, dict]:
+    """Shapes (file keys) and metadata of a checkpoint of any layout, without reading tensor data."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return header(path)
+    tensors, meta = _pt_tensors(path)
+    return {k: tensor_desc(v.dtype, v.shape) for k, v in tensors.items()}, meta
+
+
+def read_state(path, weights: str = "ema") -> dict:
+    """One set of weights (model keys) from a checkpoint of any layout; {} when the file lacks that set.
+    Our files are checked against their recorded hash."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_weights(path, weights)
+    tensors, _ = _pt_tensors(path)
+    return {name: tensors[k] for name, k in weight_keys(tensors, weights).items()}
+
+
+def read_upstream(path) -> dict:
+    """The weights a fine-tune starts from: EMA where the file has them, else its online set."""
+    return read_state(path, "ema") or read_state(path, "online")

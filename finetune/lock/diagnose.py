@@ -19,18 +19,9 @@ def _shape(desc: str) -> str:
     return desc[desc.index("["):].replace(" ", "")
 
 
-def strip_prefixes(shapes: dict) -> dict:
-    out = {}
-    for k, v in shapes.items():
-        for p in ("module.", "ema_model."):
-            k = k.removeprefix(p)
-        out[k] = v
-    return out
-
-
 def arch_of(shapes: dict) -> dict:
-    """Backbone and sizes read off the tensor shapes (None where the file does not say)."""
-    s = {k: dims(v) for k, v in strip_prefixes(shapes).items()}
+    """Backbone and sizes read off one set's tensor shapes, model keys (None where the file does not say)."""
+    s = {k: dims(v) for k, v in shapes.items()}
     keys = list(s)
     if any(k.startswith("transformer.layers.") for k in keys):
         backbone = "UNetT"
@@ -69,12 +60,7 @@ def describe(shapes: dict) -> str:
 
 
 def diagnose(expected: dict, found: dict, target: str = "the run") -> str:
-    """One line, in plain words, saying why `found` does not fit `expected`."""
-    keys = list(found)
-    if keys and all(k.startswith("module.") for k in keys):
-        return "its keys carry a `module.` prefix (saved from a DDP-wrapped model); strip it or load it as pretrained="
-    if any(k.startswith("mel_spec.") for k in keys):
-        return "it holds old mel_spec buffers; pass it as pretrained= or through adopt, which drop them as upstream does"
+    """One line, in plain words, saying why `found` does not fit `expected` (both model keys)."""
     e, f = arch_of(expected), arch_of(found)
     if not f["backbone"]:
         return "it is not an F5-TTS/E2-TTS state dict"

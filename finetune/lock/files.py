@@ -7,19 +7,23 @@ from pathlib import Path
 KILL_AT = "F5TUNE_KILL_AT"  # crash tests only: the file name whose write is cut short by SIGKILL
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves a partial file."""
+def atomic_write(path: Path, write, durable: bool = True) -> None:
+    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves a partial file.
+    durable=False skips the fsyncs, for files a crash may lose but must not tear (a status file)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
         if os.environ.get(KILL_AT) == path.name:
             _die_mid_write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if not durable:
+        return
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -35,8 +39,8 @@ def _die_mid_write(tmp: Path) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,7 +1,13 @@
-"""The run manifest: the one frozen, hashed record that training and inference build the model from."""
+"""The run manifest: the one frozen, hashed record that training and inference build the model from.
+
+Read back in three steps, each before anything trusts the content: a size cap and a YAML reader that
+refuses anchors and aliases (no alias bomb); the content hash; the schema (types, ranges, file names, no
+interpolation), so a forged manifest is refused in one line instead of failing somewhere inside.
+"""
 import json
 import os
 import platform
+import re
 import stat
 from importlib import metadata
 from pathlib import Path
@@ -10,10 +16,16 @@ import yaml
 
 from .errors import UserError
 from .files import atomic_write_bytes, sha256_bytes
+from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, check, complete,
+                     problems)
 
-FORMAT = "f5tune-manifest/1"
+FORMAT = "f5tune-manifest/2"  # 2 dropped copies of other fields (text_num_embeds, top-level vocoder, data config)
+READABLE = ("f5tune-manifest/1", FORMAT)
 NAME = "manifest.yaml"
+MAX_BYTES = 1 << 20  # a real manifest is a few kB; anything near this is not one
 PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+TENSOR = re.compile(r"[a-z0-9]+\[[0-9, ]*\]")  # "float32[2546, 512]"
 
 
 def content_hash(body: dict) -> str:
@@ -23,12 +35,30 @@ def content_hash(body: dict) -> str:
 
 
 class _Dumper(yaml.SafeDumper):
-    def ignore_aliases(self, data):  # write every value out in full: no &id001 anchors for readers
+    def ignore_aliases(self, data):  # every value written out in full: the reader refuses anchors
         return True
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without anchors or aliases: 458 bytes of nested aliases expand to gigabytes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            raise yaml.YAMLError("anchors and aliases are not allowed in a manifest")
+        return super().compose_node(parent, index)
 
 
 def dump(body: dict) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+def load_yaml(text: str, source) -> object:
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise UserError(f"{source}: over {MAX_BYTES >> 10} kB, which no manifest is; restore the original")
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except (yaml.YAMLError, RecursionError) as e:
+        raise UserError(f"{source}: not a valid manifest ({str(e).splitlines()[0][:100]}); restore the original")
 
 
 def write_manifest(run_dir: Path, body: dict) -> dict:
@@ -38,8 +68,9 @@ def write_manifest(run_dir: Path, body: dict) -> dict:
         raise UserError(f"{path} already exists; a manifest is never rewritten")
     body = {"format": FORMAT, **body}
     # hash what a reader will load back, so YAML's rendering of floats and tuples cannot break it
-    body = yaml.safe_load(dump(body))
+    body = yaml.load(dump(body), Loader=_Loader)
     body["sha256"] = content_hash(body)
+    check_manifest(body, path)
     atomic_write_bytes(path, dump(body).encode("utf-8"))
     os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
     return body
@@ -53,19 +84,21 @@ def read_manifest(run_dir) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: missing; {run_dir} is not a run folder written by python -m finetune")
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; restore the manifest from a backup")
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror})")
     return parse_manifest(text, path)
 
 
 def parse_manifest(text: str, source) -> dict:
-    """Load and verify a manifest's text (from a run folder or an exported file's metadata)."""
-    try:
-        body = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"{source}: not valid YAML ({type(e).__name__}); restore the manifest from a backup")
-    if not isinstance(body, dict) or body.get("format") != FORMAT or "sha256" not in body:
+    """Load, verify and check a manifest's text (from a run folder or an exported file's metadata); a
+    format 1 manifest comes back in format 2's shape."""
+    body = load_yaml(text, source)
+    if not isinstance(body, dict) or body.get("format") not in READABLE or "sha256" not in body:
         raise UserError(f"{source}: not an {FORMAT} manifest; restore it from a backup")
     actual = content_hash(body)
     if actual != body["sha256"]:
@@ -73,7 +106,70 @@ def parse_manifest(text: str, source) -> dict:
             f"{source}: content hash {actual[:12]} does not match recorded {str(body['sha256'])[:12]}; "
             "the manifest was edited after the run wrote it: restore the original (manifests are never edited)"
         )
+    check_manifest(body, source)
+    return _current(body)
+
+
+def _current(body: dict) -> dict:
+    """Format 2's shape: the config completed with keys added since (their defaults); format 1's copies
+    (text_num_embeds, the top-level vocoder, the data config inside `data`) dropped."""
+    body = {**body, "config": complete(body["config"], FinetuneConfig)}
+    if body["format"] != FORMAT:
+        body["model"] = {k: v for k, v in body["model"].items() if k != "text_num_embeds"}
+        body.pop("vocoder", None)
+        if body.get("data"):
+            body["data"] = {k: body["data"][k] for k in ("path", "sha256", "clips", "hours") if k in body["data"]}
     return body
+
+
+def _file_name(value) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
+
+
+def manifest_problems(body: dict) -> list[str]:
+    """What makes `body` unusable as a manifest, however its hash came to match."""
+    found = []
+    model = body.get("model")
+    if not isinstance(model, dict):
+        return ["model: missing or not a mapping"]
+    for key, ok in (("name", isinstance(model.get("name"), str)),
+                    ("backbone", model.get("backbone") in [b.value for b in Backbone]),
+                    ("tokenizer", model.get("tokenizer") in [t.value for t in Tokenizer])):
+        if not ok:
+            found.append(f"model.{key}={model.get(key)!r}: not valid")
+    found += problems(model.get("arch"), ArchConfig, "model.arch.") + problems(model.get("mel"), MelConfig, "model.mel.")
+    vocab = model.get("vocab")
+    if not (isinstance(vocab, dict) and _file_name(vocab.get("file")) and SHA256.fullmatch(str(vocab.get("sha256")))
+            and isinstance(vocab.get("size"), int) and not isinstance(vocab.get("size"), bool) and vocab["size"] > 0):
+        found.append("model.vocab: needs file (a name inside the run folder), sha256 and size")
+    if body.get("format") != FORMAT and model.get("text_num_embeds") != (vocab or {}).get("size"):
+        found.append("model.text_num_embeds: differs from model.vocab.size")
+    fp = body.get("fingerprint")
+    if not (isinstance(fp, dict) and fp and all(isinstance(k, str) and isinstance(v, str) and TENSOR.fullmatch(v)
+                                                for k, v in fp.items())):
+        found.append("fingerprint: needs every tensor's name and dtype[shape]")
+    reference = body.get("reference")
+    if not (isinstance(reference, dict) and _file_name(reference.get("audio")) and isinstance(reference.get("text"), str)):
+        found.append("reference: needs audio (a name inside the run folder) and text")
+    pretrained = body.get("pretrained")
+    if pretrained is not None and not (isinstance(pretrained, dict) and isinstance(pretrained.get("source"), str)
+                                       and SHA256.fullmatch(str(pretrained.get("sha256")))):
+        found.append("pretrained: needs source and sha256, or null")
+    if body.get("recommended_weights") not in [w.value for w in Weights]:
+        found.append(f"recommended_weights={body.get('recommended_weights')!r}: not ema or online")
+    if not isinstance(body.get("versions"), dict):
+        found.append("versions: not a mapping")
+    if body.get("data") is not None and not isinstance(body.get("data"), dict):
+        found.append("data: not a mapping")
+    found += problems(body.get("config"), FinetuneConfig, "config.")
+    return found
+
+
+def check_manifest(body: dict, source) -> None:
+    found = manifest_problems(body)
+    if found:
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise UserError(f"{source}: {found[0]}{more}; this is not a manifest python -m finetune wrote: restore the original")
 
 
 def versions() -> dict:
