@@ -1,107 +1,103 @@
 """Adopt a checkpoint that has no manifest: detect its architecture, then write a run folder for it."""
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from .lock.audio import demo_rows, load_audio, write_wav
+from .config import CONF_DIR, finetune_config
+from .lock.audio import demo_rows, load_audio
 from .lock.builder import build_model, fingerprint, model_spec
-from .lock.checkpoints import read_upstream, save_checkpoint, weight_keys
+from .lock.checkpoints import read_state, read_upstream, save_checkpoint
 from .lock.diagnose import arch_of, check_fits, describe, misfit
 from .lock.errors import UserError
-from .lock.files import atomic_write, atomic_write_bytes, sha256_file
-from .lock.manifest import versions, write_manifest
-from .config import CONF_DIR, plain
-from .lock.schema import FinetuneConfig
-from .lock.vocab import default_vocab_path, read_vocab, vocab_bytes
+from .lock.files import sha256_file
+from .lock.manifest import versions
+from .lock.vocab import default_vocab_path, read_vocab
+from .runfolder import create_run, now, run_path
 
 KEYS = {"ckpt", "vocab", "model", "run.name", "run.root"}
+SIZES = ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
 
 
-def model_configs(choices) -> dict:
-    """Resolved config for each model option, composed exactly as `python -m finetune model=X` would."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return {m: plain(compose(config_name="finetune", overrides=[f"model={m}"]), FinetuneConfig) for m in choices}
+def expected_fingerprint(cfg: dict, vocab: list[str]) -> tuple[dict, dict]:
+    spec = model_spec(cfg["model"], vocab)
+    with torch.device("meta"):
+        return spec, fingerprint(build_model(spec, vocab).state_dict())
 
 
-def candidates(state_fp: dict, vocab: list[str], configs: dict) -> dict:
-    fits = {}
-    for name, cfg in configs.items():
-        spec = model_spec(cfg["model"], vocab)
-        with torch.device("meta"):
-            expected = fingerprint(build_model(spec, vocab).state_dict())
-        if not misfit(expected, state_fp):
-            fits[name] = (cfg, spec, expected)
-    return fits
+def sizes_hint(found: dict, configs: dict) -> str:
+    """The command that adopts a file of a size no config names: the config of its family whose sizes
+    differ least, with the sizes the file has as overrides."""
+    arch = arch_of(found)
+    same_family = {m: c for m, c in configs.items() if c["model"]["backbone"] == arch["backbone"]}
+    if not same_family:
+        return ""
 
+    def overrides(cfg):  # a size the config leaves to the backbone (None) is not overridden
+        return [f"model.arch.{k}={arch[k]}" for k in SIZES
+                if arch.get(k) is not None and cfg["model"]["arch"].get(k) not in (None, arch[k])]
 
-def read_online(path: Path) -> dict | None:
-    """The online weights of an upstream trainer .pt, where it kept them."""
-    if path.suffix != ".pt":
-        return None
-    raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    sd = raw.get("model_state_dict") if isinstance(raw, dict) else None
-    if not sd:
-        return None
-    sd = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    return {name: sd[k] for name, k in weight_keys(sd, "online").items()}
+    name, cfg = min(same_family.items(), key=lambda mc: (len(overrides(mc[1])), mc[0]))
+    return f"; to adopt it anyway as {name} at its own size: model={name} {' '.join(overrides(cfg))}"
 
 
 def adopt(argv: list[str]) -> Path:
-    args = {}
+    args, model_overrides = {}, []
     for arg in argv:
         key, eq, value = arg.partition("=")
+        if eq and key.startswith("model."):
+            model_overrides.append(arg)
+            continue
         if not eq or key not in KEYS:
-            raise UserError(f"{arg}: adopt takes {', '.join(sorted(KEYS))} (key=value)")
+            raise UserError(f"{arg}: adopt takes {', '.join(sorted(KEYS))} and model.* overrides (key=value)")
         args[key] = value
     if "ckpt" not in args:
         raise UserError("adopt needs ckpt=<file.pt|file.safetensors>")
+    if model_overrides and "model" not in args:
+        raise UserError(f"{model_overrides[0]}: model.* overrides need model=<the config they change>")
     path = Path(args["ckpt"])
     if not path.is_file():
         raise UserError(f"ckpt={path}: file not found")
+    root = args.get("run.root", "runs")
+    if "run.name" in args:
+        run_path(root, args["run.name"])  # a bad or taken name stops before any work
     vocab, _ = read_vocab(args.get("vocab") or default_vocab_path())
     ema = read_upstream(path)
     found = fingerprint(ema)
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     if "model" in args and args["model"] not in models:
         raise UserError(f"model={args['model']}: unknown model; choose one of {', '.join(models)}")
-    configs = model_configs([args["model"]] if "model" in args else models)
+    names = [args["model"]] if "model" in args else models
+    configs = {m: finetune_config([f"model={m}", *model_overrides]) for m in names}
 
-    fits = candidates(found, vocab, configs)
+    fits = {}
+    for name, cfg in configs.items():
+        spec, expected = expected_fingerprint(cfg, vocab)
+        if not misfit(expected, found):
+            fits[name] = (cfg, spec, expected)
     if "model" in args and not fits:
-        cfg = configs[args["model"]]
-        with torch.device("meta"):
-            expected = fingerprint(build_model(model_spec(cfg["model"], vocab), vocab).state_dict())
         check_fits(expected, found, path, f"model={args['model']}")
     if not fits:
         rows = arch_of(found).get("vocab_rows")
         hint = (f"; its {rows} text rows need a vocab of {rows - 1} symbols: pass vocab=<the vocab.txt it was "
-                f"trained with>" if rows and rows != len(vocab) + 1 else "")
-        raise UserError(f"{path} fits none of the model configs ({', '.join(models)}): "
-                        f"it is {describe(found)}{hint}")
+                f"trained with>" if rows and rows != len(vocab) + 1 else sizes_hint(found, configs))
+        raise UserError(f"{path} fits none of the model configs ({', '.join(models)}): it is {describe(found)}{hint}")
     if len(fits) > 1:
         names = ", ".join(sorted(fits))
         raise UserError(f"{path} fits {names} equally: their tensor shapes are identical (F5TTS_Base and "
                         "F5TTS_v1_Base differ only in text_mask_padding and pe_attn_head, which no weight "
                         f"records), so adopt will not guess; pass model= one of {names}")
     (name, (cfg, spec, expected)), = fits.items()
-
-    run_dir = Path(args.get("run.root", "runs")) / args.get("run.name", f"adopted-{name}-{path.stem}")
-    if run_dir.exists():
-        raise UserError(f"{run_dir} already exists; pick another run.name=")
-    online = read_online(path)
+    run_dir = run_path(root, args.get("run.name", f"adopted-{name}-{path.stem}"))
+    online = read_state(path, "online") if path.suffix == ".pt" else {}  # a trainer .pt keeps them
     ref_audio, ref_text = demo_rows()[0]
     sr = spec["mel"]["target_sample_rate"]
     cfg["pretrained"] = str(path)
-    pretrained = {"source": str(path), "file": path.name, "sha256": sha256_file(path)}
+    cfg["run"] = {"root": str(run_dir.parent), "name": run_dir.name}
     body = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
         "adopted": True,  # no training happened here: the weights are the file's
         "model": spec,
-        "vocoder": cfg["vocoder"],
-        "pretrained": pretrained,
+        "pretrained": {"source": str(path), "file": path.name, "sha256": sha256_file(path)},
         "data": None,
         "reference": {"audio": "reference.wav", "text": ref_text},
         "recommended_weights": "ema",
@@ -109,10 +105,9 @@ def adopt(argv: list[str]) -> Path:
         "versions": versions(),
         "fingerprint": expected,
     }
-    run_dir.mkdir(parents=True)
-    atomic_write_bytes(run_dir / "vocab.txt", vocab_bytes(vocab))
-    wav = load_audio(ref_audio, sr)
-    atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
-    manifest = write_manifest(run_dir, body)
-    save_checkpoint(run_dir, 0, online or {}, ema, manifest["sha256"])
+    manifest, lock = create_run(run_dir, body, vocab, load_audio(ref_audio, sr), sr)
+    try:
+        save_checkpoint(run_dir, 0, online if online.keys() == ema.keys() else {}, ema, manifest["sha256"])
+    finally:
+        lock.release()
     return run_dir

@@ -1,6 +1,6 @@
 """Training clips: from a prepared dataset (mel read from its cache) or the demo, in frame-budget batches."""
 import json
-import random
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from .lock.audio import demo_rows, load_audio, mel_spectrogram
+from .lock.checkpoints import header
 from .lock.errors import UserError
 from .lock.files import sha256_bytes, sha256_file
 from .lock.vocab import tokenize
@@ -31,9 +32,31 @@ def read_dataset(folder) -> dict:
         raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); prepare the dataset again")
-    if not isinstance(ds, dict) or ds.get("summary", {}).get("format") != DATASET_FORMAT:
+    if not isinstance(ds, dict) or not isinstance(ds.get("summary"), dict) or ds["summary"].get("format") != DATASET_FORMAT:
         raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
+    problem = _dataset_problem(ds)
+    if problem:
+        raise UserError(f"{path}: {problem}; this is not a file python -m finetune.prepare wrote: prepare it again")
     return ds
+
+
+MEL_FILE = re.compile(r"mel/[^/\\]+\.safetensors")  # inside the dataset folder's mel/, nowhere else
+
+
+def _dataset_problem(ds: dict):
+    summary, clips = ds["summary"], ds.get("clips")
+    if not isinstance(summary.get("mel"), dict) or not isinstance(summary.get("sha256"), str):
+        return "summary: needs mel and sha256"
+    if not isinstance(clips, list) or not clips:
+        return "clips: missing or empty"
+    for n, c in enumerate(clips):
+        ok = isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("row", "audio", "text", "audio_sha256")) \
+            and isinstance(c.get("frames"), int) and c["frames"] > 0 and isinstance(c.get("mel"), str) \
+            and MEL_FILE.fullmatch(c["mel"]) and ".." not in c["mel"] \
+            and (c.get("tokens") is None or (isinstance(c["tokens"], list) and all(isinstance(t, str) for t in c["tokens"])))
+        if not ok:
+            return f"clips[{n}]: needs row, audio, text, audio_sha256, frames > 0 and mel (a file under mel/)"
+    return None
 
 
 @dataclass
@@ -61,7 +84,7 @@ def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
         mel = mel_spectrogram(load_audio(audio, spec["mel"]["target_sample_rate"]), spec["mel"])
         clips.append(Clip(audio.name, audio, text, tokenize(text, spec["tokenizer"]), mel.shape[1], mel))
         records.append({"audio_sha256": sha256_file(audio), "text": text, "frames": mel.shape[1]})
-    return clips, {"sha256": dataset_hash(spec["mel"], records), "reference": str(clips[0].audio)}
+    return clips, {"path": None, "sha256": dataset_hash(spec["mel"], records), "reference": str(clips[0].audio)}
 
 
 def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
@@ -74,15 +97,25 @@ def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
     if diffs:
         raise UserError(f"data.path={folder} was prepared with other mel settings than model={spec['name']} uses "
                         f"({'; '.join(diffs)}); prepare it again with python -m finetune.prepare model={spec['name']}")
-    clips = []
+    again = f"run python -m finetune.prepare input={summary.get('source', {}).get('input')} out={folder} again"
+    # recomputed, not read: an edited text or frame count in dataset.json must change what runs record
+    sha = dataset_hash(summary["mel"], ds["clips"])
+    if sha != summary["sha256"]:
+        raise UserError(f"{folder / 'dataset.json'}: its clips no longer match the hash prepare recorded (edited "
+                        f"by hand?); {again}")
+    clips, expected = [], None
     for c in ds["clips"]:
         mel_file = folder / c["mel"]
-        if not mel_file.is_file():
-            raise UserError(f"{mel_file}: missing from the dataset ({c['row']}); run python -m finetune.prepare "
-                            f"input={summary['source']['input']} out={folder} again")
+        expected = f"[{spec['mel']['n_mel_channels']}, {c['frames']}]"
+        try:
+            shapes, _ = header(mel_file)  # the header alone: a swapped or cut file shows in its shape
+        except UserError as e:
+            raise UserError(f"{mel_file} ({c['row']}): missing or damaged ({str(e).split(': ', 1)[-1][:80]}); {again}")
+        if not shapes.get("mel", "").endswith(expected):
+            raise UserError(f"{mel_file} ({c['row']}): holds mel {shapes.get('mel')}, the dataset says {expected}; {again}")
         tokens = c.get("tokens") or tokenize(c["text"], spec["tokenizer"])
         clips.append(Clip(c["row"], Path(c["audio"]), c["text"], tokens, c["frames"], mel_file=mel_file))
-    info = {"path": str(folder), "sha256": summary["sha256"], "reference": str(folder / "reference.wav")}
+    info = {"path": str(folder), "sha256": sha, "reference": str(folder / "reference.wav")}
     return clips, info
 
 
@@ -128,9 +161,9 @@ class FrameBatches:
         self.epoch = epoch
 
     def __iter__(self):
-        order = list(self.batches)
-        random.Random(self.seed + self.epoch).shuffle(order)
-        return iter(order)
+        # upstream's DynamicBatchSampler order: the same seed gives the same batches in the same order
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter([self.batches[i] for i in torch.randperm(len(self.batches), generator=g).tolist()])
 
     def __len__(self) -> int:
         return len(self.batches)

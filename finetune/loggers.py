@@ -1,7 +1,11 @@
-"""Metric loggers: wandb (online with credentials, offline otherwise, never prompting), tensorboard, none."""
+"""Metric loggers: wandb (as the environment says; offline when its server cannot be reached; never
+prompting), tensorboard, none."""
 import netrc
 import os
+import socket
+import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 
 def _wandb_credentials() -> bool:
@@ -13,16 +17,52 @@ def _wandb_credentials() -> bool:
         return False
 
 
+def _unreachable(url: str, timeout: float = 5.0) -> str | None:
+    """Why wandb's server cannot be reached (None when a connection opens): a compute node behind a
+    firewall would otherwise wait 90 s in wandb.init and then crash the run."""
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)),
+                                 timeout=timeout).close()
+        return None
+    except OSError as e:
+        return e.strerror or type(e).__name__
+
+
+def wandb_mode() -> str | None:
+    """The mode to pass to wandb.init: None lets WANDB_MODE=offline|disabled speak for itself; online
+    only with credentials and a server that answers, offline otherwise (with one warning line)."""
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env and env != "online":
+        return None
+    if not _wandb_credentials():
+        return "offline"
+    url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+    reason = _unreachable(url)
+    if reason:
+        print(f"warning: wandb: cannot reach {url} ({reason}); logging offline (wandb sync <run>/wandb later)",
+              file=sys.stderr)
+        return "offline"
+    return "online"
+
+
 class RunLogger:
     def __init__(self, kind: str, run_dir: Path, manifest: dict, project: str = "f5tune"):
         self.kind, self.backend = kind, None
         if kind == "wandb":
             import wandb
 
-            mode = "online" if _wandb_credentials() else "offline"
             # the manifest is the run's config; it holds no environment, keys or tokens
-            self.backend = wandb.init(project=project, name=run_dir.name, dir=str(run_dir), mode=mode,
-                                      config=manifest, settings=wandb.Settings(silent=True))
+            args = dict(project=project, name=run_dir.name, dir=str(run_dir), config=manifest,
+                        settings=wandb.Settings(silent=True))
+            mode = wandb_mode()
+            try:
+                self.backend = wandb.init(**args, **({"mode": mode} if mode else {}))
+            except wandb.errors.Error as e:  # a rejected key, a server error: the run goes on offline
+                print(f"warning: wandb: {str(e).splitlines()[0][:150]}; logging offline", file=sys.stderr)
+                self.backend = wandb.init(**args, mode="offline")
+            if self.backend.disabled:
+                return
             artifact = wandb.Artifact(f"{run_dir.name}-manifest", type="manifest")
             artifact.add_file(str(run_dir / "manifest.yaml"))
             artifact.add_file(str(run_dir / "vocab.txt"))
@@ -55,3 +95,4 @@ class RunLogger:
     def close(self) -> None:
         if self.backend is not None:
             (self.backend.finish if self.kind == "wandb" else self.backend.close)()
+            self.backend = None

@@ -1,80 +1,88 @@
-"""Run folders: start a new run (validate, write the manifest) or resume one without drift."""
-import json
+"""Runs from the trainer's side: start a new run (everything checked before its folder exists) or resume one."""
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
-from .lock.audio import load_audio, write_wav
-from .lock.builder import build_model, fingerprint, model_spec
-from .lock.checkpoints import (check_binding, header, list_checkpoints, load_weights, model_for, pick_checkpoint,
-                          read_upstream, resolve_pretrained, state_path)
+from .config import apply_overrides
 from .data import check_frame_budget, load_clips
+from .lock.audio import load_audio
+from .lock.builder import build_model, fingerprint, model_spec
+from .lock.checkpoints import (CKPT_DIR, DamagedFile, binding_error, header, list_checkpoints, load_train_state,
+                               load_weights, pick_checkpoint, read_upstream, resolve_pretrained, state_path)
 from .lock.diagnose import check_fits
 from .lock.errors import UserError
-from .lock.files import atomic_write, atomic_write_bytes, sha256_bytes, sha256_file
-from .lock.manifest import read_manifest, versions, write_manifest
-from .lock.schema import check_ranges, flatten
-from .train import make_accelerator, optimizer_class, train
-from .lock.vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab, vocab_bytes
-
-AMENDMENTS = "amendments.jsonl"
-# Config sections a resume may change: none of them changes the model or its data.
-AMENDABLE = ("train.", "optim.", "logger.")
-FIXED = ("optim.name",)  # the saved optimizer state only loads into the optimizer that wrote it
+from .lock.files import FolderLock, sha256_file
+from .lock.manifest import read_manifest, versions
+from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of
+from .lock.vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab
+from .runfolder import append_amendment, create_run, manifest_and_config, now, run_path
+from .train import Trainer, make_accelerator, optimizer_class
 
 
-# arch keys that change neither tensors nor outputs: a run may start from another with them changed
-RUNTIME_ARCH = ("attn_backend", "checkpoint_activations")
+def model_differences(spec: dict, other: dict) -> list[str]:
+    """`key: theirs -> mine` for every key that changes the model (schema kind `model`) between two specs."""
+    def keys(m):
+        return {k: v for k, v in flatten({x: m[x] for x in ("backbone", "arch", "mel", "tokenizer")}).items()
+                if kind_of(f"model.{k}") == MODEL}
+
+    mine, theirs = keys(spec), keys(other)
+    return [f"{k}: {theirs.get(k)} -> {mine.get(k)}" for k in sorted(mine.keys() | theirs.keys())
+            if mine.get(k) != theirs.get(k)]
 
 
 def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> Path:
-    """pretrained=<run folder>: its last checkpoint, if that run's model is the one asked for."""
-    other = read_manifest(run_dir)["model"]
-    keys = lambda m: {k: v for k, v in flatten({x: m[x] for x in ("backbone", "arch", "mel", "tokenizer")}).items()  # noqa: E731
-                      if k.split(".")[-1] not in RUNTIME_ARCH}
-    mine, theirs = keys(spec), keys(other)
-    diffs = [f"{k}: {theirs.get(k)} -> {mine.get(k)}" for k in sorted(mine.keys() | theirs.keys())
-             if mine.get(k) != theirs.get(k)]
+    """pretrained=<run folder>: its last checkpoint, if that run's model is the one asked for and the
+    checkpoint is bound to that run."""
+    manifest = read_manifest(run_dir)
+    other = manifest["model"]
+    diffs = model_differences(spec, other)
     if diffs:
         raise UserError(f"pretrained={run_dir} is a {other['family']} {other['name']} run; model={wanted} differs "
                         f"({'; '.join(diffs)}); pass model={other['name']} to continue from it")
-    return pick_checkpoint(run_dir, "last")
+    path = pick_checkpoint(run_dir, "last")
+    error = binding_error(header(path)[1], manifest, Path(run_dir), path)
+    if error:
+        raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run")
+    return path
 
 
-def load_pretrained(model, spec: dict, source: str, wanted: str, grow: int = 0, seed: int = 0) -> dict:
-    """Load the pretrained weights, first growing their text embedding by the `grow` symbols appended to the vocab."""
+def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, seed: int, sha256=None):
+    """The model a run starts from: built (random init from the seeded RNG), then the pretrained weights,
+    their text embedding first grown by the `grow` symbols appended to the vocab. With `sha256` (a run
+    started again from update 0) the pretrained file must be the one the manifest recorded."""
+    model = build_model(spec, vocab)
+    if not source:
+        return model, None
     path = pretrained_run_checkpoint(Path(source), spec, wanted) if Path(source).is_dir() else resolve_pretrained(source)
+    digest = sha256_file(path)
+    if sha256 and digest != sha256:
+        raise UserError(f"pretrained {path}: sha256 {digest[:12]}, the run started from {sha256[:12]}; "
+                        "put the original file back to restart this run from update 0")
     sd = read_upstream(path)
     if grow and EMBED in sd:
         sd = grow_text_embedding(sd, grow, seed)
     check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
     model.load_state_dict(sd, strict=True)
-    return {"source": source, "file": path.name, "sha256": sha256_file(path)}
+    return model, {"source": source, "file": path.name, "sha256": digest}
 
 
-def new_run_dir(cfg: dict) -> Path:
-    from accelerate.utils import broadcast_object_list
+def sample_writer(cfg: dict, mel: dict, clip, accelerator):
+    if not (cfg["train"]["log_samples"] and accelerator.is_main_process):
+        return None
+    from .samples import SampleWriter
 
-    name = cfg["run"]["name"] or (
-        f"{cfg['model']['name']}-{cfg['data']['name']}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    )
-    name = broadcast_object_list([name])[0]  # every rank must agree on the folder rank 0 creates
-    if "/" in name or name in (".", ".."):
-        raise UserError(f"run.name={name!r}: a run name is a single folder name")
-    run_dir = Path(cfg["run"]["root"]) / name
-    if run_dir.exists():
-        raise UserError(f"{run_dir} already exists; pick another run.name= (a run folder is never reused; "
-                        f"continue it with resume={run_dir})")
-    return run_dir
+    return SampleWriter(cfg, mel, clip, accelerator.device)
 
 
-def start(cfg: dict) -> Path:
-    from accelerate.utils import set_seed
+def start(cfg: dict) -> tuple[Path, dict]:
+    """A new run: config, data, vocab, pretrained weights and vocoder are all checked before its folder
+    exists; rank 0 writes the folder and hands the manifest to the other ranks (which never read it)."""
+    from accelerate.utils import broadcast_object_list, set_seed
 
-    check_ranges(cfg)
     accelerator = make_accelerator(cfg)
     set_seed(cfg["train"]["seed"])
-    # everything that can be wrong is checked before the run folder exists: config, data, vocab, weights
+    # every rank must agree on the folder rank 0 creates (a time-stamped default differs between processes)
+    run_dir = run_path(cfg["run"]["root"], broadcast_object_list([cfg["run"]["name"]])[0])
+    cfg = {**cfg, "run": {**cfg["run"], "name": run_dir.name}}
     name = cfg["model"]["name"]
     base_vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
     base_spec = model_spec(cfg["model"], base_vocab)
@@ -86,134 +94,57 @@ def start(cfg: dict) -> Path:
     spec = model_spec(cfg["model"], vocab)
     if added:
         spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
-    model = build_model(spec, vocab)
-    pretrained = None
-    if cfg["pretrained"]:
-        pretrained = load_pretrained(model, spec, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
+    model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
     samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
-    run_dir = new_run_dir(cfg)
+    reference = load_audio(data.pop("reference"), sr)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
-    reference = data.pop("reference")
     body = {
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": now(),
         "model": spec,
-        "vocoder": cfg["vocoder"],
         "pretrained": pretrained,
-        "data": {**cfg["data"], **data},
+        "data": data,
         "reference": {"audio": "reference.wav", "text": clips[0].text},
         "recommended_weights": "ema",
         "config": cfg,
         "versions": versions(),
         "fingerprint": fingerprint(model.state_dict()),
     }
+    lock = None
+    manifest = None
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True)
-        atomic_write_bytes(run_dir / "vocab.txt", vocab_bytes(vocab))
-        wav = load_audio(reference, sr)
-        atomic_write(run_dir / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
-        write_manifest(run_dir, body)
-    accelerator.wait_for_everyone()
-    train(cfg, accelerator, model, clips, run_dir, read_manifest(run_dir), samples=samples)
-    return run_dir
-
-
-def sample_writer(cfg: dict, mel: dict, clip, accelerator):
-    if not (cfg["train"]["log_samples"] and accelerator.is_main_process):
-        return None
-    from .samples import SampleWriter
-
-    return SampleWriter(cfg, mel, clip, accelerator.device)
+        manifest, lock = create_run(run_dir, body, vocab, reference, sr)
+    manifest = broadcast_object_list([manifest])[0]
+    try:
+        result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples).fit()
+    finally:
+        if lock:
+            lock.release()
+    return run_dir, result
 
 
 # ---- resume -----------------------------------------------------------------------------------------
 
-def read_amendments(run_dir: Path, manifest: dict) -> list[dict]:
-    """The append-only amendments, each chained to the one before it and the first to the manifest."""
-    path = run_dir / AMENDMENTS
-    if not path.exists():
-        return []
-    entries, prev = [], manifest["sha256"]
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        try:
-            entry = json.loads(line)
-            body = {k: v for k, v in entry.items() if k != "sha256"}
-            ok = entry["prev"] == prev and entry["sha256"] == sha256_bytes(json.dumps(body, sort_keys=True).encode())
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise UserError(f"{path}: line {n} is edited or out of its chain; restore the file (it is append-only)")
-        entries.append(entry)
-        prev = entry["sha256"]
-    return entries
-
-
-def append_amendment(run_dir: Path, manifest: dict, changes: dict) -> None:
-    entries = read_amendments(run_dir, manifest)
-    body = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "prev": entries[-1]["sha256"] if entries else manifest["sha256"],
-            "manifest_sha256": manifest["sha256"], "changes": changes}
-    body["sha256"] = sha256_bytes(json.dumps(body, sort_keys=True).encode())
-    with open(run_dir / AMENDMENTS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(body, sort_keys=True, ensure_ascii=False) + "\n")
-
-
-def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
-    """cfg with command-line overrides applied: `group=option` replaces a section, `a.b=v` sets a key."""
-    from omegaconf import OmegaConf
-
-    from .config import CONF_DIR
-    from .lock.schema import SECTIONS, FinetuneConfig
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(FinetuneConfig), cfg)
-        for arg in overrides:
-            key, eq, value = arg.partition("=")
-            key = key.lstrip("+")
-            if not eq:
-                raise UserError(f"{arg}: expected key=value")
-            if "." not in key and (CONF_DIR / key).is_dir():
-                option = CONF_DIR / key / f"{value}.yaml"
-                if not option.is_file():
-                    raise UserError(f"{arg}: no such option in conf/{key}/")
-                merged[key] = OmegaConf.merge(OmegaConf.structured(SECTIONS[key]), OmegaConf.load(option))
-            else:
-                merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([f"{key}={value}"]))
-        return OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
-    except UserError:
-        raise
-    except Exception as e:
-        raise UserError(f"config: {str(e).strip().splitlines()[0]}")
-
-
-def amended_config(cfg: dict, changes: dict) -> dict:
-    return apply_overrides(cfg, [f"{k}={json.dumps(new)}" for k, (_, new) in changes.items()])
-
-
-def latest_intact(run_dir: Path) -> tuple[int, dict, list[int]]:
-    """The newest checkpoint whose weights header and training state both read, its state, and the
-    newer ones skipped as damaged (each named in a warning)."""
-    import torch
-
-    skipped = []
+def latest_intact(run_dir: Path, manifest: dict):
+    """The newest checkpoint whose weights (checked against their hashes) and training state both read:
+    (update, state, online, ema, damaged). Update 0 and no state when none is intact (a run killed before
+    its first save starts again). A checkpoint bound to another run, or to none, stops the resume: it was
+    put there by hand and is left alone."""
+    damaged = []
     for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
-        for f in (path, state_path(run_dir, update)):
-            try:
-                open(f, "rb").close()
-            except FileNotFoundError:
-                pass  # a state missing beside its weights: damage, reported below
-            except OSError as e:  # unreadable (permissions, disk) is not damage: stop rather than skip it
-                raise UserError(f"{f}: cannot be read ({e.strerror}); fix that and resume again")
         try:
-            header(path)
-            state = torch.load(state_path(run_dir, update), map_location="cpu", weights_only=True)
-            return update, state, skipped
-        except Exception as e:  # a damaged file: fall back to the one before
-            reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
-            print(f"warning: checkpoint {update} in {run_dir} is damaged ({reason}); trying an older one",
-                  file=sys.stderr)
-            skipped.append(update)
-    raise UserError(f"{run_dir}: no intact checkpoint with its training state to resume from")
+            shapes, meta = header(path)
+            error = binding_error(meta, manifest, run_dir, path)
+            if error or meta.get("manifest_sha256") != manifest["sha256"]:
+                raise UserError(f"{error or f'{path} carries no binding to this run'}: it does not belong in "
+                                f"{run_dir / CKPT_DIR}; move it out and resume again (it is left as it is)")
+            state = load_train_state(state_path(run_dir, update))
+            return update, state, load_weights(path, "online"), load_weights(path, "ema"), damaged
+        except DamagedFile as e:
+            print(f"warning: checkpoint {update} of {run_dir} is damaged ({str(e).split(': ', 1)[-1][:150]}); "
+                  "trying an older one", file=sys.stderr)
+            damaged.append(update)
+    return 0, None, None, None, damaged
 
 
 def move_aside(run_dir: Path, update: int) -> None:
@@ -226,50 +157,92 @@ def move_aside(run_dir: Path, update: int) -> None:
                   file=sys.stderr)
 
 
-def resume(run_dir, overrides: list[str]) -> Path:
+def _on_every_rank(check):
+    """Run `check` on every rank and raise the first rank's UserError on all of them: a refusal on one
+    rank alone would leave the others waiting in the next collective."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    try:
+        check()
+        error = None
+    except UserError as e:
+        error = f"{e} (rank {PartialState().process_index})"
+    errors = [e for e in gather_object([error]) if e]
+    if errors:
+        raise UserError(errors[0])
+
+
+def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
     """Continue a run from its newest intact checkpoint; only overrides that leave the model alone pass."""
-    from accelerate.utils import set_seed
+    import torch
+    from accelerate import PartialState
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    current = manifest["config"]
-    for entry in read_amendments(run_dir, manifest):
-        current = amended_config(current, entry["changes"])
+    PartialState(cpu=not torch.cuda.is_available())  # the process group, as make_accelerator will ask for it
+    # every rank reads the run folder: without shared storage on a multi-node launch, say so on all ranks
+    _on_every_rank(lambda: read_manifest(run_dir))
+    manifest, current = manifest_and_config(run_dir)
     new_cfg = apply_overrides(current, overrides)
     old, new = flatten(current), flatten(new_cfg)
     changed = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
-    refused = {k: v for k, v in changed.items() if not k.startswith(AMENDABLE) or k in FIXED}
+    refused = {k: v for k, v in changed.items() if kind_of(k) not in (TRAINING, RUNTIME)}
     if refused:
         lines = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in refused.items())
-        raise UserError(f"resume={run_dir} refuses changes to the model or its data: {lines} "
-                        "(start a new run for those; train.*, optim.* and logger.* may change)")
+        raise UserError(f"resume={run_dir} refuses changes to the model, its data or its optimizer kind: {lines} "
+                        "(start a new run for those, from this one with pretrained=); train.*, optim.* but optim.name, "
+                        "logger.*, data.frames_per_batch and runtime switches such as "
+                        "model.arch.checkpoint_activations may change")
 
-    check_ranges(new_cfg)
     accelerator = make_accelerator(new_cfg)
-    set_seed(new_cfg["train"]["seed"])
+    lock = FolderLock(run_dir, "resume") if accelerator.is_main_process else None
+    _on_every_rank(lambda: lock and lock.acquire())
+    try:
+        return run_dir, _resume_locked(run_dir, manifest, new_cfg, changed, accelerator)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, accelerator) -> dict:
+    from accelerate.utils import set_seed
+
+    set_seed(cfg["train"]["seed"])
     spec = manifest["model"]
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
-    update, state, damaged = latest_intact(run_dir)
-    if accelerator.is_main_process:
-        for tmp in (run_dir / "checkpoints").glob(".*.tmp-*"):  # halves of writes a crash cut short
-            tmp.unlink()
-    path = list_checkpoints(run_dir)[update]
-    shapes, meta = header(path)
-    check_binding(meta, manifest, run_dir, path, allow_foreign=False)
-    model = model_for(manifest, vocab, path, shapes, "online", f"the run {run_dir}")
-    clips, data = load_clips(new_cfg["data"], spec)
-    if data["sha256"] != manifest["data"].get("sha256"):
+    update, state, online, ema, damaged = latest_intact(run_dir, manifest)
+    if update:
+        model = build_model(spec, vocab, init_weights=False)  # every tensor is read below
+        if fingerprint(model.state_dict()) != manifest["fingerprint"]:
+            raise UserError(f"the installed f5-tts builds a different model than the run {run_dir} recorded "
+                            f"(f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+        check_fits(manifest["fingerprint"], fingerprint(online), list_checkpoints(run_dir)[update], f"the run {run_dir}")
+        model.load_state_dict(online, strict=True)
+    else:  # killed before its first save: the manifest holds all it takes to start it again, exactly
+        added = len(spec["vocab"].get("extended_from", {}).get("added", []))
+        model, _ = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],
+                                 (manifest["pretrained"] or {}).get("sha256"))
+    clips, data = load_clips(cfg["data"], spec)
+    if data["sha256"] != (manifest["data"] or {}).get("sha256"):
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
-                        f"{str(manifest['data'].get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs the "
-                        f"same data; for new data start a new run with pretrained={run_dir}")
-    samples = sample_writer(new_cfg, spec["mel"], clips[0], accelerator)
-    if accelerator.is_main_process:
+                        f"{str((manifest['data'] or {}).get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs "
+                        f"the same data; for new data start a new run with pretrained={run_dir}")
+    check_frame_budget(clips, cfg["data"], spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
+    samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
+    trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples)
+    if state is not None:
+        trainer.restore(state, ema)
+    if trainer.total <= update:
+        raise UserError(f"resume={run_dir}: the run is at update {update} and plans {trainer.total}; raise "
+                        f"train.max_updates (or train.epochs) above {update} to continue")
+
+    if accelerator.is_main_process:  # every check has passed: only now does the run folder change
+        for tmp in (run_dir / CKPT_DIR).glob(".*.tmp-*"):  # halves of writes a crash cut short
+            tmp.unlink()
         for bad in damaged:
             move_aside(run_dir, bad)
         if changed:
             append_amendment(run_dir, manifest, {k: list(v) for k, v in changed.items()})
         print(f"resuming {run_dir} from update {update}" + (f" with {', '.join(changed)}" if changed else ""),
               file=sys.stderr)
-    train(new_cfg, accelerator, model, clips, run_dir, manifest, state=state, ema_weights=load_weights(path, "ema"),
-          samples=samples)
-    return run_dir
+    return trainer.fit()

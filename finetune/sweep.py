@@ -1,16 +1,5 @@
-"""Hydra multirun: a summary table of the sweep's runs once every job has finished."""
+"""Hydra multirun: a summary table of the sweep's runs, from each job's return value, once all have finished."""
 from hydra.experimental.callback import Callback
-
-
-def final_line(run_dir) -> tuple[str, str]:
-    """(updates, final loss) from the run's train.log."""
-    from pathlib import Path
-
-    for line in reversed((Path(run_dir) / "train.log").read_text().splitlines()):
-        if line.startswith("done:"):  # "done: N updates, final loss X"
-            words = line.split()
-            return words[1], words[-1]
-    return "?", "?"
 
 
 class SweepSummary(Callback):
@@ -28,6 +17,5 @@ class SweepSummary(Callback):
             return
         lines = [f"{'run':<48} {'model':<14} {'updates':>7} {'final loss':>10}"]
         for row in self.rows:
-            updates, loss = final_line(row["run"])
-            lines.append(f"{row['run']:<48} {row['model']:<14} {updates:>7} {loss:>10}")
+            lines.append(f"{row['run']:<48} {row['model']:<14} {row['updates']:>7} {row['loss']:>10.6f}")
         print("sweep summary:\n" + "\n".join(lines))

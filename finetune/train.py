@@ -1,15 +1,32 @@
-"""The training loop: upstream's CFM objective under accelerate, with EMA, checkpoints and exact resume."""
+"""The training loop: upstream's CFM objective under accelerate, with EMA, checkpoints and exact resume.
+
+Shaped like a torchtune recipe: `Trainer(...)` sets up model, optimizer, data and EMA; `restore()` puts a
+saved state back; `fit()` is the loop; `save()` writes a checkpoint. Progress (update, epoch, batches seen)
+is a small dataclass saved beside the optimizer state.
+"""
 import math
 import os
 import random
+import resource
+import signal
 import sys
+import time
+from dataclasses import dataclass
 
 import torch
 
-from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .data import ClipDataset, FrameBatches, collate
+from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .lock.errors import UserError
 from .loggers import RunLogger
+from .runfolder import METRICS, now, write_status
+
+# accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
+SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
+                   "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
+                   "ACCELERATE_USE_PARALLELISM_CONFIG": "Tensor/context parallelism"}
+OOM_ADVICE = ("data.frames_per_batch lower (or auto), model.arch.checkpoint_activations=true, "
+              "train.mixed_precision=bf16, optim.name=adamw8bit")
 
 
 def lr_factor(update: int, warmup: int, total: int) -> float:
@@ -23,18 +40,6 @@ def lr_factor(update: int, warmup: int, total: int) -> float:
         return floor + (1 - floor) * update / warmup
     decay = max(total - warmup, 1)
     return 1 - (1 - floor) * min(update - warmup, decay) / decay
-
-
-# accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
-SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
-                   "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
-                   "ACCELERATE_USE_PARALLELISM_CONFIG": "Tensor/context parallelism"}
-
-
-def set_lr(optimizer, lr: float) -> float:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    return lr
 
 
 def make_accelerator(cfg: dict):
@@ -71,99 +76,260 @@ def optimizer_class(name: str):
     return AdamW
 
 
-def train(cfg, accelerator, model, clips, run_dir, manifest, state=None, ema_weights=None, samples=None):
-    """Train from scratch (state=None) or continue from a saved training state; samples: a SampleWriter
-    (rank 0, train.log_samples=true)."""
-    from ema_pytorch import EMA
+def peak_memory(device) -> dict:
+    """Peak memory since the last call: allocated and reserved on CUDA; on CPU the process's peak
+    resident size (the kernel keeps only the all-time peak)."""
+    if device.type == "cuda":
+        peak = {"memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "memory_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak
+    return {"memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+@dataclass
+class Progress:
+    update: int = 0
+    epoch: int = 0
+    seen: int = 0  # batches of the current epoch trained on
+    seconds: float = 0.0  # training time so far, over every process that trained this run
+
+
+class NonFinite(UserError):
+    pass
+
+
+class Trainer:
+    def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None):
+        """Set up: batches, data loader, EMA (rank 0), optimizer, schedule; `samples`: a SampleWriter
+        (rank 0, train.log_samples=true)."""
+        from ema_pytorch import EMA
+
+        self.cfg, self.accelerator, self.run_dir, self.manifest, self.samples = cfg, accelerator, run_dir, manifest, samples
+        tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
+        self.batches = FrameBatches([c.frames for c in clips], dcfg["frames_per_batch"], dcfg["max_samples"],
+                                    tcfg["seed"])
+        self.ema = None
+        if accelerator.is_main_process:
+            self.ema = EMA(model, include_online_model=False, beta=tcfg["ema"]["beta"],
+                           update_after_step=tcfg["ema"]["update_after_step"], update_every=tcfg["ema"]["update_every"])
+            self.ema.to(accelerator.device)
+        # a generator of its own: starting an epoch's iterator must not draw from the global RNG,
+        # or a resumed run (which starts its iterator mid-epoch) would drift from an uninterrupted one
+        loader = torch.utils.data.DataLoader(ClipDataset(clips), batch_sampler=self.batches, collate_fn=collate,
+                                             num_workers=tcfg["num_workers"],
+                                             generator=torch.Generator().manual_seed(tcfg["seed"]))
+        per_epoch = max(math.ceil(len(self.batches) / accelerator.num_processes / ocfg["grad_accumulation_steps"]), 1)
+        self.total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
+        optimizer = optimizer_class(ocfg["name"])(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
+        # no scheduler object: accelerate steps a prepared one once per process per update, which would run
+        # the schedule N times too fast on N processes; the rate is set from the update count instead
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.progress = Progress()
+        self.stop_requested = False
+
+    # ---- restore ------------------------------------------------------------------------------------
+
+    def restore(self, state: dict, ema_weights: dict) -> None:
+        """Continue from a saved training state and the EMA weights saved with it."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.ema_model.load_state_dict(ema_weights, strict=True)
+            self.ema.step.copy_(state["ema_step"])
+            self.ema.initted.copy_(state["ema_initted"])
+        if self.accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
+            self.accelerator.scaler.load_state_dict(state["grad_scaler"])
+        self.progress = Progress(state["update"], state["epoch"], state["batches_in_epoch"], state.get("seconds", 0.0))
+        if state.get("frames_per_batch", self.cfg["data"]["frames_per_batch"]) != self.cfg["data"]["frames_per_batch"] \
+                or state.get("max_samples", self.cfg["data"]["max_samples"]) != self.cfg["data"]["max_samples"]:
+            self.progress.seen = 0  # the batches of this epoch changed with the budget: it starts over
+            print(f"note: the frame budget changed: epoch {self.progress.epoch} starts over with the new batches",
+                  file=sys.stderr)
+        restore_rng(state, self.accelerator.process_index)
+
+    # ---- the loop -----------------------------------------------------------------------------------
+
+    def fit(self) -> dict:
+        """Train to the planned update, or until SIGTERM/SIGINT asks to stop (then save and return)."""
+        a, p, cfg = self.accelerator, self.progress, self.cfg
+        tcfg, ocfg = cfg["train"], cfg["optim"]
+        main = a.is_main_process
+        self.logger = RunLogger(cfg["logger"]["kind"], self.run_dir, self.manifest, cfg["logger"]["project"]) \
+            if main else None
+        if main:
+            write_status(self.run_dir, "running", update=p.update, planned=self.total, started=now(), message=None)
+        lr = self._set_lr(p.update)
+        first_bad = torch.zeros((), dtype=torch.long, device=a.device)  # first non-finite update; 0: none yet
+        loss = grad_norm = torch.zeros((), device=a.device)
+        loss_value = float("nan")
+        started, at_start = time.monotonic(), p.seconds
+        state = "finished"
+        self.model.train()
+        with _stop_signals(self), _tqdm(self.total, p.update, main) as bar:
+            try:
+                while p.update < self.total:
+                    self.batches.set_epoch(p.epoch)
+                    skip = p.seen
+                    for batch in (a.skip_first_batches(self.loader, skip) if skip else self.loader):
+                        p.seen += 1
+                        with a.accumulate(self.model):
+                            loss, _, _ = self.model(batch["mel"], text=batch["text"], lens=batch["lens"])
+                            a.backward(loss)
+                            if ocfg["max_grad_norm"] > 0 and a.sync_gradients:
+                                grad_norm = a.clip_grad_norm_(self.model.parameters(), ocfg["max_grad_norm"])
+                            self.optimizer.step()
+                            self.optimizer.zero_grad()
+                        if not a.sync_gradients:
+                            continue
+                        p.update += 1
+                        # remembered on the device, read only at log and save updates: no sync every update
+                        finite = torch.isfinite(loss.detach()) & torch.isfinite(torch.as_tensor(grad_norm, device=a.device))
+                        first_bad = torch.where((first_bad == 0) & ~finite, p.update, first_bad)
+                        lr = self._set_lr(p.update)
+                        if main:
+                            self.ema.update()
+                            bar.update(1)
+                        log_now = p.update % tcfg["log_every"] == 0 or p.update == self.total
+                        stop = self._stop_agreed(log_now)
+                        save_now = p.update % tcfg["save_every"] == 0 or p.update == self.total or stop
+                        if log_now or save_now:
+                            self._check_finite(first_bad)
+                            loss_value = a.gather(loss.detach()).mean().item()
+                            p.seconds = at_start + time.monotonic() - started
+                        if log_now and main:
+                            self._log(loss_value, lr, grad_norm)
+                            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                        if save_now:
+                            self.save()
+                        if stop:
+                            state = "stopped"
+                            break
+                        if p.update >= self.total:
+                            break
+                    if state == "stopped":
+                        break
+                    p.seen = 0
+                    p.epoch += 1
+            except BaseException as e:
+                if isinstance(e, torch.OutOfMemoryError):
+                    e = UserError(self._oom_message())
+                if main:
+                    self.logger.close()
+                    write_status(self.run_dir, "crashed", update=p.update,
+                                 message=(str(e).splitlines() or [""])[0][:300] or type(e).__name__)
+                raise e
+        a.wait_for_everyone()
+        if main:
+            self.logger.close()
+            with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
+                log.write(f"{'stopped' if state == 'stopped' else 'done'}: {p.update} updates, "
+                          f"final loss {loss_value:.6f}\n")
+            write_status(self.run_dir, state, update=p.update, message=None)
+        return {"updates": p.update, "loss": loss_value, "state": state}
+
+    def _set_lr(self, update: int) -> float:
+        lr = self.cfg["optim"]["lr"] * lr_factor(update, self.cfg["optim"]["warmup_updates"], self.total)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _stop_agreed(self, log_now: bool) -> bool:
+        """One process: stop when asked. Several: they agree at log updates (a collective), so that all
+        stop after the same update."""
+        if self.accelerator.num_processes == 1:
+            return self.stop_requested
+        if not log_now:
+            return False
+        flags = self.accelerator.gather(torch.tensor([self.stop_requested], device=self.accelerator.device))
+        return bool(flags.any())
+
+    def _check_finite(self, first_bad: torch.Tensor) -> None:
+        bad = self.accelerator.gather(first_bad[None])
+        bad = bad[bad > 0]
+        if len(bad):
+            saved = list_checkpoints(self.run_dir)
+            last = f"its last good checkpoint is update {max(saved)}" if saved else "it saved no checkpoint"
+            raise NonFinite(f"update {int(bad.min())}: the loss or gradient is not finite (nan or inf); training "
+                            f"stopped without saving it and {last}; lower optim.lr= or check the data, then "
+                            f"resume={self.run_dir}")
+
+    def _log(self, loss_value: float, lr: float, grad_norm) -> None:
+        import json
+
+        p = self.progress
+        metrics = {"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), **peak_memory(self.accelerator.device)}
+        self.logger.log(metrics, p.update)
+        with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
+            log.write(f"update {p.update} epoch {p.epoch} loss {loss_value:.6f} lr {lr:.3e} "
+                      f"grad_norm {float(grad_norm):.4f}\n")
+        with open(self.run_dir / METRICS, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"update": p.update, "epoch": p.epoch, **metrics, "seconds": round(p.seconds, 3)}) + "\n")
+        write_status(self.run_dir, "running", update=p.update)
+
+    def _oom_message(self) -> str:
+        peak = peak_memory(self.accelerator.device)["memory_mb"]
+        saved = list_checkpoints(self.run_dir)
+        last = f"the last complete checkpoint (update {max(saved)}) is intact" if saved else "no checkpoint was saved yet"
+        return (f"out of memory at update {self.progress.update + 1} with data.frames_per_batch="
+                f"{self.cfg['data']['frames_per_batch']} (peak {peak:.0f} MB); {last}; try {OOM_ADVICE}, "
+                f"then resume={self.run_dir} with the new setting")
+
+    # ---- save ---------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write a checkpoint at the current update (every rank takes part: the RNG states are gathered)."""
+        a, p = self.accelerator, self.progress
+        rng = rng_states(a)
+        if not a.is_main_process:
+            return
+        dcfg = self.cfg["data"]
+        # the training state first: a weights file is only ever listed once its state is complete
+        save_train_state(self.run_dir, p.update, {
+            "update": p.update, "epoch": p.epoch, "batches_in_epoch": p.seen, "seconds": p.seconds,
+            "frames_per_batch": dcfg["frames_per_batch"], "max_samples": dcfg["max_samples"],
+            "optimizer": self.optimizer.state_dict(),
+            "ema_step": self.ema.step.clone(), "ema_initted": self.ema.initted.clone(),
+            **rng, "rng_python": list(random.getstate()),
+            **({"grad_scaler": a.scaler.state_dict()} if a.scaler is not None else {}),
+        })
+        online = a.unwrap_model(self.model).state_dict()
+        save_checkpoint(self.run_dir, p.update, online, self.ema.ema_model.state_dict(), self.manifest["sha256"])
+        prune(self.run_dir, self.cfg["train"]["keep_last_n"])
+        if self.samples is not None:
+            gen, ref, _ = self.samples(self.ema.ema_model, self.run_dir, p.update, self.cfg["train"]["seed"])
+            self.logger.audio({"sample/generated": gen, "sample/reference": ref}, p.update)
+
+
+class _stop_signals:
+    """SIGTERM and SIGINT set trainer.stop_requested: the loop finishes its update, saves and returns.
+    A second signal gets the default behaviour back (a second Ctrl-C ends the process at once)."""
+
+    def __init__(self, trainer):
+        self.trainer, self.saved = trainer, {}
+
+    def _handle(self, signum, frame):
+        self.trainer.stop_requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this update, with a checkpoint", file=sys.stderr)
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+def _tqdm(total: int, initial: int, main: bool):
     from tqdm import tqdm
 
-    tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
-    batches = FrameBatches([c.frames for c in clips], dcfg["frames_per_batch"], dcfg["max_samples"], tcfg["seed"])
-    ema = None
-    if accelerator.is_main_process:
-        ema = EMA(model, include_online_model=False, beta=tcfg["ema"]["beta"],
-                  update_after_step=tcfg["ema"]["update_after_step"], update_every=tcfg["ema"]["update_every"])
-        if ema_weights is not None:
-            ema.ema_model.load_state_dict(ema_weights, strict=True)
-        ema.to(accelerator.device)
-
-    # a generator of its own: starting an epoch's iterator must not draw from the global RNG,
-    # or a resumed run (which starts its iterator mid-epoch) would drift from an uninterrupted one
-    loader = torch.utils.data.DataLoader(ClipDataset(clips), batch_sampler=batches, collate_fn=collate,
-                                         num_workers=tcfg["num_workers"],
-                                         generator=torch.Generator().manual_seed(tcfg["seed"]))
-    accum = ocfg["grad_accumulation_steps"]
-    per_epoch = max(math.ceil(len(batches) / accelerator.num_processes / accum), 1)
-    total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
-    warmup = ocfg["warmup_updates"]
-    optimizer = optimizer_class(ocfg["name"])(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
-    # no scheduler object: accelerate steps a prepared one once per process per update, which would run
-    # the schedule N times too fast on N processes; the rate is set from the update count instead
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-
-    update, epoch, skip = 0, 0, 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.step.copy_(state["ema_step"])
-            ema.initted.copy_(state["ema_initted"])
-        if accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
-            accelerator.scaler.load_state_dict(state["grad_scaler"])
-        update, epoch, skip = state["update"], state["epoch"], state["batches_in_epoch"]
-        restore_rng(state, accelerator.process_index)
-    lr = set_lr(optimizer, ocfg["lr"] * lr_factor(update, warmup, total))  # after a resume: amended optim.lr too
-
-    logger = RunLogger(cfg["logger"]["kind"], run_dir, manifest, cfg["logger"]["project"]) \
-        if accelerator.is_main_process else None
-    log_file = open(run_dir / "train.log", "a", encoding="utf-8") if accelerator.is_main_process else None
-    bar = tqdm(total=total, initial=update, desc="fine-tune", disable=not accelerator.is_main_process,
-               file=sys.stderr)
-    loss_value = grad_norm = float("nan")
-    model.train()
-    while update < total:
-        batches.set_epoch(epoch)
-        seen = skip
-        for batch in (accelerator.skip_first_batches(loader, skip) if skip else loader):
-            seen += 1
-            with accelerator.accumulate(model):
-                loss, _, _ = model(batch["mel"], text=batch["text"], lens=batch["lens"])
-                accelerator.backward(loss)
-                if ocfg["max_grad_norm"] > 0 and accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), ocfg["max_grad_norm"])
-                optimizer.step()
-                optimizer.zero_grad()
-            if not accelerator.sync_gradients:
-                continue
-            update += 1
-            loss_value = accelerator.gather(loss.detach()).mean().item()
-            lr = set_lr(optimizer, ocfg["lr"] * lr_factor(update, warmup, total))
-            save_now = update % tcfg["save_every"] == 0 or update == total
-            rng = rng_states(accelerator) if save_now else None  # a collective: every rank takes part
-            if accelerator.is_main_process:
-                ema.update()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-                if update % tcfg["log_every"] == 0 or update == total:
-                    logger.log({"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm)}, update)
-                    log_file.write(f"update {update} epoch {epoch} loss {loss_value:.6f} lr {lr:.3e} "
-                                   f"grad_norm {float(grad_norm):.4f}\n")
-                    log_file.flush()
-                if save_now:
-                    _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer, rng)
-                    prune(run_dir, tcfg["keep_last_n"])
-                    if samples is not None:
-                        gen, ref, _ = samples(ema.ema_model, run_dir, update, tcfg["seed"])
-                        logger.audio({"sample/generated": gen, "sample/reference": ref}, update)
-            if update >= total:
-                break
-        skip = 0
-        epoch += 1
-    bar.close()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        logger.close()
-        log_file.write(f"done: {update} updates, final loss {loss_value:.6f}\n")
-        log_file.close()
+    return tqdm(total=total, initial=initial, desc="fine-tune", disable=not main, file=sys.stderr)
 
 
 def _python_rng(saved):
@@ -191,19 +357,6 @@ def restore_rng(state: dict, rank: int) -> None:
     random.setstate(_python_rng(state["rng_python"]))
 
 
-def _save(run_dir, manifest, update, epoch, seen, accelerator, model, ema, optimizer, rng):
-    # the training state first: a weights file is only ever listed once its state is complete
-    save_train_state(run_dir, update, {
-        "update": update, "epoch": epoch, "batches_in_epoch": seen,
-        "optimizer": optimizer.state_dict(),
-        "ema_step": ema.step.clone(), "ema_initted": ema.initted.clone(),
-        **rng, "rng_python": list(random.getstate()),
-        **({"grad_scaler": accelerator.scaler.state_dict()} if accelerator.scaler is not None else {}),
-    })
-    online = accelerator.unwrap_model(model).state_dict()
-    save_checkpoint(run_dir, update, online, ema.ema_model.state_dict(), manifest["sha256"])
-
-
 def prune(run_dir, keep: int) -> None:
     """Keep the newest `keep` checkpoints (-1: all); called only after the newest is complete."""
     if keep < 0:
@@ -211,3 +364,4 @@ def prune(run_dir, keep: int) -> None:
     for update, path in list(list_checkpoints(run_dir).items())[:-keep or None]:
         path.unlink(missing_ok=True)  # weights first: a listed checkpoint always has its state
         state_path(run_dir, update).unlink(missing_ok=True)
+
