@@ -5,28 +5,19 @@ import importlib.util
 import sys
 import types
 
-from omegaconf import OmegaConf
-
 from finetune.lock.errors import UserError, user_errors
-from .config import InferConfig
+from finetune.lock.schema import from_argv, model_keys
 
-# Keys that would change the model: the run's manifest alone decides those.
-MODEL_KEYS = {"model", "arch", "backbone", "vocab", "tokenizer", "mel", "mel_spec", "text_num_embeds", "pretrained"}
+from .config import InferConfig
 
 
 def parse(argv: list[str]) -> dict:
     for arg in argv:
         key = arg.split("=", 1)[0].lstrip("+~").split(".")[0]
-        if key in MODEL_KEYS:
+        if key in model_keys():  # the model section and its source: the run's manifest alone decides those
             raise UserError(f"{arg}: the model is fixed by the run's manifest.yaml, which is the only authority "
                             "at inference; drop this override (train a new run to change the model)")
-        if "=" not in arg:
-            raise UserError(f"{arg}: expected key=value (for example run=runs/<name>)")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(InferConfig), OmegaConf.from_dotlist(argv))
-        return OmegaConf.to_container(cfg, enum_to_str=True)
-    except Exception as e:
-        raise UserError(f"config: {str(e).strip().splitlines()[0]}")
+    return from_argv(argv, InferConfig, "python -m infer")
 
 
 def without_upstream_trainer() -> None:
@@ -42,19 +33,21 @@ def without_upstream_trainer() -> None:
     sys.modules["f5_tts.model"] = package
 
 
+def run(argv: list[str]):
+    """In this process: the wav (or exported file) written."""
+    if argv and argv[0] == "export":
+        from .export import export
+
+        return export(parse(argv[1:]))
+    from .synth import synthesize
+
+    return synthesize(parse(argv))
+
+
 def main(argv=None) -> None:
     without_upstream_trainer()
     with user_errors():
-        argv = sys.argv[1:] if argv is None else argv
-        if argv and argv[0] == "export":
-            from .export import export
-
-            print(export(parse(argv[1:])))
-            return
-        cfg = parse(argv)
-        from .synth import synthesize
-
-        print(synthesize(cfg))
+        print(run(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""The inference command line's keys (python -m infer ...)."""
+"""The inference command line's keys (python -m infer ...), with their ranges."""
 from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from finetune.lock.schema import VocoderKind, Weights
+from finetune.lock.schema import SEED_END, VocoderKind, Weights, key
 
 
 class Layout(str, Enum):
@@ -15,21 +15,21 @@ class Layout(str, Enum):
 class InferConfig:
     run: Optional[str] = None
     model_file: Optional[str] = None  # an exported .safetensors (weights + manifest + vocab)
-    gen_text: Optional[str] = None
+    gen_text: Optional[str] = None  # None: a default sentence
     ref_audio: Optional[str] = None
     ref_text: Optional[str] = None
     ckpt: str = "last"  # last | <update>
     weights: Weights = Weights.ema
     allow_foreign: bool = False  # load a checkpoint that carries no binding to this run
-    out: Optional[str] = None
-    seed: int = 0
-    nfe_step: int = 32
+    accept_unknown: bool = False  # speak symbols the vocab lacks as nothing (token 0), as upstream does silently
+    out: Optional[str] = None  # a .wav file; default: runs/<name>/samples/<time>-<ckpt>-seed<N>.wav
+    overwrite: bool = False  # replace an existing out= that this tool did not write
+    seed: int = key(0, ge=0, lt=SEED_END)
+    nfe_step: int = key(32, gt=0)
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0
-    speed: float = 1.0
+    speed: float = key(1.0, gt=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
     vocoder_path: Optional[str] = None
     layout: Layout = Layout.f5tune  # export only: f5tune | upstream
-
-

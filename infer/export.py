@@ -1,19 +1,23 @@
-"""One portable file from a run: the weights, with the manifest and vocab in its safetensors metadata."""
+"""One portable file from a run: the weights, with the manifest and vocab in its safetensors metadata
+(layout=f5tune), or upstream's layout with a vocab file beside it (layout=upstream)."""
 import sys
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from finetune.lock.checkpoints import header, load_weights
+from finetune.lock.checkpoints import check_binding, header, load_weights, pick_checkpoint, weights_in
+from finetune.lock.diagnose import check_fits
 from finetune.lock.errors import UserError
-from finetune.lock.files import atomic_write
-from finetune.lock.load import EXPORT_FORMAT, load_run
-from finetune.lock.manifest import dump
+from finetune.lock.files import atomic_write, sha256_bytes
+from finetune.lock.load import EXPORT_FORMAT
+from finetune.lock.manifest import dump, read_manifest
+from finetune.lock.vocab import read_vocab
 
 
 def export(cfg: dict) -> Path:
-    """layout=f5tune: bare model keys + manifest/vocab metadata, for `python -m infer model_file=`.
-    layout=upstream: `ema_model.*` keys as on the hub, plus a vocab file beside it, for upstream's loader."""
+    """Checked from the header (binding, names, shapes), then read once (hash-checked) and written.
+    layout=upstream: EMA weights as `ema_model.*`, online weights as bare keys, which is how upstream's
+    load_model reads each (use_ema=True / False)."""
     if not cfg["run"] or not cfg["out"]:
         raise UserError("export needs run=runs/<name> and out=<file>.safetensors")
     out = Path(cfg["out"])
@@ -23,19 +27,32 @@ def export(cfg: dict) -> Path:
     for f in (out, vocab_out) if cfg["layout"] == "upstream" else (out,):
         if f.exists():
             raise UserError(f"out={out}: {f} exists; an export never overwrites a file")
-    model, manifest, ckpt = load_run(cfg["run"], str(cfg["ckpt"]), cfg["weights"])
-    weights = {k: v.contiguous() for k, v in load_weights(ckpt, cfg["weights"]).items()}
-    vocab = Path(cfg["run"]) / manifest["model"]["vocab"]["file"]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    run_dir, weights = Path(cfg["run"]), cfg["weights"]
+    manifest = read_manifest(run_dir)
+    _, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
+    if sha256_bytes(vocab) != manifest["model"]["vocab"]["sha256"]:
+        raise UserError(f"{run_dir / manifest['model']['vocab']['file']}: not the vocab the manifest records; "
+                        "restore the run's vocab.txt")
+    ckpt = pick_checkpoint(run_dir, str(cfg["ckpt"]))
+    shapes, meta = header(ckpt)
+    check_binding(meta, manifest, run_dir, ckpt, cfg["allow_foreign"])
+    if not weights_in(shapes, weights) and weights == "online" and weights_in(shapes, "ema"):
+        raise UserError(f"{ckpt} holds only EMA weights (as hub and pruned files do); use weights=ema")
+    check_fits(manifest["fingerprint"], weights_in(shapes, weights), ckpt, f"the run {run_dir}")
+    tensors = {k: v.contiguous() for k, v in load_weights(ckpt, weights).items()}
     if cfg["layout"] == "upstream":
-        # upstream's load_checkpoint strips `ema_model.` from safetensors files whatever they hold
-        tensors, meta = {f"ema_model.{k}": v for k, v in weights.items()}, {}
-        atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab.read_bytes()))
-        print(f"vocab: {vocab_out}", file=sys.stderr)
+        prefix = "ema_model." if weights == "ema" else ""
+        tensors, extra = {prefix + k: v for k, v in tensors.items()}, {}
     else:
-        tensors = weights
-        meta = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.read_text(encoding="utf-8"),
-                "weights": cfg["weights"], "source_checkpoint": ckpt.name,
-                "update": header(ckpt)[1].get("update", "unknown"), "manifest_sha256": manifest["sha256"]}
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+        extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
+                 "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),
+                 "manifest_sha256": manifest["sha256"]}
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if cfg["layout"] == "upstream":
+            atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
+            print(f"vocab: {vocab_out}", file=sys.stderr)
+        atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=extra))
+    except OSError as e:
+        raise UserError(f"out={out}: cannot write ({e.strerror}); pick a writable folder")
     return out

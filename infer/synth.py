@@ -1,75 +1,157 @@
-"""Rebuild a run's model from its manifest, check and load a checkpoint, and synthesise speech."""
+"""Synthesise speech with a run's model (or an exported file's): the reference clip's voice, any text.
+
+Long text is cut at sentence ends into pieces that fit one pass of the model (as upstream does: about
+22 s of reference plus speech each), spoken one by one with the same seed, and joined with a short
+cross-fade. The wav is written atomically, never into a run folder outside its samples/, and never over
+a file this tool did not write (unless overwrite=true).
+"""
+import re
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from finetune.lock.audio import demo_rows, load_audio, write_wav
+from finetune.lock.audio import demo_rows, load_audio, write_wav, written_here
 from finetune.lock.errors import UserError
+from finetune.lock.files import atomic_write
 from finetune.lock.load import load_model_file, load_run, pick_device
+from finetune.lock.manifest import NAME
 from finetune.lock.vocab import tokenize
 
 DEFAULT_TEXT = "This voice was fine-tuned with f5tune, and rebuilt from its manifest."
 TARGET_RMS = 0.1  # upstream's loudness for the reference clip
+MIN_REF_SECONDS = 0.5  # under this there is no voice to clone, and the duration rule divides by almost nothing
+PASS_SECONDS = 22  # reference + generated speech per pass, as upstream's chunking aims for
+CROSS_FADE_SECONDS = 0.15
+SENTENCE_END = re.compile(r"(?<=[;:,.!?])\s+|(?<=[；：，。！？])")
+
+
+def pieces(text: str, max_bytes: int) -> list[str]:
+    """`text` cut after sentence punctuation into pieces of at most `max_bytes` (UTF-8) where it can be;
+    a sentence longer than that stays whole (the caller checks it fits the model)."""
+    out, current = [], ""
+    for sentence in (s.strip() for s in SENTENCE_END.split(text)):
+        if not sentence:
+            continue
+        joined = f"{current} {sentence}".strip() if current else sentence
+        if current and len(joined.encode()) > max_bytes:
+            out.append(current)
+            joined = sentence
+        current = joined
+    return out + ([current] if current else [])
+
+
+def cross_fade(parts: list[torch.Tensor], samples: int) -> torch.Tensor:
+    wav = parts[0]
+    for part in parts[1:]:
+        n = min(samples, wav.shape[-1], part.shape[-1])
+        ramp = torch.linspace(0, 1, n)
+        wav = torch.cat([wav[:-n], wav[-n:] * (1 - ramp) + part[:n] * ramp, part[n:]]) if n else torch.cat([wav, part])
+    return wav
+
+
+def check_out(out: Path, overwrite: bool) -> Path:
+    """Where a wav may go: a .wav file, outside every run folder but its samples/, replacing only a wav this
+    tool wrote unless overwrite=true."""
+    if out.suffix.lower() != ".wav":
+        raise UserError(f"out={out}: give a file name ending in .wav (the output is a 24 kHz wav)")
+    if out.is_dir():
+        raise UserError(f"out={out} is a folder; give a file name ending in .wav")
+    resolved = out.resolve()
+    for folder in resolved.parents:
+        if (folder / NAME).is_file() and not resolved.is_relative_to(folder / "samples"):
+            raise UserError(f"out={out} lies inside the run folder {folder}, whose files are the run's; write into "
+                            f"{folder / 'samples'} or outside the run")
+    if out.exists() and not written_here(out) and not overwrite:
+        raise UserError(f"out={out} exists and is not a wav this tool wrote; pick another name or pass overwrite=true")
+    return out
+
+
+def check_symbols(text: str, tokenizer: str, known: dict, what: str) -> None:
+    unknown = sorted({t for t in tokenize(text, tokenizer) if t not in known})
+    if unknown:
+        listed = ", ".join(repr(s) for s in unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
+        raise UserError(f"{what}: {len(unknown)} symbols are not in the run's vocab ({listed}); the model would "
+                        "speak them as nothing (token 0): remove them, or pass accept_unknown=true")
 
 
 def synthesize(cfg: dict) -> Path:
     if bool(cfg["run"]) == bool(cfg["model_file"]):
         raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
-    if cfg["speed"] <= 0 or cfg["nfe_step"] < 1:
-        raise UserError(f"speed={cfg['speed']} nfe_step={cfg['nfe_step']}: speed must be above 0 (1.0 is the "
-                        "reference's pace) and nfe_step 1 or more (32 by default)")
-    if cfg["out"] and Path(cfg["out"]).is_dir():
-        raise UserError(f"out={cfg['out']} is a folder; give a file name ending in .wav")
+    if cfg["gen_text"] is not None and not cfg["gen_text"].strip():
+        raise UserError("gen_text is empty; give the text to speak, or leave gen_text out for a default sentence")
+    if cfg["ref_audio"] and not (cfg["ref_text"] or "").strip():
+        raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
+    out = check_out(Path(cfg["out"]), cfg["overwrite"]) if cfg["out"] else None
     device = pick_device(cfg["device"])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if cfg["run"]:
         run_dir = Path(cfg["run"])
         model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device, cfg["allow_foreign"])
         default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
-        default_out = run_dir / "samples" / f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{ckpt.stem}-seed{cfg['seed']}.wav"
+        default_out = run_dir / "samples" / f"{stamp}-{ckpt.stem}-seed{cfg['seed']}.wav"
     else:
         ckpt = Path(cfg["model_file"])
         model, manifest = load_model_file(ckpt, cfg["weights"], device)
         default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
-        default_out = Path(f"{ckpt.stem}-{datetime.now().strftime('%Y%m%d-%H%M%S')}-seed{cfg['seed']}.wav")
+        default_out = Path(f"{ckpt.stem}-{stamp}-seed{cfg['seed']}.wav")
     spec, mel = manifest["model"], manifest["model"]["mel"]
     sr, hop = mel["target_sample_rate"], mel["hop_length"]
-
-    if cfg["ref_audio"]:
-        if not cfg["ref_text"]:
-            raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
-        ref_audio, ref_text = Path(cfg["ref_audio"]), cfg["ref_text"]
-    else:
-        ref_audio, ref_text = default_ref
+    ref_audio, ref_text = (Path(cfg["ref_audio"]), cfg["ref_text"]) if cfg["ref_audio"] else default_ref
     gen_text = cfg["gen_text"] or DEFAULT_TEXT
+    if not cfg["accept_unknown"]:
+        for text, what in ((ref_text, "ref_text"), (gen_text, "gen_text")):
+            check_symbols(text, spec["tokenizer"], model.vocab_char_map, what)
 
     audio = load_audio(ref_audio, sr)
+    ref_seconds = audio.shape[-1] / sr
+    if ref_seconds < MIN_REF_SECONDS:
+        raise UserError(f"{ref_audio}: {ref_seconds:.2f} s of reference; give at least {MIN_REF_SECONDS} s "
+                        "(3 to 10 s of clean speech clone a voice best)")
     rms = audio.square().mean().sqrt().item()
     if rms < TARGET_RMS:
         audio = audio * TARGET_RMS / max(rms, 1e-8)
     if len(ref_text[-1].encode("utf-8")) == 1:
         ref_text = ref_text + " "
-    # upstream's duration rule: the reference's frames per byte of text, applied to the new text
     ref_frames = audio.shape[-1] // hop
-    duration = ref_frames + int(ref_frames / len(ref_text.encode()) * len(gen_text.encode()) / cfg["speed"])
+    ref_bytes = len(ref_text.encode())
+    # upstream's rule: as many text bytes per piece as the reference speaks in the time left of a pass
+    max_bytes = int(ref_bytes / ref_seconds * (PASS_SECONDS - ref_seconds) * cfg["speed"])
+    limit = getattr(model.transformer.text_embed, "precompute_max_pos", None) or 8192
+    plan = []
+    for piece in pieces(gen_text, max(max_bytes, 1)):
+        # upstream's duration rule: the reference's frames per byte of text, applied to the new text
+        frames = ref_frames + int(ref_frames / ref_bytes * len(piece.encode()) / cfg["speed"])
+        if frames > limit:
+            raise UserError(f"gen_text: the piece {piece[:40]!r}... needs {frames} frames at speed={cfg['speed']}; the "
+                            f"model takes at most {limit} per pass ({limit * hop / sr:.0f} s with the reference): split "
+                            "it with sentence punctuation, or raise speed")
+        plan.append((piece, frames))
 
-    vocoder_cfg = manifest["vocoder"]
+    vocoder_cfg = manifest["config"]["vocoder"]
     from finetune.lock.vocoder import load_vocoder
 
     vocoder = load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
                            mel, device, vocoder_cfg.get("n_iter", 32))
+    parts = []
     with torch.inference_mode():
-        out, _ = model.sample(cond=audio.unsqueeze(0).to(device), text=[tokenize(ref_text + gen_text, spec["tokenizer"])],
-                              duration=duration, steps=cfg["nfe_step"], cfg_strength=cfg["cfg_strength"],
-                              sway_sampling_coef=cfg["sway_sampling_coef"], seed=cfg["seed"])
-        generated = out[:, ref_frames:, :].permute(0, 2, 1).float()
-        wav = vocoder.decode(generated)[0]
+        for piece, frames in plan:
+            generated, _ = model.sample(cond=audio.unsqueeze(0).to(device),
+                                        text=[tokenize(ref_text + piece, spec["tokenizer"])], duration=frames,
+                                        steps=cfg["nfe_step"], cfg_strength=cfg["cfg_strength"],
+                                        sway_sampling_coef=cfg["sway_sampling_coef"], seed=cfg["seed"])
+            parts.append(vocoder.decode(generated[:, ref_frames:, :].permute(0, 2, 1).float())[0].cpu())
+    wav = cross_fade(parts, int(CROSS_FADE_SECONDS * sr))
     if rms < TARGET_RMS:
         wav = wav * rms / TARGET_RMS
 
-    out_path = Path(cfg["out"]) if cfg["out"] else default_out
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    write_wav(out_path, wav, sr)
-    print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio", file=sys.stderr)
-    return out_path
+    out = out or check_out(default_out, False)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda tmp: write_wav(tmp, wav, sr))
+    except OSError as e:
+        raise UserError(f"out={out}: cannot write ({e.strerror}); pick a writable place")
+    print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio in {len(plan)} "
+          f"piece{'s' if len(plan) > 1 else ''}", file=sys.stderr)
+    return out

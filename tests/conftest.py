@@ -9,35 +9,44 @@ REPO = Path(__file__).resolve().parents[1]
 # Nothing in the suite may reach the hub or prompt for a wandb login.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
 os.environ.update(OFFLINE)  # in-process tests too; set before anything imports huggingface_hub
-TINY = ["data=demo", "train=demo", "optim=demo", "vocoder=griffinlim", "pretrained=null",
-        "train.max_updates=4", "train.save_every=2"]
+TINY = ["experiment=demo", "pretrained=null", "train.max_updates=4", "train.save_every=2"]
 
 
-def cli(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **OFFLINE},
+def cli(module: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    """A command in its own process: for what only a process shows (exit status, the `error:` line, signals)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
                           capture_output=True, text=True, timeout=600)
 
 
 def finetune(root: Path, name: str, model: str, *extra: str) -> Path:
-    r = cli("finetune", f"model={model}", f"run.root={root}", f"run.name={name}", *TINY, *extra)
-    assert r.returncode == 0, r.stderr[-3000:]
-    last = r.stdout.strip().splitlines()[-1]
-    assert last == f"run: {root / name}"
-    return root / name
+    """A tiny fine-tune in this process (python -m finetune's own code path); returns the run folder."""
+    from finetune.__main__ import run
+
+    run_dir, _ = run([f"model={model}", f"run.root={root}", f"run.name={name}", *TINY, *extra])
+    assert run_dir == Path(root) / name
+    return run_dir
+
+
+def infer(*args: str) -> Path:
+    """python -m infer's code path in this process: the wav (or exported file) written."""
+    from infer.__main__ import run
+
+    return run(list(args))
 
 
 def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """A refusal: non-zero exit, an `error:` line naming the problem, no traceback."""
-    assert r.returncode != 0
+    """A refusal from a CLI: exit status 2, one `error:` line naming the problem, no traceback."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    assert "error:" in r.stderr, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, r.stderr[-3000:]
     for needle in needles:
-        assert needle in r.stderr, (needle, r.stderr[-3000:])
-    return r.stderr
+        assert needle in errors[0], (needle, r.stderr[-3000:])
+    return errors[0]
 
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """One tiny fine-tune per family, shared by the tests that only read them."""
+    """One tiny fine-tune per family, shared by the tests that only read them (copy before changing one)."""
     root = tmp_path_factory.mktemp("runs")
     return {"f5": finetune(root, "f5", "f5tts_tiny"), "e2": finetune(root, "e2", "e2tts_tiny")}
