@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
-	run=$$($(BIN)/python -m finetune model=f5tts_tiny data=demo train=demo optim=demo vocoder=griffinlim | tail -n 1); \
+	run=$$($(BIN)/python -m finetune model=f5tts_tiny experiment=demo | tail -n 1); \
 	echo "$$run"; \
 	$(BIN)/python -m infer run=$${run#run: }
 
