@@ -1,0 +1,71 @@
+"""python -m finetune.app [runs=runs] [data_root=data] [host=127.0.0.1] [port=7860] [share=false]
+
+A web page over the runs folder: prepare data, launch, watch, stop and resume fine-tunes, listen, compare and
+export. Binds to 127.0.0.1 unless told otherwise, and never opens a public share link unless share=true."""
+import os
+import sys
+import threading
+from importlib import import_module
+
+from finetune.lock.errors import UserError, user_errors
+
+DEFAULTS = {"runs": "runs", "data_root": "data", "host": "127.0.0.1", "port": "7860", "share": "false"}
+LOCAL = ("127.0.0.1", "localhost", "::1")
+
+
+def parse(argv: list[str]) -> dict:
+    cfg = dict(DEFAULTS)
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq:
+            raise UserError(f"{arg}: expected key=value (keys: {', '.join(DEFAULTS)})")
+        if key not in DEFAULTS:
+            raise UserError(f"{key}: unknown key; the app takes {', '.join(DEFAULTS)}")
+        cfg[key] = value
+    if not cfg["port"].isdigit() or not 0 < int(cfg["port"]) < 65536:
+        raise UserError(f"port={cfg['port']}: a port number from 1 to 65535")
+    if cfg["share"] not in ("true", "false"):
+        raise UserError(f"share={cfg['share']}: true or false")
+    for key in ("runs", "data_root"):
+        if not cfg[key].strip():
+            raise UserError(f"{key}=: give a folder")
+    return cfg
+
+
+def main(argv: list[str]) -> None:
+    with user_errors():
+        cfg = parse(argv)
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
+        from gradio.utils import get_upload_folder
+
+        from .paths import Roots
+        from .ui import CSS, Ctx, build
+
+        roots = Roots.make(cfg["runs"], cfg["data_root"], get_upload_folder())
+        for folder in (roots.runs, roots.data):
+            if folder.exists() and not folder.is_dir():
+                raise UserError(f"{folder} is a file; give a folder")
+            folder.mkdir(parents=True, exist_ok=True)
+        if cfg["host"] not in LOCAL:
+            print(f"warning: host={cfg['host']}: the app is reachable from the network, and it has no login; "
+                  "anyone who reaches it can start processes here", file=sys.stderr)
+        app = build(Ctx(roots))
+        app.queue(default_concurrency_limit=4)
+        try:
+            app.launch(server_name=cfg["host"], server_port=int(cfg["port"]), share=cfg["share"] == "true",
+                       allowed_paths=[str(roots.runs), str(roots.data)], css=CSS, inbrowser=False, quiet=True,
+                       ssr_mode=False, prevent_thread_lock=True, footer_links=[])
+        except OSError as e:
+            raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
+                            "pass another port=")
+        print(f"app: http://{cfg['host']}:{cfg['port']}/ (runs: {roots.runs}; data_root: {roots.data})", flush=True)
+        # the first synthesis would otherwise wait for torch and f5-tts to import
+        threading.Thread(target=lambda: import_module("infer.synth"), daemon=True).start()
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        app.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,209 @@
+"""Starting and stopping the tools: detached processes with argument lists, never a shell.
+
+Each process gets its own session (so closing the page or stopping the app does not stop it) and
+writes its output into a file. A fine-tune's file starts under <runs>/.launch/ and is named to the
+trainer in F5TUNE_CONSOLE; the trainer moves it into the run folder as console.log once the folder
+exists. Stopping is SIGTERM to the process holding the run's lock."""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from finetune.lock.errors import UserError
+from finetune.lock.files import holder
+
+CONSOLE_ENV = "F5TUNE_CONSOLE"
+PENDING = ".launch"  # under the runs root: the output of launches whose run folder does not exist yet
+
+
+class Job:
+    """One started tool: its process and the file its output goes to (from `offset` on)."""
+
+    def __init__(self, argv: list[str], console: Path, append: bool = False, env: dict | None = None):
+        self.argv, self.console = argv, Path(console)
+        # "x": the console file is created here or the start is refused (two launches of one run name)
+        mode = "ab" if append else "xb"
+        with open(self.console, mode) as out:
+            self.offset = out.tell()
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True, close_fds=True,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+        threading.Thread(target=self.proc.wait, daemon=True).start()  # reap it whenever it ends
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def done(self) -> bool:
+        return self.proc.poll() is not None
+
+    def text(self, path: Path | None = None) -> str:
+        try:
+            with open(path or self.console, "rb") as f:
+                f.seek(self.offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def wait(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def error_line(text: str) -> str:
+    """The tool's own one-line refusal (`error: ...`), or the end of its output when it died otherwise."""
+    lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    if errors:
+        return errors[-1]
+    return "\n".join(lines[-15:]) or "the process ended without output"
+
+
+def progress_line(text: str) -> str:
+    """The last line of the output, as a terminal would show it (tqdm redraws its bar with \\r)."""
+    lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def last_line(text: str, prefix: str) -> str | None:
+    lines = [ln.strip() for ln in text.splitlines() if ln.startswith(prefix)]
+    return lines[-1][len(prefix):].strip() if lines else None
+
+
+# ---- fine-tunes ----------------------------------------------------------------------------------------
+
+def _pending_pid(pid_file: Path) -> int | None:
+    """The PID of a launch still starting, or None when the one recorded is gone (an app that stopped
+    while a launch was starting leaves its files behind)."""
+    import psutil
+
+    try:
+        pid = int(pid_file.read_text().strip())
+        if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def launch_finetune(runs: Path, run_dir: Path, argv: list[str]) -> Job:
+    """Start a fine-tune of a new run folder; a second launch of the same name is refused."""
+    if run_dir.exists():
+        raise UserError(f"run {run_dir.name!r} already exists in {runs}; pick another run name "
+                        "(a run folder is never reused; continue that one with Resume)")
+    pending = runs / PENDING
+    pending.mkdir(parents=True, exist_ok=True)
+    console, pid_file = pending / f"{run_dir.name}.log", pending / f"{run_dir.name}.pid"
+    if console.exists():
+        pid = _pending_pid(pid_file)
+        if pid is not None:
+            raise UserError(f"run {run_dir.name!r} is being launched already (pid {pid}); pick another run name")
+        console.unlink(missing_ok=True)  # left by a launch whose process is gone
+    try:
+        job = Job(argv, console, env={CONSOLE_ENV: str(console)})
+    except FileExistsError:  # another launch created it between the check and here
+        raise UserError(f"run {run_dir.name!r} is being launched already; pick another run name")
+    pid_file.write_text(f"{job.pid}\n")
+    return job
+
+
+def settle_launch(job: Job, run_dir: Path) -> tuple[str, str]:
+    """Where a launch stands: ("started", run folder), ("refused", the error line) or ("starting", progress)."""
+    if (run_dir / "manifest.yaml").is_file():
+        _clean_pending(job, run_dir, keep_log=True)
+        return "started", str(run_dir)
+    if job.done():
+        text = job.text()
+        if (run_dir / "manifest.yaml").is_file():
+            _clean_pending(job, run_dir, keep_log=True)
+            return "started", str(run_dir)
+        _clean_pending(job, run_dir, keep_log=False)
+        return "refused", error_line(text)
+    return "starting", progress_line(job.text())
+
+
+def _clean_pending(job: Job, run_dir: Path, keep_log: bool) -> None:
+    (job.console.parent / f"{run_dir.name}.pid").unlink(missing_ok=True)
+    if not keep_log:  # a refused launch: its one error line is on the page; nothing else is in the file
+        job.console.unlink(missing_ok=True)
+
+
+def stop(run_dir: Path) -> str:
+    """SIGTERM to the process holding the run's lock: it finishes its update, saves a checkpoint at it,
+    records `stopped` and exits."""
+    who = holder(run_dir)
+    if not who:
+        raise UserError(f"run {run_dir.name!r} is not running (no process holds {run_dir}/.lock)")
+    m = re.fullmatch(r"pid (\d+) on (.+)", who)
+    if not m:
+        raise UserError(f"run {run_dir.name!r} is held by {who}, which names no PID; stop it where it runs")
+    pid, host = int(m[1]), m[2]
+    if host != socket.gethostname():
+        raise UserError(f"run {run_dir.name!r} runs on {host}, not here ({socket.gethostname()}); stop it there")
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise UserError(f"run {run_dir.name!r}: pid {pid} has just ended")
+    return f"sent SIGTERM to pid {pid}: the run finishes its current update, saves a checkpoint there and stops"
+
+
+def launch_resume(run_dir: Path, argv: list[str]) -> Job:
+    who = holder(run_dir)
+    if who:
+        raise UserError(f"run {run_dir.name!r} is running ({who}); stop it before resuming")
+    return Job(argv, run_dir / "console.log", append=True)
+
+
+def settle_resume(job: Job, run_dir: Path) -> tuple[str, str]:
+    if job.done():
+        text = job.text()
+        if job.proc.returncode == 0:
+            return "finished", progress_line(text)
+        return "refused", error_line(text)
+    who = holder(run_dir) or ""
+    if who.startswith(f"pid {job.pid} "):
+        return "started", who
+    return "starting", progress_line(job.text())
+
+
+# ---- short tools: synthesis and export in this process, preparation detached ----------------------------
+
+_INFER = threading.Lock()  # one at a time: sampling seeds torch's process-wide RNG
+
+
+def infer_here(argv: list[str]) -> Path:
+    """`python -m infer ...` through the tool's own entry point (infer.__main__.run) in this process: the
+    same argument list, parsing, checks and one-line refusals (UserError), without starting a process that
+    imports torch and f5-tts again for every click (seconds each). Returns the file written."""
+    from infer.__main__ import run
+
+    module = argv.index("infer")  # argv as commands.infer_args / export_args build it
+    with _INFER:
+        return Path(run(argv[module + 1:]))
+
+
+def scratch() -> Path:
+    """A folder for one tool's output file (outside every run folder)."""
+    return Path(tempfile.mkdtemp(prefix="f5tune-app-"))
+
+
+def run_tool(argv: list[str], poll: float = 0.3):
+    """Start a tool detached and follow it: yields ("running", its last output line) while it runs, then
+    ("done", its whole output) or ("refused", its error line)."""
+    job = Job(argv, scratch() / "output.log")
+    try:
+        while not job.done():
+            yield "running", progress_line(job.text())
+            time.sleep(poll)
+        text = job.text()
+    finally:  # the output is on the page now (or nobody is watching): only the tool's own files stay
+        shutil.rmtree(job.console.parent, ignore_errors=True)
+    yield ("done", text) if job.proc.returncode == 0 else ("refused", error_line(text))

@@ -1,0 +1,31 @@
+"""Runs: every run folder under the runs root, refreshed while the page is open; a row opens its run page."""
+import gradio as gr
+
+from . import runs
+from .ui import REFRESH, Ctx
+
+
+def build(ctx: Ctx, app: gr.Blocks) -> gr.Dataframe:
+    gr.Markdown("Every run under the runs root. The state comes from the run's status.json read against its "
+                "lock: a run whose process died without a word shows as `interrupted`. Click a run to open it.")
+    table = gr.Dataframe(runs.table(ctx.roots.runs), headers=runs.COLUMNS, interactive=False, wrap=True,
+                         elem_id="runs-table", max_height=700)
+    shown = gr.State(None)
+
+    def refresh(before):
+        rows = runs.table(ctx.roots.runs)
+        return (gr.skip(), before) if rows == before else (rows, rows)  # redraw only what changed
+
+    app.load(refresh, shown, [table, shown], queue=False)
+    gr.Timer(REFRESH).tick(refresh, shown, [table, shown], queue=False, show_progress="hidden")
+    return table
+
+
+def wire(ctx: Ctx, table: gr.Dataframe, tabs: gr.Tabs, run_pick: gr.Dropdown) -> None:
+    def open_run(evt: gr.SelectData):
+        name = evt.row_value[0] if evt.row_value else None
+        if not name:
+            return gr.skip(), gr.skip()
+        return gr.update(choices=ctx.run_names(), value=name), gr.Tabs(selected="run")
+
+    table.select(open_run, None, [run_pick, tabs], queue=False)

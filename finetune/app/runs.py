@@ -1,0 +1,239 @@
+"""Reading run folders while they are written: the runs table, a run's state, metrics, checkpoints and samples.
+
+Nothing here writes. The manifest is read-only and checkpoints appear by rename, so a reader never sees
+half of either; metrics.jsonl may end in a torn line after a kill, which is skipped."""
+import json
+import os
+import re
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from finetune.lock.errors import UserError
+from finetune.lock.files import holder
+from finetune.lock.manifest import NAME as MANIFEST, read_manifest
+from finetune.lock.schema import flatten
+from finetune.runfolder import METRICS, read_amendments, read_status
+
+STATES = ("running", "finished", "stopped", "crashed", "interrupted")
+COLUMNS = ["run", "model", "family", "data", "clips", "hours", "updates", "last loss", "state", "created", "size"]
+_LOG_LINE = re.compile(r"update (\d+) epoch (\d+) loss (\S+) lr (\S+) grad_norm (\S+)")
+
+
+def list_runs(root: Path) -> list[Path]:
+    """Run folders directly under the root (those holding a manifest), newest first."""
+    try:
+        found = [p for p in Path(root).iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()]
+    except FileNotFoundError:
+        return []
+    return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime, reverse=True)
+
+
+@lru_cache(maxsize=1024)
+def _manifest(path: str, mtime_ns: int, size: int) -> tuple[dict | None, str | None]:
+    # a manifest never changes once written: parsing and hashing it again on every refresh is waste
+    try:
+        return read_manifest(Path(path)), None
+    except UserError as e:
+        return None, str(e)
+
+
+def manifest(run_dir: Path) -> tuple[dict | None, str | None]:
+    """(the verified manifest, None) or (None, why it is not)."""
+    try:
+        st = (Path(run_dir) / MANIFEST).stat()
+    except OSError as e:
+        return None, f"{run_dir}: no readable {MANIFEST} ({e.strerror})"
+    return _manifest(str(run_dir), st.st_mtime_ns, st.st_size)
+
+
+def state(run_dir: Path, status: dict | None = None) -> str:
+    """The run's state: status.json read against the run's lock. `running` with nobody holding the lock
+    means the process died without a word (kill -9, power cut): `interrupted`."""
+    held = holder(run_dir)
+    status = status if status is not None else read_status(run_dir)
+    if status is None:  # a run from before status.json, or one in its first second
+        if held:
+            return "running"
+        return "finished" if _log_says_done(run_dir) else "interrupted"
+    said = status.get("state")
+    if said == "running":
+        return "running" if held else "interrupted"
+    return said if said in STATES else f"unknown ({said})"
+
+
+def _log_says_done(run_dir: Path) -> bool:
+    try:
+        return "done:" in _tail(Path(run_dir) / "train.log", 512)
+    except OSError:
+        return False
+
+
+def _tail(path: Path, size: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - size, 0))
+        return f.read().decode("utf-8", "replace")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl, one dict per logged update (lines that do not parse are skipped: a kill can tear the
+    last one); runs from before it existed: the same numbers read from train.log."""
+    path = Path(run_dir) / METRICS
+    rows = []
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("update"), int):
+                    rows.append(row)
+        return rows
+    log = Path(run_dir) / "train.log"
+    if log.is_file():
+        for m in _LOG_LINE.finditer(log.read_text(encoding="utf-8", errors="replace")):
+            rows.append({"update": int(m[1]), "epoch": int(m[2]), "loss": float(m[3]), "lr": float(m[4]),
+                         "grad_norm": float(m[5])})
+    return rows
+
+
+def last_metrics(run_dir: Path) -> dict | None:
+    """The last logged update, read from the end of the file only (the runs table does this per refresh)."""
+    path = Path(run_dir) / METRICS
+    try:
+        lines = _tail(path, 8192).splitlines()
+    except OSError:
+        rows = read_metrics(run_dir)
+        return rows[-1] if rows else None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict) and "update" in row:
+                return row
+        except ValueError:
+            continue
+    return None
+
+
+def folder_size(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed while we walked (a pruned checkpoint, a renamed temporary)
+                pass
+    return total
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def when(iso: str | None) -> str:
+    if not iso:
+        return ""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return str(iso)
+
+
+def progress(run_dir: Path, m: dict, status: dict | None, last: dict | None) -> tuple[int | None, int | None]:
+    """(updates done, updates planned): from status.json, else the last metrics line and the config."""
+    from finetune.lock.checkpoints import list_checkpoints
+
+    if status and isinstance(status.get("update"), int):
+        return status["update"], status.get("planned")
+    done = last["update"] if last else max(list_checkpoints(run_dir), default=None)
+    return done, m["config"]["train"].get("max_updates")
+
+
+def row(run_dir: Path) -> list:
+    m, error = manifest(run_dir)
+    status = read_status(run_dir)
+    run_state = state(run_dir, status)
+    size = human_size(folder_size(run_dir))
+    if m is None:
+        return [run_dir.name, "", "", f"unreadable manifest: {error}", None, None, "", "", run_state, "", size]
+    last = last_metrics(run_dir)
+    done, planned = progress(run_dir, m, status, last)
+    data, chosen = m["data"], {**m["data"], **m["config"]["data"]}  # name and path are in the config
+    data_name = chosen.get("name", "")
+    if chosen.get("path"):
+        data_name = f"{data_name} ({Path(chosen['path']).name})"
+    loss = last.get("loss") if last else None
+    return [run_dir.name, m["model"]["name"], m["model"].get("family", m["model"]["backbone"]), data_name,
+            data.get("clips"), data.get("hours"), f"{done if done is not None else 0} / {planned or '?'}",
+            None if loss is None else round(float(loss), 4), run_state, when(m.get("created")), size]
+
+
+def table(root: Path) -> list[list]:
+    return [row(p) for p in list_runs(root)]
+
+
+def checkpoint_rows(run_dir: Path, m: dict) -> list[list]:
+    """update, binding to this run's manifest, size (weights + training state), weight sets present."""
+    from finetune.lock.checkpoints import header, list_checkpoints, state_path
+    from finetune.lock.layouts import weight_sets
+
+    rows = []
+    for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
+        try:
+            shapes, meta = header(path)
+        except UserError as e:
+            rows.append([update, f"damaged: {e}", "", ""])
+            continue
+        bound = meta.get("manifest_sha256")
+        binding = ("verified" if bound == m["sha256"] else
+                   f"belongs to run {meta.get('run', '?')}" if bound else "no binding")
+        try:
+            size = path.stat().st_size + (state_path(run_dir, update).stat().st_size
+                                          if state_path(run_dir, update).exists() else 0)
+        except OSError:
+            size = 0
+        rows.append([update, binding, human_size(size), ", ".join(weight_sets(shapes, meta))])
+    return rows
+
+
+def amendments(run_dir: Path, m: dict) -> tuple[list[dict], str | None]:
+    """Resume's amendments (each chained to the one before and the first to the manifest), or why not."""
+    try:
+        return read_amendments(run_dir, m), None
+    except UserError as e:
+        return [], str(e)
+
+
+def samples(run_dir: Path) -> tuple[list[tuple[int, Path | None, Path | None]], list[Path]]:
+    """The samples written at checkpoints [(update, generated, reference)], and every other wav in samples/."""
+    folder = Path(run_dir) / "samples"
+    at, other = {}, []
+    for p in sorted(folder.glob("*.wav")) if folder.is_dir() else []:
+        m = re.fullmatch(r"update_(\d+)_(gen|ref)\.wav", p.name)
+        if m:
+            at.setdefault(int(m[1]), {})[m[2]] = p
+        else:
+            other.append(p)
+    return [(u, d.get("gen"), d.get("ref")) for u, d in sorted(at.items())], other
+
+
+def diff(a: dict, b: dict) -> list[list]:
+    """Two manifests key by key: [key, a, b, same], the keys that differ first, each group in manifest order."""
+    fa, fb = flatten(a), flatten(b)
+    keys = list(dict.fromkeys([*fa, *fb]))
+    rows = [[k, _show(fa.get(k, ABSENT)), _show(fb.get(k, ABSENT)), k in fa and k in fb and fa[k] == fb[k]]
+            for k in keys]
+    return [r for r in rows if not r[3]] + [r for r in rows if r[3]]
+
+
+ABSENT = "(absent)"
+
+
+def _show(v) -> str:
+    return "null" if v is None else json.dumps(v, ensure_ascii=False) if isinstance(v, (bool, list, dict)) else str(v)

@@ -1,0 +1,198 @@
+"""The web app's parts without a browser: each tool's quoting, the command that reproduces a run, the roots
+every path is confined to, a run's state from status.json and its lock, metrics, and launches."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+from finetune.app import commands, launch, runs
+from finetune.app.__main__ import parse
+from finetune.app.paths import Roots
+from finetune.config import finetune_config, parse_override
+from finetune.lock.errors import UserError
+from finetune.lock.files import FolderLock
+from finetune.lock.manifest import read_manifest
+from finetune.lock.schema import flatten
+
+# text a shell would act on, and text each parser could misread
+NASTY = ["tiny; rm -rf canary $(touch pwned)", "it's", 'say "hi"', "both ' and \"", "tail\\", "back\\slash",
+         'x\\"y', "a=b,c", "[1, 2]", "{a: b}", "true", "null", "1e-5", "# not a comment", "${oc.env:HOME}",
+         "é 中文 ☃", "two\nlines", " padded ", "-m"]
+
+
+@pytest.mark.parametrize("text", NASTY)
+def test_hydra_value_reads_back_unchanged(text):
+    assert parse_override(f"run.name={commands.hydra_value(text)}") == ("run.name", text)
+
+
+def test_a_hostile_run_name_reaches_the_config_as_one_value(tmp_path):
+    hostile = NASTY[0]
+    argv = commands.finetune_args("f5tts_tiny", {"data": "demo", "run.root": str(tmp_path), "run.name": hostile})
+    assert argv[:3] == [sys.executable, "-m", "finetune"] and sum(hostile in a for a in argv) == 1
+    assert finetune_config(argv[3:])["run"]["name"] == hostile
+    assert list(tmp_path.iterdir()) == []  # composing ran nothing
+
+
+@pytest.mark.parametrize("text", [t for t in NASTY if t != "null"])  # null: infer's word for "the default"
+def test_infer_receives_text_as_it_is(text):
+    from infer.__main__ import parse as infer_parse
+
+    argv = commands.infer_args({"run": "runs/x", "gen_text": text, "seed": 3})
+    assert infer_parse(argv[3:])["gen_text"] == text
+
+
+def test_reproduce_command_composes_each_run_config_again(runs):
+    for run_dir in runs.values():
+        config = read_manifest(run_dir)["config"]
+        argv, warning = commands.reproduce_args(config)
+        assert warning is None
+        assert argv[:4] == [sys.executable, "-m", "finetune", f"model={config['model']['name']}"]
+        assert len(argv) <= 4 + len(TINY) + 1  # group options and changed keys, not every key
+        again = flatten(finetune_config(argv[3:]))
+        assert {k: v for k, v in again.items() if k != "run.name"} == \
+            {k: v for k, v in flatten(config).items() if k != "run.name"}
+
+
+def test_reproduce_command_names_changed_keys_and_group_options():
+    config = finetune_config(["model=f5tts_tiny", "data=custom", "data.path=/data/my voice", "optim.lr=0.002",
+                              "train=demo", "train.save_every=7", "run.name=x"])
+    argv, warning = commands.reproduce_args(config)
+    assert warning is None
+    assert {"data=custom", "train=demo", 'data.path="/data/my voice"', "optim.lr=0.002", "train.save_every=7"} \
+        <= set(argv)
+    again = finetune_config(argv[3:])
+    assert again["data"] == config["data"] and again["train"] == config["train"] and again["optim"] == config["optim"]
+
+
+@pytest.fixture
+def roots(tmp_path):
+    for sub in ("runs", "data", "uploads", "elsewhere"):
+        (tmp_path / sub).mkdir()
+    return Roots.make(tmp_path / "runs", tmp_path / "data", tmp_path / "uploads")
+
+
+def test_paths_outside_the_roots_are_refused(roots, tmp_path):
+    (roots.data / "clips").mkdir()
+    (roots.data / "out").symlink_to(tmp_path / "elsewhere")
+    (roots.data / "in").symlink_to(roots.data / "clips")
+    assert roots.confine("clips", "input") == roots.data / "clips"
+    assert roots.confine("clips/../clips", "input") == roots.data / "clips"
+    assert roots.confine("in", "input") == roots.data / "clips"  # a link that stays inside is followed
+    assert roots.confine(str(roots.uploads / "a.wav"), "ref_audio") == roots.uploads / "a.wav"
+    for typed in ("../elsewhere", "clips/../../elsewhere", str(tmp_path / "elsewhere"), "/etc/passwd", "out",
+                  "out/x.wav"):
+        with pytest.raises(UserError, match="refused.*outside"):
+            roots.confine(typed, "input")
+    with pytest.raises(UserError, match="outside"):  # a root left out of those allowed
+        roots.confine(str(roots.runs), "input", roots=(roots.data,))
+    for bad in ("", "a\0b"):
+        with pytest.raises(UserError):
+            roots.confine(bad, "input")
+
+
+def test_run_names_are_one_folder_under_the_runs_root(roots, tmp_path):
+    for name in ("../elsewhere", "a/b", ".launch", "..", ""):
+        with pytest.raises(UserError):
+            roots.run_dir(name, must_exist=False)
+    (roots.runs / "linked").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="link"):
+        roots.run_dir("linked")
+    with pytest.raises(UserError, match="no run folder"):
+        roots.run_dir("missing")
+
+
+def test_extra_settings_take_only_training_keys(roots, tmp_path):
+    assert commands.check_extra("train.log_every=1\n\n# a comment\noptim=demo", roots.confine) == \
+        ["train.log_every=1", "optim=demo"]
+    for line in ("run.root=/tmp", "run.name=x", "hydra.run.dir=/tmp", "data.path=/etc", "model.arch.dim=8",
+                 "pretrained=/etc/passwd", "-m", "train.", "logger=nope"):
+        with pytest.raises(UserError):
+            commands.check_extra(line, roots.confine)
+    with pytest.raises(UserError, match="outside"):
+        commands.check_extra(f"vocoder.path={tmp_path / 'elsewhere'}", roots.confine)
+    (roots.data / "vocos").mkdir()
+    assert commands.check_extra("vocoder.path=vocos", roots.confine) == [f"vocoder.path={roots.data / 'vocos'}"]
+    with pytest.raises(UserError):  # a resume amends training keys only
+        commands.check_extra("vocab.extend=true", roots.confine, amend_only=True)
+
+
+def write_status(run_dir: Path, state: str) -> None:
+    (run_dir / "status.json").write_text(json.dumps({"state": state, "pid": 1, "host": "h", "update": 3,
+                                                     "planned": 9}))
+
+
+def test_state_is_the_status_read_against_the_lock(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "train.log").write_text("update 1 epoch 0 loss 1.0 lr 1e-3 grad_norm 0.5\n")
+    assert runs.state(run_dir) == "interrupted"  # no status, nobody holding it, not done
+    with FolderLock(run_dir, "test"):
+        assert runs.state(run_dir) == "running"
+        write_status(run_dir, "running")
+        assert runs.state(run_dir) == "running"
+    assert runs.state(run_dir) == "interrupted"  # said running, but its process is gone
+    for said in ("finished", "stopped", "crashed"):
+        write_status(run_dir, said)
+        assert runs.state(run_dir) == said
+
+
+def test_metrics_skip_a_torn_last_line(tmp_path):
+    lines = [json.dumps({"update": u, "loss": 1.0 / u, "lr": 1e-3, "grad_norm": 0.1}) for u in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"update": 4, "lo')
+    assert [r["update"] for r in runs.read_metrics(tmp_path)] == [1, 2, 3]
+    assert runs.last_metrics(tmp_path)["update"] == 3
+
+
+def test_diff_lists_differing_keys_first():
+    rows = runs.diff({"a": 1, "m": {"x": 1, "y": 2}}, {"a": 1, "m": {"x": 5, "y": 2}, "z": None})
+    assert [r[0] for r in rows] == ["m.x", "z", "a", "m.y"]
+    assert rows[1][1:] == ["(absent)", "null", False]
+
+
+def test_a_second_launch_of_a_name_is_refused_while_the_first_starts(roots):
+    run_dir = roots.run_dir("twice", must_exist=False)
+    argv = commands.finetune_args("f5tts_tiny", {"run.root": str(roots.runs), "run.name": "twice"})
+    first = launch.launch_finetune(roots.runs, run_dir, argv)
+    try:
+        with pytest.raises(UserError, match="being launched already"):
+            launch.launch_finetune(roots.runs, run_dir, argv)
+        assert len(list((roots.runs / launch.PENDING).glob("twice.*"))) == 2  # its output and PID files
+    finally:
+        first.proc.kill()  # still importing: nothing written yet
+        first.proc.wait()
+    assert launch.settle_launch(first, run_dir)[0] == "refused"
+    assert not run_dir.exists() and not list((roots.runs / launch.PENDING).iterdir())
+    run_dir.mkdir()
+    with pytest.raises(UserError, match="already exists"):
+        launch.launch_finetune(roots.runs, run_dir, argv)
+
+
+def test_stop_needs_a_running_process(roots):
+    (roots.runs / "idle").mkdir()
+    with pytest.raises(UserError, match="not running"):
+        launch.stop(roots.runs / "idle")
+
+
+def test_error_line_is_the_tools_own():
+    assert launch.error_line("loading\r50%\rwarning: x\nerror: data.path=/x: not found\n") == \
+        "error: data.path=/x: not found"
+    assert launch.progress_line("prepare:  10%\rprepare:  60%") == "prepare:  60%"
+
+
+def test_app_arguments():
+    assert parse([])["host"] == "127.0.0.1" and parse([])["share"] == "false"
+    assert parse(["runs=r", "data_root=d", "port=8000"])["port"] == "8000"
+    for bad in (["prot=8000"], ["port=x"], ["share=yes"], ["runs"], ["runs="]):
+        with pytest.raises(UserError):
+            parse(bad)
+
+
+def test_app_refuses_bad_arguments_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "finetune.app", "prot=1"], capture_output=True, text=True,
+                       env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip() == "error: prot: unknown key; the app takes runs, data_root, " \
+        "host, port, share"
