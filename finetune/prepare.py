@@ -1,11 +1,15 @@
 """python -m finetune.prepare input=<metadata file or folder> out=<dataset folder> [model=f5tts] [strict=true]
+python -m finetune.prepare input=<folder of recordings> transcribe=true out=<dataset folder> [slice.*] [asr.*]
 
 Reads the rows, checks every one, computes each kept clip's mel spectrogram once with the model
 family's mel settings, and writes a dataset folder that runs name with data.path=:
-  dataset.json   summary (counts, hours, mel settings, content hash) and the kept clips
+  dataset.json   summary (counts, hours, mel settings, content hash, recogniser) and the kept clips
   report.txt     every skipped row with its reason
   reference.wav  the first kept clip at the model's sample rate (a run's reference clip)
   mel/           one safetensors file per clip, named by its audio's hash: a re-run reuses them
+With transcribe=true the rows come from recordings: they are cut into clips and transcribed into
+metadata.csv, which a person may edit before running the same command again (recordings.py).
+The folder is locked (.lock) for the whole preparation: a second one into the same out= is refused.
 """
 import json
 import math
@@ -19,15 +23,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from . import recordings, slicing, transcribe
+from .config import plain, precompose, register
 from .data import DATASET_FORMAT, dataset_hash, read_dataset
 from .lock.errors import UserError, user_errors
-from .lock.files import atomic_write, atomic_write_bytes, sha256_bytes
-from .config import plain, precompose, register
-from .lock.schema import PrepareConfig
+from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
+from .prepare_schema import PrepareConfig, check_ranges
 from .sources import Problem, read_rows
+from .workers import pmap
 
-NOT_COUNTED = ("header",)  # reported, but a header row is allowed, even with strict=true
+# reported, not counted against strict=true: a header row, speech too short to cut into a clip, the
+# clips a person dropped, an edited metadata file kept aside
+NOT_COUNTED = ("header", "short_pieces", "dropped", "replaced")
 SHOWN = 20  # problem lines printed; report.txt has them all
+OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, recordings.METADATA}  # what prepare writes in out=
 
 
 MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # what mel_name() writes, and nothing else
@@ -76,6 +85,9 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
                                                     f"({str(e).strip().splitlines()[0][:80]}); use wav, flac or ogg"}
         if samples.size == 0:
             return {"kind": "empty_audio", "detail": f"{Path(audio).name} has no samples"}
+        problem = slicing.level_problem(samples, bounds)  # NaN, inf, or far over full scale: never cached
+        if problem:
+            return problem
         peak = float(np.abs(samples).max())
         info = {"seconds": samples.size / sr, "peak_db": 20 * math.log10(peak) if peak > 0 else -math.inf}
         problem = _check(info, bounds)
@@ -98,30 +110,25 @@ def _check(info: dict, bounds: dict):
         return {"kind": "too_long", "detail": f"{s:.2f} s is over max_seconds={bounds['max_seconds']}"}
     if info["peak_db"] < bounds["silence_db"]:
         return {"kind": "silent", "detail": f"peak {info['peak_db']:.1f} dBFS is under silence_db={bounds['silence_db']}"}
+    if info["peak_db"] > bounds["loud_db"]:
+        return {"kind": "too_loud", "detail": f"peak {info['peak_db']:+.1f} dBFS is over loud_db={bounds['loud_db']}"}
     return None
 
 
-def _worker_init():
-    import torch
-
-    torch.set_num_threads(1)  # one clip per process; threads inside would only contend
+def text_problem(text: str, seconds: float, bounds: dict):
+    """More text than anyone says in the clip's time: a wrong row, or a file pasted into the text column."""
+    limit = bounds["max_chars_per_second"] * max(seconds, 1.0)
+    if len(text) > limit:
+        return {"kind": "text_too_long", "detail": f"{len(text)} characters for {seconds:.2f} s of audio, over "
+                                                   f"max_chars_per_second={bounds['max_chars_per_second']:g} "
+                                                   f"(limit {int(limit)}); is the row's text its own?"}
+    return None
 
 
 def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: int) -> list[dict]:
     from functools import partial
 
-    from tqdm import tqdm
-
-    job = partial(process, out=str(out), mel=mel, bounds=bounds)
-    bar = dict(total=len(audio), desc="prepare", unit="clip", file=sys.stderr, mininterval=0.5)
-    if workers <= 1:
-        return [job(a) for a in tqdm(audio, **bar)]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # fork: workers start in milliseconds and share the imports already made
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init) as pool:
-        return list(tqdm(pool.map(job, audio, chunksize=max(1, min(16, len(audio) // (workers * 4)))), **bar))
+    return pmap(partial(process, out=str(out), mel=mel, bounds=bounds), audio, workers, "prepare", "clip")
 
 
 # ---- the dataset folder --------------------------------------------------------------------------
@@ -130,14 +137,18 @@ def check_out(out: Path, source: Path, fmt: str) -> None:
     """A dataset folder is only ever refreshed from its own input, never pointed at another folder."""
     if out.exists() and not out.is_dir():
         raise UserError(f"out={out} is a file; give a folder for the dataset (new or empty)")
-    if fmt == "folder" and (out == source or source in out.parents):
+    if fmt in ("folder", "recordings") and (out == source or source in out.parents):
         raise UserError(f"out={out} lies inside input={source}, whose audio and .txt files are all read; "
                         "pick an out= outside it")
     if (out / "dataset.json").exists():
-        before = read_dataset(out)["summary"]["source"]["input"]
-        if before != str(source):
-            raise UserError(f"out={out} holds a dataset prepared from {before}; pick another out= for {source}")
-    elif out.exists() and any(p.name != "mel" for p in out.iterdir()):
+        before = read_dataset(out)["summary"]["source"]
+        if source == out / recordings.METADATA and before.get("format") == "recordings":
+            raise UserError(f"{source} is read by the command that wrote it: run python -m finetune.prepare "
+                            f"input={before['input']} transcribe=true out={out} again, and your edits are kept")
+        if before["input"] != str(source):
+            raise UserError(f"out={out} holds a dataset prepared from {before['input']}; pick another out= for {source}")
+    elif out.exists() and any(p.name not in OWN and not (p.name.startswith("metadata.") and p.suffix == ".csv")
+                              for p in out.iterdir()):
         raise UserError(f"out={out} is a folder with other files in it; pick a new or empty folder")
 
 
@@ -145,27 +156,68 @@ def _natural(where: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", where)]
 
 
-def prepare(cfg: dict) -> Path:
-    from .lock.audio import load_audio, write_wav
-
+def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
+    """Check the config, lock out=, and prepare; `review` (transcribe=true only): a person's edits to apply."""
+    check_ranges(cfg)
     source = Path(cfg["input"]).expanduser().resolve()
     out = Path(cfg["out"]).expanduser().resolve()
+    model, recs = None, None
+    try:
+        if cfg["transcribe"]:
+            if any(c in str(out) for c in "|\n\r"):
+                raise UserError(f"out={out}: holds | or a line break, which the metadata file's paths cannot; "
+                                "pick another folder")
+            transcribe.check_language(cfg["asr"]["language"])
+            transcribe.pick_device(cfg["asr"]["device"])
+            recs = recordings.recordings(source)
+            model = transcribe.model_folder(cfg["asr"])  # offline with no model: one line, nothing written
+            fmt, rows, problems = "recordings", None, []
+        else:
+            fmt, rows, problems = read_rows(source, cfg["format"])
+    except OSError as e:
+        raise UserError(f"input={source}: cannot read it ({e.strerror or e})")
+    try:
+        check_out(out, source, fmt)
+        (out / "mel").mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out, "prepare").acquire()
+    except OSError as e:
+        raise UserError(f"out={out}: cannot write there ({e.strerror or e}); pick a folder you can write")
+    try:
+        return _prepare(cfg, source, out, fmt, rows, problems, recs, model, review)
+    except OSError as e:  # a full disk, a folder made read-only meanwhile
+        raise UserError(f"{e.filename or out}: {e.strerror or e}; nothing was written to dataset.json")
+    finally:
+        lock.release()
+
+
+def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path:
+    from .lock.audio import load_audio, write_wav
+
     mel = cfg["model"]["mel"]
-    bounds = {k: cfg[k] for k in ("min_seconds", "max_seconds", "silence_db")}
-    fmt, rows, problems = read_rows(source, cfg["format"])
-    check_out(out, source, fmt)
-    (out / "mel").mkdir(parents=True, exist_ok=True)
+    bounds = {k: cfg[k] for k in ("min_seconds", "max_seconds", "silence_db", "loud_db", "max_chars_per_second")}
+    listed = None
+    if fmt == "recordings":
+        listed = recordings.list_clips(source, out, cfg, recs, model, review)
+        _, rows, problems = read_rows(listed.metadata, "csv")
+        problems = [p for p in problems if p.kind != "header"] + listed.problems  # the header is ours
+    elif review is not None:
+        raise UserError(f"{out} was prepared from {source}, a file of yours; edit it and prepare again")
 
     workers = cfg["workers"] or os.cpu_count() or 1
-    results = process_all([str(r.audio) for r in rows], out, mel, bounds, min(workers, max(len(rows), 1)))
+    results = process_all([str(r.audio) for r in rows], out, mel, bounds, workers)
     clips = []
     for row, res in zip(rows, results):
+        if res["kind"] == "ok":
+            res = text_problem(row.text, res["seconds"], bounds) or res
         if res["kind"] != "ok":
             problems.append(Problem(row.where, res["kind"], res["detail"]))
             continue
-        clips.append({"row": row.where, "audio": str(row.audio), "text": row.text,
+        audio = str(row.audio)
+        clips.append({"row": row.where, "audio": audio, "text": row.text,
                       **({"tokens": row.tokens} if row.tokens else {}), "audio_sha256": res["audio_sha256"],
-                      "seconds": round(res["seconds"], 4), "frames": res["frames"], "mel": res["mel"]})
+                      "seconds": round(res["seconds"], 4), "frames": res["frames"], "mel": res["mel"],
+                      "text_by": listed.text_by.get(audio, "person") if listed else "person",
+                      **(listed.provenance.get(audio, {}) if listed else {})})
     problems.sort(key=lambda p: _natural(p.where))
     counted = Counter(p.kind for p in problems if p.kind not in NOT_COUNTED)
     skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(counted.items())) or "none"
@@ -184,7 +236,7 @@ def prepare(cfg: dict) -> Path:
     summary = {
         "format": DATASET_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": {"input": str(source), "format": fmt},
+        "source": {"input": str(source), "format": fmt} | ({"metadata": str(listed.metadata)} if listed else {}),
         "mel": mel,
         "bounds": bounds,
         "sha256": dataset_hash(mel, clips),
@@ -193,6 +245,9 @@ def prepare(cfg: dict) -> Path:
         "frames": frames,
         "longest_frames": max(c["frames"] for c in clips),
         "rows_skipped": dict(sorted(counted.items())),
+        "text_by": dict(sorted(Counter(c["text_by"] for c in clips).items())),
+        "asr": listed.asr if listed else None,  # the recogniser of the first transcripts: model id, weights sha256
+        "slice": cfg["slice"] if listed else None,
     }
     wav = load_audio(clips[0]["audio"], sr)
     atomic_write(out / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
@@ -203,10 +258,14 @@ def prepare(cfg: dict) -> Path:
     for stale in (out / "mel").glob("*.safetensors"):  # clips no longer in the input (only after the save)
         if f"mel/{stale.name}" not in used and MEL_NAME.fullmatch(stale.name):  # never a file we did not write
             stale.unlink(missing_ok=True)
+    if listed:
+        slicing.sweep(out / "clips", listed.keep)
 
     if lines:
         more = f"\n... {len(lines) - SHOWN} more in {out / 'report.txt'}" if len(lines) > SHOWN else ""
         print("\n".join(lines[:SHOWN]) + more, file=sys.stderr)
+    if listed:
+        print(f"transcripts: {listed.metadata} (edit it, or drop rows, and run the same command again)", file=sys.stderr)
     print(f"dataset: {out} ({len(clips)} clips, {summary['hours']:.3f} h, sha256 {summary['sha256'][:12]}; "
           f"skipped: {skipped})")
     return out

@@ -4,6 +4,7 @@ Layouts: a metadata file of `audio_path|text` rows (upstream's prepare_csv_wavs 
 optional), an LJSpeech folder (`metadata.csv` of `id|text|normalized`, audio in `wavs/`), a folder
 of audio files each beside a same-named `.txt`, and a folder upstream already prepared (`raw.arrow`).
 """
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -13,6 +14,7 @@ from .lock.errors import UserError
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 HEADER_NAMES = {"audio_file", "audio_path", "audio", "path", "file", "filename", "wav", "id"}
 FORMATS = ("auto", "csv", "ljspeech", "folder", "upstream")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # NUL, tab, escape, C1 controls, line separators
 
 
 @dataclass
@@ -26,8 +28,8 @@ class Row:
 @dataclass
 class Problem:
     where: str
-    kind: str  # missing_file, unreadable, empty_audio, too_short, too_long, silent, empty_text, not_utf8,
-    detail: str  # bad_columns, duplicate, header (a header is reported, not counted against strict=true)
+    kind: str  # missing_file, unreadable, empty_audio, non_finite, too_loud, too_short, too_long, silent, empty_text,
+    detail: str  # not_utf8, control_char, text_too_long, bad_columns, duplicate, header (reported, not counted)
 
 
 def detect(path: Path) -> str:
@@ -58,7 +60,20 @@ def read_rows(path, fmt: str = "auto") -> tuple[str, list[Row], list[Problem]]:
         rows, problems = _upstream(path)
     else:
         raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
-    return fmt, _drop_duplicates(rows, problems), problems
+    return fmt, _drop_duplicates(_drop_control(rows, problems), problems), problems
+
+
+def _drop_control(rows: list[Row], problems: list[Problem]) -> list[Row]:
+    """Rows whose text holds no control character: a NUL or an escape in a transcript is a broken file."""
+    kept = []
+    for row in rows:
+        found = CONTROL.search(row.text)
+        if found:
+            problems.append(Problem(row.where, "control_char", f"U+{ord(found.group()):04X} at character "
+                                    f"{found.start() + 1} of the text; remove it"))
+        else:
+            kept.append(row)
+    return kept
 
 
 def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda cols: cols[1]):

@@ -85,8 +85,9 @@ def test_every_bad_row_is_reported_and_skipped(messy, tmp_path):
 
 def test_strict_fails_on_bad_rows(messy, tmp_path):
     meta, expected = messy
-    err = assert_user_error(prepare(meta, tmp_path / "ds", "strict=true"), "strict=true: 10 bad rows")
-    assert "metadata.csv:13: not_utf8" in err
+    r = prepare(meta, tmp_path / "ds", "strict=true")
+    assert_user_error(r, "strict=true: 10 bad rows")
+    assert "metadata.csv:13: not_utf8" in r.stderr  # every bad row listed above the error line
     assert not (tmp_path / "ds" / "dataset.json").exists()
 
 

@@ -205,19 +205,6 @@ class FinetuneConfig:
     pretrained: Optional[str] = None
 
 
-@dataclass
-class PrepareConfig:
-    model: ModelConfig = MISSING  # its mel settings are the dataset's
-    input: str = MISSING  # metadata file, LJSpeech folder, folder of audio + .txt, or upstream-prepared folder
-    out: str = MISSING
-    format: str = "auto"  # auto | csv | ljspeech | folder | upstream
-    strict: bool = False  # any bad row fails the preparation instead of being skipped
-    min_seconds: float = 0.3
-    max_seconds: float = 30.0
-    silence_db: float = -60.0  # a clip whose peak is below this is silent
-    workers: Optional[int] = None  # None: one per CPU core
-
-
 # ---- kinds ------------------------------------------------------------------------------------------
 
 def _field(schema, name: str):
