@@ -185,7 +185,8 @@ def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
     try:
         return _prepare(cfg, source, out, fmt, rows, problems, recs, model, review)
     except OSError as e:  # a full disk, a folder made read-only meanwhile
-        raise UserError(f"{e.filename or out}: {e.strerror or e}; nothing was written to dataset.json")
+        raise UserError(f"{e.filename or out}: {e.strerror or e}; the preparation stopped there (run it again once "
+                        "the folder can be written: finished work is reused)")
     finally:
         lock.release()
 
