@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench app
 install: $(VENV)/.installed
 
 demo: install
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 tests
+
+# make app [ARGS="runs=runs data_root=data port=7860"]: the web app on http://127.0.0.1:7860/
+app: install
+	$(BIN)/python -m finetune.app $(ARGS)
 
 bench: install
 	$(BIN)/python bench/train_throughput.py 2
