@@ -1,31 +1,53 @@
-"""Resume guard, amendments, adopt, export and inspect, through the real CLIs."""
+"""The lock around a run: resume guard and amendments, adopt, export, inspect."""
 import json
 import shutil
 
+import pytest
 import soundfile as sf
 import torch
 
 from finetune.lock.checkpoints import header, list_checkpoints, load_weights
-from tests.conftest import TINY, assert_user_error, cli, finetune
-from tests.test_layouts import tiny_state, write_layouts
+from finetune.lock.errors import UserError
+from tests.conftest import cli, finetune, infer
+from tests.helpers import tiny_state, write_layouts
+
+
+def resume(run, *overrides):
+    from finetune.__main__ import run as run_command
+
+    return run_command([f"resume={run}", *overrides])
 
 
 def test_resume_refuses_model_changes_listing_each(runs, tmp_path):
     run = shutil.copytree(runs["f5"], tmp_path / "r")
     before = (run / "manifest.yaml").read_bytes()
-    r = cli("finetune", f"resume={run}", "model.arch.depth=3", "model.tokenizer=char", "train.max_updates=9")
-    assert_user_error(r, "model.arch.depth: 2 -> 3", "model.tokenizer: pinyin -> char")
-    assert_user_error(cli("finetune", f"resume={run}", "model=e2tts_tiny"), "model.backbone: DiT -> UNetT")
+    with pytest.raises(UserError) as e:
+        resume(run, "model.arch.depth=3", "model.tokenizer=char", "train.max_updates=9")
+    assert "model.arch.depth: 2 -> 3" in str(e.value) and "model.tokenizer: pinyin -> char" in str(e.value)
+    with pytest.raises(UserError, match="model.backbone: DiT -> UNetT"):
+        resume(run, "model=e2tts_tiny")
+    with pytest.raises(UserError, match="optim.name: adamw -> adamw8bit"):
+        resume(run, "optim.name=adamw8bit", "train.max_updates=9")
     assert (run / "manifest.yaml").read_bytes() == before
     assert not (run / "amendments.jsonl").exists() and sorted(list_checkpoints(run)) == [2, 4]
+
+
+def test_resume_may_switch_runtime_settings_and_the_frame_budget(runs, tmp_path):
+    """checkpoint_activations changes no tensor: a run that ran out of memory may resume with it on (and a
+    smaller frame budget), as pretrained= always allowed."""
+    run = shutil.copytree(runs["f5"], tmp_path / "r")
+    resume(run, "model.arch.checkpoint_activations=true", "data.frames_per_batch=1500", "train.max_updates=5")
+    (entry,) = [json.loads(line) for line in (run / "amendments.jsonl").read_text().splitlines()]
+    assert entry["changes"] == {"data.frames_per_batch": [2000, 1500], "model.arch.checkpoint_activations": [False, True],
+                                "train.max_updates": [4, 5]}
+    assert max(list_checkpoints(run)) == 5
 
 
 def test_resume_continues_and_records_amendments(runs, tmp_path):
     run = shutil.copytree(runs["e2"], tmp_path / "r")
     before = (run / "manifest.yaml").read_bytes()
-    r = cli("finetune", f"resume={run}", "train.max_updates=6", "optim.lr=0.0005")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "from update 4" in r.stderr and r.stdout.strip().splitlines()[-1] == f"run: {run}"
+    run_dir, result = resume(run, "train.max_updates=6", "optim.lr=0.0005")
+    assert run_dir == run and result == {"updates": 6, "loss": result["loss"], "state": "finished"}
     assert sorted(list_checkpoints(run)) == [2, 4, 6]
     assert header(list_checkpoints(run)[6])[1]["update"] == "6"
     assert (run / "manifest.yaml").read_bytes() == before
@@ -34,32 +56,41 @@ def test_resume_continues_and_records_amendments(runs, tmp_path):
     assert entry["prev"] == manifest_sha == entry["manifest_sha256"]
     assert entry["changes"] == {"optim.lr": [0.001, 0.0005], "train.max_updates": [4, 6]}
     # a second resume chains to the first entry and sees its amendments as the current config
-    r = cli("finetune", f"resume={run}", "train.max_updates=7")
-    assert r.returncode == 0, r.stderr[-3000:]
+    resume(run, "train.max_updates=7")
     lines = [json.loads(line) for line in (run / "amendments.jsonl").read_text().splitlines()]
     assert lines[1]["prev"] == lines[0]["sha256"] and lines[1]["changes"] == {"train.max_updates": [6, 7]}
     # an edited amendments file is refused
     (run / "amendments.jsonl").write_text((run / "amendments.jsonl").read_text().replace("0.0005", "0.5"))
-    assert_user_error(cli("finetune", f"resume={run}", "train.max_updates=8"), "amendments.jsonl: line 1")
+    with pytest.raises(UserError, match="amendments.jsonl: line 1"):
+        resume(run, "train.max_updates=8")
+
+
+def test_resume_to_a_length_already_reached_is_refused(runs, tmp_path):
+    run = shutil.copytree(runs["f5"], tmp_path / "r")
+    with pytest.raises(UserError, match="at update 4 and plans 3; raise train.max_updates"):
+        resume(run, "train.max_updates=3")
+    assert not (run / "amendments.jsonl").exists()
 
 
 def test_resume_without_a_manifest_fails_clearly(tmp_path):
     (tmp_path / "empty").mkdir()
-    assert_user_error(cli("finetune", f"resume={tmp_path / 'empty'}"), "manifest.yaml: missing")
+    with pytest.raises(UserError, match="manifest.yaml: missing"):
+        resume(tmp_path / "empty")
 
 
-def test_bad_settings_fail_in_one_line_before_the_run_folder(runs, tmp_path):
-    for bad, needles in (("train.save_every=0", ["train.save_every=0: must be 1 or more"]),
-                         ("train.epoch=3", ["Key 'epoch' not in 'TrainConfig'", "--help"]),
-                         ("logger=wandbx", ["logger/wandbx", "none tensorboard wandb"]),
-                         ("train.log_samples=true vocoder=vocos vocoder.path=/nowhere",
-                          ["/nowhere/config.yaml: not found; vocoder.path must be a folder"])):
-        r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=bad", *TINY, *bad.split())
-        assert len(assert_user_error(r, *needles).strip().splitlines()) == 1, bad
+def test_bad_settings_fail_before_the_run_folder(runs, tmp_path):
+    for bad, needle in (("train.save_every=0", "train.save_every=0: must be above 0"),
+                        ("train.epoch=3", "Key 'epoch' not in 'TrainConfig'"),
+                        ("logger=wandbx", "logger/wandbx"),
+                        ("train.log_samples=true vocoder=vocos vocoder.path=/nowhere",
+                         "/nowhere/config.yaml: not found; vocoder.path must be a folder")):
+        with pytest.raises(UserError, match=needle):
+            finetune(tmp_path, "bad", "f5tts_tiny", *bad.split())
         assert not (tmp_path / "bad").exists(), bad
     run = shutil.copytree(runs["f5"], tmp_path / "r")
     before = sorted(p.name for p in run.rglob("*"))
-    assert_user_error(cli("finetune", f"resume={run}", "train.keep_last_n=0"), "train.keep_last_n=0")
+    with pytest.raises(UserError, match="train.keep_last_n=0"):
+        resume(run, "train.keep_last_n=0")
     assert sorted(p.name for p in run.rglob("*")) == before  # no amendment, nothing pruned
 
 
@@ -68,45 +99,46 @@ def test_damaged_last_checkpoint_resumes_from_the_previous(runs, tmp_path):
     last = list_checkpoints(run)[4]
     last.write_bytes(last.read_bytes()[:1000])
     # keep_last_n=1 and an end before update 4: the damaged file must not count as the newest checkpoint
-    r = cli("finetune", f"resume={run}", "train.max_updates=3", "train.save_every=1", "train.keep_last_n=1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "checkpoint 4" in r.stderr and "damaged" in r.stderr and "from update 2" in r.stderr
+    resume(run, "train.max_updates=3", "train.save_every=1", "train.keep_last_n=1")
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
         "model_00000003.safetensors", "model_00000004.safetensors.damaged", "state_00000003.pt",
         "state_00000004.pt.damaged"]
-    r = cli("finetune", f"resume={run}", "train.max_updates=4")
-    assert r.returncode == 0 and "from update 3" in r.stderr, r.stderr[-3000:]
+    _, result = resume(run, "train.max_updates=4")
+    assert result["updates"] == 4
 
 
 def test_adopt_each_upstream_layout_then_infer_and_finetune(tmp_path):
     paths = write_layouts(tmp_path, tiny_state(seed=5))
     root = tmp_path / "runs"
     for name in ("trainer.pt", "ema_only.pt", "hub.safetensors", "ddp.pt", "old.pt"):
-        r = cli("finetune", "adopt", f"ckpt={paths[name]}", "model=f5tts_tiny", f"run.root={root}", f"run.name={name}")
-        assert r.returncode == 0, (name, r.stderr[-3000:])
+        resume_free = ["adopt", f"ckpt={paths[name]}", "model=f5tts_tiny", f"run.root={root}", f"run.name={name}"]
+        from finetune.__main__ import run as run_command
+
+        run_command(resume_free)
         assert list_checkpoints(root / name).keys() == {0}
-    assert_user_error(cli("infer", f"run={root / 'hub.safetensors'}", "weights=online", "vocoder=griffinlim"),
-                      "holds only EMA weights", "weights=ema")
-    out = tmp_path / "adopted.wav"
-    r = cli("infer", f"run={root / 'trainer.pt'}", "vocoder=griffinlim", "nfe_step=2", f"out={out}")
-    assert r.returncode == 0, r.stderr[-3000:]
+    with pytest.raises(UserError, match="holds only EMA weights.*weights=ema"):
+        infer(f"run={root / 'hub.safetensors'}", "weights=online", "vocoder=griffinlim")
+    out = infer(f"run={root / 'trainer.pt'}", "vocoder=griffinlim", "nfe_step=2", f"out={tmp_path / 'adopted.wav'}")
     assert sf.info(str(out)).duration > 1
     # fine-tuning from the adopted run starts from its weights; a v0 model may not start from a v1 run
     run = finetune(root, "continued", "f5tts_tiny", f"pretrained={root / 'trainer.pt'}", "train.max_updates=1")
     assert f"source: {root / 'trainer.pt'}" in (run / "manifest.yaml").read_text()
-    assert_user_error(cli("finetune", "model=f5tts_v0_tiny", f"run.root={root}", "data=demo",
-                          f"pretrained={root / 'trainer.pt'}"), "text_mask_padding: True -> False",
-                      "pass model=f5tts_tiny")
+    with pytest.raises(UserError, match="text_mask_padding: True -> False.*pass model=f5tts_tiny"):
+        finetune(root, "v0", "f5tts_v0_tiny", f"pretrained={root / 'trainer.pt'}")
+
+
+def adopt(*args):
+    from finetune.__main__ import run as run_command
+
+    return run_command(["adopt", *args])[0]
 
 
 def test_adopt_refuses_to_guess_between_v0_and_v1(tmp_path):
     paths = write_layouts(tmp_path, tiny_state())
-    r = cli("finetune", "adopt", f"ckpt={paths['hub.safetensors']}", f"run.root={tmp_path}")
-    assert_user_error(r, "f5tts_tiny, f5tts_v0_tiny", "identical", "pass model=")
-    r = cli("finetune", "adopt", f"ckpt={paths['hub.safetensors']}", "model=f5tts_v0_tiny", f"run.root={tmp_path}",
-            "run.name=v0")
-    assert r.returncode == 0, r.stderr[-3000:]
-    text = (tmp_path / "v0" / "manifest.yaml").read_text()
+    with pytest.raises(UserError, match="f5tts_tiny, f5tts_v0_tiny.*identical.*pass model="):
+        adopt(f"ckpt={paths['hub.safetensors']}", f"run.root={tmp_path}")
+    run = adopt(f"ckpt={paths['hub.safetensors']}", "model=f5tts_v0_tiny", f"run.root={tmp_path}", "run.name=v0")
+    text = (run / "manifest.yaml").read_text()
     assert "text_mask_padding: false" in text and "pe_attn_head: 1" in text
 
 
@@ -117,59 +149,109 @@ def test_adopt_with_the_wrong_vocab_says_which(tmp_path):
     from safetensors.torch import save_file
 
     save_file(sd, str(path))
-    assert_user_error(cli("finetune", "adopt", f"ckpt={path}", f"run.root={tmp_path}"),
-                      "2586 text rows", "vocab=")
+    with pytest.raises(UserError, match="2586 text rows.*vocab="):
+        adopt(f"ckpt={path}", f"run.root={tmp_path}")
+
+
+def test_adopt_a_size_no_config_names(tmp_path):
+    """A checkpoint of another size: adopt says the exact overrides, and they work."""
+    from safetensors.torch import save_file
+
+    from finetune.lock.builder import build_model, model_spec
+    from tests.helpers import VOCAB, ema_prefixed
+    from finetune.config import model_config
+
+    cfg = model_config("f5tts_tiny")
+    cfg["arch"] = {**cfg["arch"], "dim": 48, "depth": 3}
+    sd = build_model(model_spec(cfg, VOCAB), VOCAB).state_dict()
+    path = tmp_path / "odd.safetensors"
+    save_file({k: v.contiguous() for k, v in ema_prefixed(sd).items()}, str(path))
+    with pytest.raises(UserError) as e:
+        adopt(f"ckpt={path}", f"run.root={tmp_path}")
+    hint = str(e.value).split("at its own size: ", 1)[1].split()
+    assert hint[0] == "model=f5tts_tiny" and set(hint[1:]) == {"model.arch.dim=48", "model.arch.depth=3"}
+    run = adopt(f"ckpt={path}", *hint, f"run.root={tmp_path}", "run.name=odd")
+    assert infer(f"run={run}", "nfe_step=1", "vocoder=griffinlim", f"out={tmp_path / 'odd.wav'}").is_file()
 
 
 def test_export_round_trips_ours_and_upstreams(runs, tmp_path):
     run = runs["f5"]
-    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "up.safetensors"
-    assert cli("infer", "export", f"run={run}", f"out={ours}").returncode == 0
-    assert cli("infer", "export", f"run={run}", f"out={theirs}", "layout=upstream", "ckpt=2").returncode == 0
-    assert_user_error(cli("infer", "export", f"run={run}", f"out={ours}"), "never overwrites")
+    ours, theirs, online = tmp_path / "ours.safetensors", tmp_path / "up.safetensors", tmp_path / "on.safetensors"
+    infer("export", f"run={run}", f"out={ours}")
+    infer("export", f"run={run}", f"out={theirs}", "layout=upstream", "ckpt=2")
+    infer("export", f"run={run}", f"out={online}", "layout=upstream", "weights=online")
+    with pytest.raises(UserError, match="never overwrites"):
+        infer("export", f"run={run}", f"out={ours}")
     mine = tmp_path / "mine_vocab.txt"  # the vocab file an upstream-layout export would write beside it
     mine.write_text("mine")
-    assert_user_error(cli("infer", "export", f"run={run}", f"out={tmp_path / 'mine.safetensors'}", "layout=upstream"),
-                      "never overwrites")
+    with pytest.raises(UserError, match="never overwrites"):
+        infer("export", f"run={run}", f"out={tmp_path / 'mine.safetensors'}", "layout=upstream")
     assert mine.read_text() == "mine" and not (tmp_path / "mine.safetensors").exists()
 
     args = ["gen_text=Round trip.", "nfe_step=3", "seed=7", "ref_text=Some call me nature.",
             f"ref_audio={run / 'reference.wav'}"]
-    a, b = tmp_path / "a.wav", tmp_path / "b.wav"
-    assert cli("infer", f"run={run}", f"out={a}", *args).returncode == 0
-    r = cli("infer", f"model_file={ours}", f"out={b}", *args)
-    assert r.returncode == 0, r.stderr[-3000:]
+    a = infer(f"run={run}", f"out={tmp_path / 'a.wav'}", *args)
+    b = infer(f"model_file={ours}", f"out={tmp_path / 'b.wav'}", *args)
     assert (sf.read(str(a))[0] == sf.read(str(b))[0]).all()  # same model, same seed: the same samples
 
-    # upstream f5-tts's own loader reads our upstream-layout export
+    # upstream f5-tts's own loader reads our upstream-layout exports, EMA and online, strictly
     import yaml
     from f5_tts.infer.utils_infer import load_model
     from f5_tts.model import DiT
 
     arch = {k: v for k, v in yaml.safe_load((run / "manifest.yaml").read_text())["model"]["arch"].items() if v is not None}
-    model = load_model(DiT, arch, str(theirs), vocab_file=str(tmp_path / "up_vocab.txt"), device="cpu")
-    expected = load_weights(list_checkpoints(run)[2], "ema")
-    got = model.state_dict()
-    assert all(torch.equal(got[k], expected[k]) for k in expected)
+    for path, ckpt, weights, use_ema in ((theirs, 2, "ema", True), (online, 4, "online", False)):
+        model = load_model(DiT, arch, str(path), vocab_file=str(path.with_name(path.stem + "_vocab.txt")), device="cpu",
+                           use_ema=use_ema)
+        expected = load_weights(list_checkpoints(run)[ckpt], weights)
+        assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected), weights
+
+
+def test_export_reads_the_weights_once(runs, tmp_path, monkeypatch):
+    """Checked from the header, then read once: no model load, one pass over the chosen set."""
+    import finetune.lock.checkpoints as checkpoints
+
+    reads = []
+    original = checkpoints.load_weights
+    monkeypatch.setattr("infer.export.load_weights", lambda *a: reads.append(a) or original(*a))
+    monkeypatch.setattr(checkpoints, "read_into", lambda *a: pytest.fail("export loaded a model"))
+    infer("export", f"run={runs['e2']}", f"out={tmp_path / 'x.safetensors'}")
+    assert len(reads) == 1
 
 
 def test_model_file_refuses_a_file_without_manifest(tmp_path):
     paths = write_layouts(tmp_path, tiny_state())
-    assert_user_error(cli("infer", f"model_file={paths['hub.safetensors']}"), "not an f5tune export")
+    with pytest.raises(UserError, match="not an f5tune export"):
+        infer(f"model_file={paths['hub.safetensors']}")
 
 
 def test_inspect_run_and_files(runs, tmp_path):
-    r = cli("infer.inspect", str(runs["e2"]))
-    assert r.returncode == 0, r.stderr
+    from infer.inspect import file_report, run_report
+
+    report = "\n".join(run_report(runs["e2"]))
     for needle in ("manifest: verifies", "E2-TTS", "dim: 64", "depth: 2", "heads: 2", "2546 text rows",
                    "4: bound, fits, ema+online"):
-        assert needle in r.stdout, (needle, r.stdout)
+        assert needle in report, (needle, report)
+    from finetune.lock.builder import build_model
+    from tests.helpers import VOCAB, spec_of
+
+    model = build_model(spec_of("e2tts_tiny"), VOCAB)
+    assert f"parameters: {sum(p.numel() for p in model.parameters()):,}" in report  # buffers are not parameters
     paths = write_layouts(tmp_path, tiny_state())
-    r = cli("infer.inspect", str(paths["trainer.pt"]))
-    assert "backbone: DiT" in r.stdout and "weights: ema, online" in r.stdout and "update: 10" in r.stdout
-    r = cli("infer.inspect", str(paths["hub.safetensors"]))
-    assert "weights: ema" in r.stdout and "text_dim: 32" in r.stdout and "conv_layers: 1" in r.stdout
-    assert_user_error(cli("infer.inspect", str(tmp_path / "nothing")), "no such file")
+    report = "\n".join(file_report(paths["trainer.pt"]))
+    assert "backbone: DiT" in report and "weights: ema, online" in report and "update: 10" in report
+    report = "\n".join(file_report(paths["hub.safetensors"]))
+    assert "weights: ema" in report and "text_dim: 32" in report and "conv_layers: 1" in report
+
+
+def test_inspect_of_a_broken_manifest_is_one_line(runs, tmp_path):
+    import os
+
+    run = shutil.copytree(runs["f5"], tmp_path / "r")
+    os.chmod(run / "manifest.yaml", 0o644)
+    (run / "manifest.yaml").write_text("format: f5tune-manifest/2\nmodel: [unclosed\n")
+    r = cli("infer.inspect", str(run))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
 
 
 def test_version_drift_warning(capsys):
