@@ -1,17 +1,7 @@
 import torch
-from omegaconf import OmegaConf
 
-from finetune.lock.builder import build_model, fingerprint, model_spec
-from finetune.lock.schema import ModelConfig
-from finetune.lock.vocab import default_vocab_path, read_vocab
-from tests.test_configs import CONF
-
-VOCAB, _ = read_vocab(default_vocab_path())
-
-
-def spec_of(name: str) -> dict:
-    cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(CONF / "model" / f"{name}.yaml"))
-    return model_spec(OmegaConf.to_container(cfg, enum_to_str=True), VOCAB)
+from finetune.lock.builder import build_model, fingerprint
+from tests.helpers import VOCAB, spec_of
 
 
 def meta_model(name: str):

@@ -2,30 +2,22 @@
 import pytest
 import torch
 
-from finetune.lock.builder import build_model, fingerprint
+from finetune.lock.builder import build_model, fingerprint, model_spec
 from finetune.lock.diagnose import arch_of, check_fits, diagnose
 from finetune.lock.errors import UserError
-from tests.test_builder import VOCAB, spec_of
+from finetune.lock.layouts import weight_keys
+from tests.helpers import VOCAB, spec_of
 
 
 def fp(name, vocab=VOCAB, **changes):
     spec = spec_of(name)
     for key, value in changes.items():
         section, _, field = key.partition("__")
-        if field:
-            spec[section][field] = value
-        else:
-            spec[key] = value
+        spec[section][field] = value
     if vocab is not VOCAB:
-        spec = {**spec, "vocab": spec_of_vocab(spec, vocab)["vocab"], "text_num_embeds": len(vocab)}
+        spec = {**spec, "vocab": model_spec({**spec, "arch": spec["arch"]}, vocab)["vocab"]}
     with torch.device("meta"):
         return fingerprint(build_model(spec, vocab).state_dict())
-
-
-def spec_of_vocab(spec, vocab):
-    from finetune.lock.builder import model_spec
-
-    return model_spec({**spec, "arch": spec["arch"]}, vocab)
 
 
 def test_e2_into_f5_and_back():
@@ -62,11 +54,18 @@ def test_extended_vocab():
     assert "extended vocab" in msg and "use the vocab it was trained with" in msg
 
 
-def test_module_prefix_and_old_mel_buffers():
+def test_every_layouts_prefixes_and_stale_buffers_are_read_the_same_way():
+    """One reading of keys for every layout: a `module.` prefix (DDP), `ema_model.` and the EMA counters,
+    and the mel buffers of pre-Nov-2024 files all come out as the model's keys."""
     tiny = fp("f5tts_tiny")
-    assert "`module.` prefix" in diagnose(tiny, {f"module.{k}": v for k, v in tiny.items()})
-    old = {**tiny, "mel_spec.mel_stft.mel_scale.fb": "float32[513, 100]"}
-    assert "old mel_spec buffers" in diagnose(tiny, old)
+    stale = {"mel_spec.mel_stft.mel_scale.fb": "float32[513, 100]", "mel_spec.mel_stft.spectrogram.window": "float32[1024]"}
+    for keys in ({f"module.{k}": v for k, v in tiny.items()},
+                 {**{f"ema_model.{k}": v for k, v in tiny.items()}, "initted": "bool[]", "step": "int64[]",
+                  **{f"ema_model.{k}": v for k, v in stale.items()}},
+                 {**{f"online.module.{k}": v for k, v in tiny.items()}, **{f"ema.{k}": v for k, v in tiny.items()}}):
+        mapping = weight_keys(keys, "ema")
+        assert mapping.keys() == tiny.keys()
+        check_fits(tiny, {name: keys[k] for name, k in mapping.items()}, "x", "the run")
 
 
 def test_check_fits_prints_a_table_and_passes_a_fit():
