@@ -34,7 +34,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         only = gr.Checkbox(False, label="only the keys that differ", elem_id="cmp-only")
     go = gr.Button("Compare manifests", elem_id="cmp-go")
     summary = gr.HTML(elem_id="cmp-summary")
-    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, max_height=600, elem_id="cmp-diff")
+    table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, max_height=600, elem_id="cmp-diff",
+                         column_widths=["34%", "30%", "30%", "6%"])
 
     def compare(x, y, o):
         try:

@@ -121,7 +121,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown) -> Non
         except UserError as e:
             return f"# error: {e}"
 
-    gr.on([c.change for c in form if not isinstance(c, gr.State)], show_command, form, command,
+    gr.on([app.load, *(c.change for c in form if not isinstance(c, gr.State))], show_command, form, command,
           queue=False, show_progress="hidden")
 
     def pick_data(d):
@@ -133,7 +133,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown) -> Non
             return f"error: {e}", gr.update(visible=False)
         return datasets.describe(s), gr.update(value=rep or "(no skipped rows)", visible=True)
 
-    data.change(pick_data, data, [summary, report], queue=False)
+    gr.on([app.load, data.change], pick_data, data, [summary, report], queue=False)
     app.load(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
     data.focus(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
     pretrained.change(lambda p: (gr.update(visible=p == PRETRAINED[2]), gr.update(visible=p == PRETRAINED[3],

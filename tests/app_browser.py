@@ -1,0 +1,168 @@
+"""Driving the web app in a real browser: Debian's Chromium through Playwright, against `python -m
+finetune.app` started on a free port. Shared by the browser tests; a failing test saves a screenshot."""
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class AppServer:
+    """The app as a user starts it, in its own process; `cwd` is where a shell would run things."""
+
+    def __init__(self, runs: Path, data: Path, cwd: Path, env: dict):
+        self.port = free_port()
+        self.log = cwd / "app.log"
+        self.proc = subprocess.Popen([sys.executable, "-m", "finetune.app", f"runs={runs}", f"data_root={data}",
+                                      f"port={self.port}"], cwd=cwd, env=env, stdout=open(self.log, "w"),
+                                     stderr=subprocess.STDOUT)
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def wait(self, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if "app: http://127.0.0.1:" in text:
+                return text
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the app exited ({self.proc.returncode}):\n{text[-3000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"the app did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def launch_browser(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def screenshot_on_failure(test):
+    """A failing browser test saves the page as it was, and prints where (uses the `page` and `tmp_path` fixtures)."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        try:
+            return test(*args, **kwargs)
+        except BaseException:
+            page, folder = kwargs.get("page"), kwargs.get("tmp_path")
+            if page is not None and folder is not None:
+                shot = Path(folder) / f"{test.__name__}.png"
+                try:
+                    page.screenshot(path=str(shot), full_page=True)
+                    print(f"\nscreenshot of the failing page: {shot}", file=sys.stderr)
+                except Exception as e:  # the browser itself may be what failed
+                    print(f"\nno screenshot ({e})", file=sys.stderr)
+            raise
+    return run
+
+
+# ---- page helpers: Gradio's components, found by their elem_id -------------------------------------------
+
+def tab(page, tab_id: str) -> None:
+    page.locator(f"#tab-{tab_id}-button").click()
+
+
+def fill(page, elem_id: str, text) -> None:
+    """A textbox or number field: replace its value and let Gradio see the change."""
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input[type=number], #{elem_id} input[type=text]").first
+    box.fill(str(text))
+    box.blur()
+
+
+def choose(page, elem_id: str, value: str) -> None:
+    """A dropdown: open it and click the option; where custom values are allowed and no option matches,
+    type the value and press Enter."""
+    box = page.locator(f"#{elem_id} input[role=combobox]")
+    box.click()
+    option = page.locator(f"[role=option][aria-label={json.dumps(value)}]")
+    try:  # the list opens with every choice at once, or has none
+        page.locator("[role=option]").first.wait_for(timeout=1500)
+    except Exception:
+        pass
+    if option.count():
+        option.first.click()
+    else:
+        box.fill(value)
+        box.press("Enter")
+    box.blur()
+
+
+def radio(page, elem_id: str, value: str) -> None:
+    page.locator(f"#{elem_id} label", has_text=value).first.click()
+
+
+def click(page, elem_id: str) -> None:
+    page.locator(f"#{elem_id}").click()
+
+
+def wait_text(page, elem_id: str, pattern: str, timeout: float = 60) -> str:
+    """Wait until the element's text matches `pattern` (a regex); returns the text."""
+    locator = page.locator(f"#{elem_id}")
+    deadline, text = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        text = locator.inner_text() if locator.count() else ""
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.25)
+    raise AssertionError(f"#{elem_id} never matched {pattern!r} in {timeout} s; it shows: {text[-1500:]!r}")
+
+
+def table_rows(page, elem_id: str) -> list[list[str]]:
+    """The rows a Gradio dataframe shows (the rows it has rendered: it renders them virtually)."""
+    cells = page.evaluate("""id => [...document.querySelectorAll(`#${id} [data-testid^=cell-]`)]
+        .map(c => [c.getAttribute("data-testid"), c.innerText.trim()])""", elem_id)
+    rows: dict[int, dict[int, str]] = {}
+    for testid, text in cells:
+        r, c = (int(x) for x in testid.split("-")[1:3])
+        rows.setdefault(r, {})[c] = text
+    return [[row[c] for c in sorted(row)] for _, row in sorted(rows.items())]
+
+
+def wait_row(page, elem_id: str, first: str, column: int, pattern: str, timeout: float = 90) -> list[str]:
+    """Wait for the table row whose first cell is `first` to show `pattern` in `column`."""
+    deadline, found = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        found = next((r for r in table_rows(page, elem_id) if r and r[0] == first), None)
+        if found and len(found) > column and re.search(pattern, found[column]):
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"#{elem_id}: row {first!r} never showed {pattern!r} in column {column}; last: {found}")
+
+
+def audio_bytes(page, elem_id: str) -> bytes:
+    """The file behind a gr.Audio output: the page must show an <audio> element for it, and the file is
+    fetched from the player's own download link, as the browser fetches it."""
+    link = page.locator(f"#{elem_id} a[data-testid=download-link]")
+    deadline = time.monotonic() + 30
+    while not (page.locator(f"#{elem_id} audio").count() and link.count() and link.first.get_attribute("href")):
+        assert time.monotonic() < deadline, f"#{elem_id} shows no audio player"
+        time.sleep(0.2)
+    response = page.request.get(link.first.get_attribute("href"))
+    assert response.ok, response.status
+    return response.body()
+
+
+def env() -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "GRADIO_ANALYTICS_ENABLED": "False"}

@@ -1,0 +1,321 @@
+"""The web app in a real browser (Chromium through Playwright): every page a user needs to prepare data,
+fine-tune, watch, stop, resume, listen, compare and export, against tiny runs made here.
+
+One app server and one browser serve the whole module. `-m browser` selects these tests."""
+import io
+import json
+import os
+import re
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from app_browser import (AppServer, audio_bytes, choose, click, env, fill, launch_browser, radio,
+                         screenshot_on_failure, tab, table_rows, wait_row, wait_text)
+from conftest import cli, finetune
+from make_data import write_clips
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
+              pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")]
+
+# user text that a shell would act on: it must reach the tools as one argument and do nothing else
+HOSTILE = "tiny; rm -rf canary $(touch pwned)"
+SNOWMAN = "☃"  # a symbol no model vocab has: the launch must offer vocab.extend / vocab.accept_unknown
+
+
+class Site:
+    def __init__(self, top, server, browser):
+        self.top, self.runs, self.data, self.cwd = top, top / "runs", top / "data", top / "cwd"
+        self.server, self.browser = server, browser
+
+    def restart(self) -> None:
+        """Stop the app and start it again (a new port): it holds no state, so nothing may be lost."""
+        self.server.stop()
+        self.server = AppServer(self.runs, self.data, self.cwd, env())
+        self.server.wait()
+
+    def untouched(self) -> None:
+        """Nothing a shell would have done with HOSTILE happened."""
+        assert (self.cwd / "canary").is_dir()
+        assert not any(p.name == "pwned" for p in self.top.rglob("pwned"))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    top = tmp_path_factory.mktemp("app")
+    for sub in ("runs", "data", "cwd", "cwd/canary"):
+        (top / sub).mkdir()
+    server = AppServer(top / "runs", top / "data", top / "cwd", env())
+    try:
+        yield from _serve(top, server)
+    finally:
+        server.stop()
+
+
+def _serve(top, server):
+    from playwright.sync_api import sync_playwright
+
+    # a folder of short clips with same-named transcripts, one of them too short to keep
+    rows = write_clips(top / "data" / "clips", 4, min_s=1.0, max_s=1.5)
+    for i, (audio, text) in enumerate(rows):
+        audio.with_suffix(".txt").write_text(text + (f" {SNOWMAN}" if i == 0 else ""), encoding="utf-8")
+    short = top / "data" / "clips" / "wavs" / "short.wav"
+    sf.write(short, np.zeros(2400, dtype=np.float32) + 0.1, 24000)
+    short.with_suffix(".txt").write_text("Too short.", encoding="utf-8")
+    (top / "data" / "outside").symlink_to("/etc")
+    with ThreadPoolExecutor(1) as pool:  # while the app starts and two tiny runs train here
+        prepared = pool.submit(cli, "finetune.prepare", f"input={top / 'data' / 'clips' / 'wavs'}",
+                               f"out={top / 'data' / 'voice'}", "workers=1")
+        finetune(top / "runs", "alpha", "f5tts_tiny", "train.log_every=1")
+        finetune(top / "runs", "beta", "e2tts_tiny")
+        assert prepared.result().returncode == 0, prepared.result().stderr[-2000:]
+    server.wait()
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            yield Site(top, server, browser)
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(site):
+    page = site.browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    page.goto(site.server.url)
+    page.wait_for_selector("#runs-table [data-testid=cell-0-0]")
+    yield page
+    page.close()
+
+
+def open_run(page, name: str) -> None:
+    tab(page, "runs")
+    wait_row(page, "runs-table", name, 0, ".")
+    row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
+    page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
+    wait_text(page, "run-verified", "manifest")
+
+
+def run_update(page) -> int:
+    return int(page.locator("#run-update").inner_text())
+
+
+# 1
+@screenshot_on_failure
+def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
+    row = wait_row(page, "runs-table", "alpha", 8, "^finished$")
+    assert row[1] == "f5tts_tiny" and row[2] == "F5-TTS v1" and row[6] == "4 / 4", row
+    assert {r[0] for r in table_rows(page, "runs-table")} >= {"alpha", "beta"}
+
+
+# 2
+@screenshot_on_failure
+def test_run_page_shows_verified_manifest_and_loss_curve(site, page, tmp_path):
+    open_run(page, "alpha")
+    wait_text(page, "run-verified", "manifest verified")
+    logged = len((site.runs / "alpha" / "metrics.jsonl").read_text().splitlines())
+    assert logged == 4
+    points = page.locator("#plot-loss g.mark-symbol path")  # one symbol per plotted point
+    deadline = time.monotonic() + 20
+    while points.count() != logged and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert points.count() == logged
+    assert "python -m finetune model=f5tts_tiny" in page.locator("#run-command").inner_text()
+    checkpoints = table_rows(page, "run-checkpoints")
+    assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "verified" for r in checkpoints), checkpoints
+    if os.environ.get("F5TUNE_APP_SCREENSHOT"):  # docs/app.png is made this way
+        page.screenshot(path=os.environ["F5TUNE_APP_SCREENSHOT"], full_page=False)
+
+
+# 3
+@screenshot_on_failure
+def test_diff_of_two_runs_lists_differing_model_keys(site, page, tmp_path):
+    tab(page, "compare")
+    choose(page, "cmp-a", "alpha")
+    choose(page, "cmp-b", "beta")
+    page.locator("#cmp-only input[type=checkbox]").check()
+    click(page, "cmp-go")
+    wait_text(page, "cmp-summary", r"\d+ keys differ")
+    rows = table_rows(page, "cmp-diff")
+    shown = {r[0]: r for r in rows}
+    assert shown["model.backbone"][1:3] == ["DiT", "UNetT"], rows
+    assert shown["model.name"][1:3] == ["f5tts_tiny", "e2tts_tiny"]
+    assert all(r[3] == "false" for r in rows), rows  # only differing keys, as asked
+
+
+def wav_of(data: bytes):
+    wav, sr = sf.read(io.BytesIO(data))
+    return wav, sr
+
+
+# 4
+@screenshot_on_failure
+def test_synthesis_plays_a_24khz_wav_of_plausible_length(site, page, tmp_path):
+    tab(page, "synth")
+    choose(page, "syn-run", "alpha")
+    text = f"Hello there, {HOSTILE}"
+    fill(page, "syn-text", text)
+    fill(page, "syn-nfe", 2)
+    choose(page, "syn-vocoder", "griffinlim")
+    click(page, "syn-go")
+    wait_text(page, "syn-msg", r"\A(wrote|error)", 90)
+    assert "wrote" in page.locator("#syn-msg").inner_text()
+    wav, sr = wav_of(audio_bytes(page, "syn-out"))
+    assert sr == 24000
+    # infer's duration rule: the reference clip's frames per byte of its text, times the bytes spoken; the whole
+    # hostile text arrived as one argument, or the length would not match
+    ref, _ = sf.read(site.runs / "alpha" / "reference.wav")
+    ref_text = "Some call me nature, others call me mother nature. "
+    ref_frames = len(ref) // 256
+    expected = int(ref_frames / len(ref_text.encode()) * len(text.encode())) * 256 / 24000
+    assert abs(len(wav) / sr - expected) < 0.05, (len(wav) / sr, expected)
+    site.untouched()
+
+
+# 5
+@screenshot_on_failure
+def test_launch_from_the_form_reaches_finished(site, page, tmp_path):
+    tab(page, "new")
+    choose(page, "new-model", "f5tts_tiny")
+    choose(page, "new-data", "voice")
+    wait_text(page, "new-data-summary", "4 clips")
+    assert "too_short" in page.locator("#new-data-report textarea").input_value()
+    radio(page, "new-pretrained", "none (from scratch)")
+    fill(page, "new-name", HOSTILE)
+    fill(page, "new-train-max-updates", 4)
+    fill(page, "new-train-save-every", 2)
+    fill(page, "new-optim-lr", 0.001)
+    fill(page, "new-data-frames-per-batch", 2000)
+    choose(page, "new-vocoder", "griffinlim")
+    command = wait_text(page, "new-command", "run.name=")
+    assert f'run.name="{HOSTILE}"' in shlex.split(command), command  # one argument, quoted for Hydra
+    click(page, "new-launch")
+    refusal = wait_text(page, "new-result", r"\Aerror:", 90)
+    assert SNOWMAN in refusal and "vocab.accept_unknown=true" in refusal, refusal
+    assert not (site.runs / HOSTILE).exists()  # refused: nothing written
+    click(page, "new-vocab-accept")
+    wait_text(page, "run-state", "finished", 120)
+    tab(page, "runs")
+    wait_row(page, "runs-table", HOSTILE, 8, "^finished$")
+    manifest = (site.runs / HOSTILE / "manifest.yaml").read_text(encoding="utf-8")
+    assert json.loads(json.dumps(HOSTILE)) in manifest and "accept_unknown: true" in manifest
+    site.untouched()
+
+
+# 6
+@screenshot_on_failure
+def test_stop_then_resume_from_the_page(site, page, tmp_path):  # and an app restart while it trains
+    tab(page, "new")
+    choose(page, "new-model", "f5tts_tiny")
+    radio(page, "new-pretrained", "none (from scratch)")
+    fill(page, "new-name", "long")
+    fill(page, "new-train-max-updates", 100000)
+    fill(page, "new-train-save-every", 100000)
+    fill(page, "new-optim-lr", 0.001)
+    fill(page, "new-extra", "train.log_every=1")
+    choose(page, "new-vocoder", "griffinlim")
+    click(page, "new-launch")
+    wait_text(page, "run-state", "running", 90)
+    deadline = time.monotonic() + 60
+    while run_update(page) < 3:
+        assert time.monotonic() < deadline, "the run never got past update 3"
+        time.sleep(0.3)
+    tab(page, "new")  # the same run name again, while the first one trains: refused
+    click(page, "new-launch")
+    assert "already exists" in wait_text(page, "new-result", r"\Aerror:")
+    page.goto("about:blank")  # leaving the page and restarting the app leave the run training
+    site.restart()
+    page.goto(site.server.url)
+    open_run(page, "long")
+    wait_text(page, "run-state", "running")
+    before = run_update(page)
+    while run_update(page) <= before:
+        assert time.monotonic() < deadline + 60, "the run stopped updating after the app restarted"
+        time.sleep(0.3)
+    click(page, "run-stop")
+    wait_text(page, "run-state", "stopped", 60)
+    status = json.loads((site.runs / "long" / "status.json").read_text())
+    reached = status["update"]
+    assert status["state"] == "stopped" and reached >= 3
+    wait_row(page, "run-checkpoints", str(reached), 1, "verified", 20)  # a checkpoint at the update reached
+    page.locator("#resume-panel").get_by_text("Resume").first.click()
+    fill(page, "resume-max-updates", reached + 3)
+    click(page, "resume-button")
+    wait_text(page, "run-state", "finished", 120)
+    assert json.loads((site.runs / "long" / "status.json").read_text())["update"] == reached + 3
+    assert "train.max_updates" in page.locator("#run-amendments textarea").input_value()
+
+
+# 7
+@screenshot_on_failure
+def test_ab_comparison_shows_two_audio_players(site, page, tmp_path):
+    tab(page, "compare")
+    choose(page, "ab-a-run", "alpha")
+    choose(page, "ab-a-ckpt", "2")
+    choose(page, "ab-b-run", "alpha")
+    choose(page, "ab-b-ckpt", "4")
+    fill(page, "ab-text", "Two checkpoints, one sentence.")
+    fill(page, "ab-nfe", 2)
+    choose(page, "ab-vocoder", "griffinlim")
+    click(page, "ab-go")
+    wait_text(page, "ab-msg", r"\A(A: |error)", 90)
+    a, b = audio_bytes(page, "ab-out-a"), audio_bytes(page, "ab-out-b")
+    (wa, sra), (wb, srb) = wav_of(a), wav_of(b)
+    assert sra == srb == 24000 and len(wa) == len(wb)  # same text, reference and seed: same length
+    assert not np.array_equal(wa, wb)  # two checkpoints (update 2 EMA, update 4 online): two voices
+
+
+# 8
+@screenshot_on_failure
+def test_paths_outside_the_roots_are_refused(site, page, tmp_path):
+    tab(page, "data")
+    fill(page, "prep-out", "anything")
+    for typed in ("../../etc", "/etc", "outside"):  # up and out, absolute, a symlink under data_root to /etc
+        choose(page, "prep-input", typed)
+        click(page, "prep-go")
+        text = wait_text(page, "prep-result", f"error: input={re.escape(typed)}: refused")
+        assert "outside" in text
+    tab(page, "new")
+    radio(page, "new-pretrained", "local file")
+    fill(page, "new-pretrained-file", "/etc/passwd")
+    click(page, "new-launch")
+    wait_text(page, "new-result", "error: pretrained=/etc/passwd: refused")
+    assert not (site.data / "anything").exists()
+
+
+@screenshot_on_failure
+def test_prepare_a_folder_of_clips_then_browse_it(site, page, tmp_path):
+    tab(page, "data")
+    choose(page, "prep-input", "clips/wavs")
+    fill(page, "prep-out", "voice2")
+    click(page, "prep-go")
+    wait_text(page, "prep-result", r"\A(dataset|error):", 90)
+    assert "4 clips" in page.locator("#prep-result").inner_text()
+    assert "short.wav: too_short" in page.locator("#prep-report textarea").input_value()
+    wait_text(page, "browse-summary", "4 clips")
+    rows = table_rows(page, "browse-clips")
+    assert len(rows) == 4
+    page.locator("#browse-clips [data-testid=cell-1-1]").click()
+    wait_text(page, "browse-text", re.escape(rows[1][1][:20]))
+    wav, sr = wav_of(audio_bytes(page, "browse-audio"))
+    assert sr == 24000 and len(wav) > 24000
+
+
+@screenshot_on_failure
+def test_export_offers_the_file(site, page, tmp_path):
+    tab(page, "export")
+    choose(page, "exp-run", "alpha")
+    choose(page, "exp-ckpt", "4")
+    radio(page, "exp-weights", "online")
+    click(page, "exp-go")
+    wait_text(page, "exp-msg", r"\A(wrote|exported before|error)", 90)
+    link = page.locator("#exp-files a").first
+    assert link.inner_text() == "alpha-00000004-online.safetensors"
+    data = page.request.get(site.server.url.rstrip("/") + link.get_attribute("href")).body()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    assert header["__metadata__"]["format"] == "f5tune-export/1" and header["__metadata__"]["weights"] == "online"
+    assert (site.runs / "alpha" / "exports" / "alpha-00000004-online.safetensors").stat().st_size == len(data)
