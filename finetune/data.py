@@ -116,6 +116,8 @@ def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
         tokens = c.get("tokens") or tokenize(c["text"], spec["tokenizer"])
         clips.append(Clip(c["row"], Path(c["audio"]), c["text"], tokens, c["frames"], mel_file=mel_file))
     info = {"path": str(folder), "sha256": sha, "reference": str(folder / "reference.wav")}
+    if summary.get("asr"):  # transcribed by a recogniser: which one, and how much text a person set
+        info |= {"asr": summary["asr"], "text_by": summary.get("text_by")}
     return clips, info
 
 
