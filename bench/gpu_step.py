@@ -42,8 +42,7 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
 
     from finetune.lock.builder import build_model
     from finetune.data import Clip
-    from tests.same_math import loop_config
-    from tests.test_builder import VOCAB, spec_of
+    from tests.helpers import VOCAB, loop_config, spec_of
 
     spec = spec_of(model_name)
     torch.manual_seed(0)
@@ -70,14 +69,14 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
                               accelerate_kwargs={"mixed_precision": mixed})
             trainer.train(Synthetic(), num_workers=2, resumable_with_seed=666)
         else:
-            from finetune.train import make_accelerator, train
+            from finetune.train import Trainer, make_accelerator
 
             cfg = loop_config({"max_updates": updates, "save_every": 10**6, "log_every": 10**6,
                                "mixed_precision": mixed, "num_workers": 2, "ema": EMA},
                               {"lr": 1e-4, "warmup_updates": 10},
                               {"frames_per_batch": CLIPS_PER_BATCH * FRAMES, "max_samples": CLIPS_PER_BATCH})
             clips = [Clip(f"synthetic:{i}", Path("-"), "", text, FRAMES, mel) for i, (mel, text) in enumerate(data)]
-            train(cfg, make_accelerator(cfg), model, clips, Path(tmp), {"sha256": "0" * 64})
+            Trainer(cfg, make_accelerator(cfg), model, clips, Path(tmp), {"sha256": "0" * 64}).fit()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - started

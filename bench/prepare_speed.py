@@ -50,9 +50,8 @@ def train_speed(dataset: Path, updates: int, repeat: int) -> None:
     from finetune.lock.audio import load_audio, mel_spectrogram
     from finetune.lock.builder import build_model
     from finetune.data import Clip, load_clips
-    from finetune.train import make_accelerator, train
-    from tests.same_math import loop_config
-    from tests.test_builder import VOCAB, spec_of
+    from finetune.train import Trainer, make_accelerator
+    from tests.helpers import VOCAB, loop_config, spec_of
 
     class OnTheFly(Clip):  # upstream's way: decode, resample and STFT the audio for every batch
         def with_mel(self):
@@ -75,7 +74,7 @@ def train_speed(dataset: Path, updates: int, repeat: int) -> None:
                 m = build_model(spec, VOCAB)
                 with tempfile.TemporaryDirectory() as run:
                     started = time.perf_counter()
-                    train(cfg, make_accelerator(cfg), m, clips, Path(run), {"sha256": "0" * 64})
+                    Trainer(cfg, make_accelerator(cfg), m, clips, Path(run), {"sha256": "0" * 64}).fit()
                     rates[kind].append(n / (time.perf_counter() - started))
         for kind, label in (("fly", "mel on the fly"), ("cache", "mel from the cache")):
             r = rates[kind]

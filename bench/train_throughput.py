@@ -21,7 +21,7 @@ CASES = [("f5tts_tiny", 24), ("e2tts_tiny", 24), ("f5tts_small", 4)]
 def one(side: str, model: str, clips: int) -> tuple[float, int, int]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-        r = subprocess.run([sys.executable, "tests/same_math.py", side, f"{tmp}/w.st", "1", model, str(clips)],
+        r = subprocess.run([sys.executable, "tests/same_math.py", side, f"{tmp}/w", "bench", model, str(clips)],
                            cwd=ROOT, env=env, capture_output=True, text=True)
         m = re.search(r"train seconds: ([\d.]+) updates: (\d+) frames: (\d+)", r.stdout)
         if r.returncode or not m:

@@ -15,6 +15,15 @@ def spec_of(name: str, vocab=VOCAB) -> dict:
     return model_spec(model_config(name), vocab)
 
 
+def loop_config(train: dict, optim: dict, data: dict) -> dict:
+    """What finetune.train.Trainer reads, the schema's defaults filled in for every key not given
+    (for the same-math runner and the benchmarks that call the loop directly)."""
+    from finetune.lock.schema import OptimConfig, TrainConfig, complete
+
+    return {"train": complete(train, TrainConfig), "optim": complete(optim, OptimConfig), "data": data,
+            "logger": {"kind": "none", "project": "x"}}
+
+
 def tiny_state(name="f5tts_tiny", seed=0) -> dict:
     torch.manual_seed(seed)
     return build_model(spec_of(name), VOCAB).state_dict()
