@@ -173,6 +173,18 @@ def _on_every_rank(check):
         raise UserError(errors[0])
 
 
+def _visible(run_dir: Path) -> None:
+    from accelerate import PartialState
+
+    try:
+        read_manifest(run_dir)
+    except UserError as e:
+        if PartialState().num_processes == 1:
+            raise
+        raise UserError(f"{e} (a resume reads the run folder in every process: with several machines, keep "
+                        "run.root on storage they all share, at the same path)")
+
+
 def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
     """Continue a run from its newest intact checkpoint; only overrides that leave the model alone pass."""
     import torch
@@ -181,7 +193,7 @@ def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
     run_dir = Path(run_dir)
     PartialState(cpu=not torch.cuda.is_available())  # the process group, as make_accelerator will ask for it
     # every rank reads the run folder: without shared storage on a multi-node launch, say so on all ranks
-    _on_every_rank(lambda: read_manifest(run_dir))
+    _on_every_rank(lambda: _visible(run_dir))
     manifest, current = manifest_and_config(run_dir)
     new_cfg = apply_overrides(current, overrides)
     old, new = flatten(current), flatten(new_cfg)
