@@ -40,6 +40,8 @@ def check_name(name) -> str:
 def run_path(root: str, name: str) -> Path:
     if not str(root).strip():
         raise UserError("run.root must not be empty (default: runs)")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise UserError(f"run.root={root} is a file, not a folder; give a folder for the runs")
     run_dir = Path(root) / check_name(name)
     if run_dir.exists():
         raise UserError(f"{run_dir} already exists; pick another run.name= (a run folder is never reused; "
@@ -52,6 +54,9 @@ def create_run(run_dir: Path, body: dict, vocab: list[str], reference, sample_ra
     A folder is either a whole run or, if this fails midway, removed again: it held nothing yet."""
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {run_dir.parent} ({e.strerror}); check run.root=")
+    try:
         run_dir.mkdir()
     except FileExistsError:
         raise UserError(f"{run_dir} already exists; pick another run.name=")

@@ -1,4 +1,5 @@
 """Runs from the trainer's side: start a new run (everything checked before its folder exists) or resume one."""
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from .lock.files import FolderLock, sha256_file
 from .lock.manifest import read_manifest, versions
 from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of
 from .lock.vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab
-from .runfolder import append_amendment, create_run, manifest_and_config, now, run_path
+from .runfolder import AMENDMENTS, METRICS, STATUS, append_amendment, create_run, manifest_and_config, now, run_path
 from .train import Trainer, make_accelerator, optimizer_class
 
 
@@ -173,6 +174,22 @@ def _on_every_rank(check):
         raise UserError(errors[0])
 
 
+def writable(run_dir: Path, names) -> None:
+    """Fail before training, not after the first hour, on a file of the run that cannot be written."""
+    for name in names:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            if name == CKPT_DIR:
+                if not os.access(path, os.W_OK):
+                    raise PermissionError(13, "Permission denied")
+            else:
+                open(path, "a").close()
+        except OSError as e:
+            raise UserError(f"{path}: cannot be written ({e.strerror}); the run needs it to continue")
+
+
 def _visible(run_dir: Path) -> None:
     from accelerate import PartialState
 
@@ -248,7 +265,9 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
         raise UserError(f"resume={run_dir}: the run is at update {update} and plans {trainer.total}; raise "
                         f"train.max_updates (or train.epochs) above {update} to continue")
 
-    if accelerator.is_main_process:  # every check has passed: only now does the run folder change
+    if accelerator.is_main_process:
+        writable(run_dir, ("train.log", METRICS, STATUS, AMENDMENTS, CKPT_DIR))
+        # every check has passed: only now does the run folder change
         for tmp in (run_dir / CKPT_DIR).glob(".*.tmp-*"):  # halves of writes a crash cut short
             tmp.unlink()
         for bad in damaged:

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 from finetune.lock.checkpoints import check_binding, header, load_weights, pick_checkpoint, weights_in
 from finetune.lock.diagnose import check_fits
 from finetune.lock.errors import UserError
-from finetune.lock.files import atomic_write, sha256_bytes
+from finetune.lock.files import atomic_write, check_writable, sha256_bytes
 from finetune.lock.load import EXPORT_FORMAT
 from finetune.lock.manifest import dump, read_manifest
 from finetune.lock.vocab import read_vocab
@@ -27,6 +27,7 @@ def export(cfg: dict) -> Path:
     for f in (out, vocab_out) if cfg["layout"] == "upstream" else (out,):
         if f.exists():
             raise UserError(f"out={out}: {f} exists; an export never overwrites a file")
+    check_writable(out, "out")
     run_dir, weights = Path(cfg["run"]), cfg["weights"]
     manifest = read_manifest(run_dir)
     _, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
@@ -47,12 +48,8 @@ def export(cfg: dict) -> Path:
         extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
                  "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),
                  "manifest_sha256": manifest["sha256"]}
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if cfg["layout"] == "upstream":
-            atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
-            print(f"vocab: {vocab_out}", file=sys.stderr)
-        atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=extra))
-    except OSError as e:
-        raise UserError(f"out={out}: cannot write ({e.strerror}); pick a writable folder")
+    if cfg["layout"] == "upstream":
+        atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
+        print(f"vocab: {vocab_out}", file=sys.stderr)
+    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=extra))
     return out

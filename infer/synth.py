@@ -14,7 +14,7 @@ import torch
 
 from finetune.lock.audio import demo_rows, load_audio, write_wav, written_here
 from finetune.lock.errors import UserError
-from finetune.lock.files import atomic_write
+from finetune.lock.files import atomic_write, check_writable
 from finetune.lock.load import load_model_file, load_run, pick_device
 from finetune.lock.manifest import NAME
 from finetune.lock.vocab import tokenize
@@ -54,10 +54,10 @@ def cross_fade(parts: list[torch.Tensor], samples: int) -> torch.Tensor:
 def check_out(out: Path, overwrite: bool) -> Path:
     """Where a wav may go: a .wav file, outside every run folder but its samples/, replacing only a wav this
     tool wrote unless overwrite=true."""
-    if out.suffix.lower() != ".wav":
-        raise UserError(f"out={out}: give a file name ending in .wav (the output is a 24 kHz wav)")
     if out.is_dir():
         raise UserError(f"out={out} is a folder; give a file name ending in .wav")
+    if out.suffix.lower() != ".wav":
+        raise UserError(f"out={out}: give a file name ending in .wav (the output is a 24 kHz wav)")
     resolved = out.resolve()
     for folder in resolved.parents:
         if (folder / NAME).is_file() and not resolved.is_relative_to(folder / "samples"):
@@ -65,6 +65,7 @@ def check_out(out: Path, overwrite: bool) -> Path:
                             f"{folder / 'samples'} or outside the run")
     if out.exists() and not written_here(out) and not overwrite:
         raise UserError(f"out={out} exists and is not a wav this tool wrote; pick another name or pass overwrite=true")
+    check_writable(out, "out")
     return out
 
 
@@ -147,11 +148,7 @@ def synthesize(cfg: dict) -> Path:
         wav = wav * rms / TARGET_RMS
 
     out = out or check_out(default_out, False)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(out, lambda tmp: write_wav(tmp, wav, sr))
-    except OSError as e:
-        raise UserError(f"out={out}: cannot write ({e.strerror}); pick a writable place")
+    atomic_write(out, lambda tmp: write_wav(tmp, wav, sr))
     print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio in {len(plan)} "
           f"piece{'s' if len(plan) > 1 else ''}", file=sys.stderr)
     return out

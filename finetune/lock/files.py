@@ -120,3 +120,20 @@ def holder(folder) -> str | None:
         return text or "another process"
     finally:
         os.close(fd)
+
+
+def check_writable(path: Path, key: str) -> None:
+    """Fail before the work, not after it, when `path`'s folder cannot take a new file: a probe file is
+    created and removed there (permission bits say nothing to root; read-only mounts and /sys only answer
+    a real attempt)."""
+    import tempfile
+
+    from .errors import UserError
+
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".f5tune-probe-"):
+            pass
+    except OSError as e:
+        raise UserError(f"{key}={path}: cannot write there ({e.strerror or type(e).__name__}); pick a writable folder")

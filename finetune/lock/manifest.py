@@ -44,7 +44,7 @@ class _Loader(yaml.SafeLoader):
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
-            raise yaml.YAMLError("anchors and aliases are not allowed in a manifest")
+            raise yaml.YAMLError("anchors and aliases are not allowed here")
         return super().compose_node(parent, index)
 
 
@@ -52,13 +52,14 @@ def dump(body: dict) -> str:
     return yaml.dump(body, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
-def load_yaml(text: str, source) -> object:
+def load_yaml(text: str, source, what: str = "manifest") -> object:
+    """Safe YAML of at most MAX_BYTES with no anchors or aliases: for any YAML read from a file we were given."""
     if len(text.encode("utf-8")) > MAX_BYTES:
-        raise UserError(f"{source}: over {MAX_BYTES >> 10} kB, which no manifest is; restore the original")
+        raise UserError(f"{source}: over {MAX_BYTES >> 10} kB, which no {what} is; restore the original")
     try:
         return yaml.load(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError) as e:
-        raise UserError(f"{source}: not a valid manifest ({str(e).splitlines()[0][:100]}); restore the original")
+        raise UserError(f"{source}: not a valid {what} ({str(e).splitlines()[0][:100]}); restore the original")
 
 
 def write_manifest(run_dir: Path, body: dict) -> dict:

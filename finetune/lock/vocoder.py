@@ -5,6 +5,7 @@ import torch
 
 from .errors import UserError
 from .hub import hub_file
+from .manifest import load_yaml
 
 VOCOS_REPO = "charactr/vocos-mel-24khz"
 
@@ -49,21 +50,27 @@ _VOCOS_PARTS = {
 
 
 def _build_vocos(config_path: Path):
-    import yaml
     from vocos import Vocos
     from vocos.feature_extractors import MelSpectrogramFeatures
     from vocos.heads import ISTFTHead
     from vocos.models import VocosBackbone
 
     classes = {"feature_extractor": MelSpectrogramFeatures, "backbone": VocosBackbone, "head": ISTFTHead}
-    config = yaml.safe_load(config_path.read_text())
+    config = load_yaml(config_path.read_text(encoding="utf-8", errors="replace"), config_path, "vocos config")
     parts = {}
     for name, expected in _VOCOS_PARTS.items():
-        part = (config or {}).get(name) or {}
+        part = config.get(name) if isinstance(config, dict) else None
+        part = part if isinstance(part, dict) else {}
         if part.get("class_path") != expected:
             raise UserError(f"{config_path}: {name} must be {expected} (the vocos-mel-24khz layout), "
                             f"found {part.get('class_path')!r}")
-        parts[name] = classes[name](**(part.get("init_args") or {}))
+        args = part.get("init_args") or {}
+        try:
+            if not isinstance(args, dict):
+                raise TypeError("init_args is not a mapping")
+            parts[name] = classes[name](**args)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{config_path}: {name} init_args do not fit {expected} ({e})")
     return Vocos(**parts)
 
 
@@ -73,5 +80,15 @@ def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32, path_key:
         return GriffinLim(mel, n_iter)
     config, weights = _vocos_files(path, path_key)
     vocoder = _build_vocos(config)
-    vocoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)  # refuses any pickled object
+    except Exception as e:  # torch raises several types for junk and for refused pickles
+        raise UserError(f"{weights}: not a weights-only torch file ({type(e).__name__}); {path_key} needs vocos's "
+                        "pytorch_model.bin")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{weights}: holds a {type(state).__name__}, not vocos's state dict")
+    try:
+        vocoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{weights}: does not fit the model {config} describes ({str(e).splitlines()[0][:120]})")
     return vocoder.eval().to(device)
