@@ -45,8 +45,16 @@ def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> str:
     return errors[0]
 
 
+def tree(root: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """One tiny fine-tune per family, shared by the tests that only read them (copy before changing one)."""
+    """One tiny fine-tune per family, shared by the tests that only read them (copy before changing one:
+    the session ends with a check that nothing in them changed)."""
     root = tmp_path_factory.mktemp("runs")
-    return {"f5": finetune(root, "f5", "f5tts_tiny"), "e2": finetune(root, "e2", "e2tts_tiny")}
+    shared = {"f5": finetune(root, "f5", "f5tts_tiny"), "e2": finetune(root, "e2", "e2tts_tiny")}
+    before = tree(root)
+    yield shared
+    assert tree(root) == before, "a test wrote into the shared runs: copy them first (shutil.copytree)"

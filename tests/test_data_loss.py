@@ -115,3 +115,29 @@ def test_checkpoint_files_written_by_hand_or_cut_short_are_never_taken_for_check
     os.truncate(path, 3)
     with pytest.raises(DamagedFile):
         header(path)
+
+
+def test_a_whole_checkpoint_that_will_not_load_stops_the_resume_and_is_not_renamed(runs, tmp_path):
+    """Only real damage (cut short, unparsable, failing its hash) counts: a whole training state that this
+    torch refuses to unpickle (another version's format, a bug) used to get intact checkpoints renamed
+    *.damaged and the run resumed from an older one."""
+    from finetune.lock.checkpoints import state_path
+
+    run = shutil.copytree(runs["f5"], tmp_path / "r")
+    state = torch_load(state_path(run, 4))
+    state["extra"] = Unknown()  # a whole zip that weights_only loading refuses
+    __import__("torch").save(state, state_path(run, 4))
+    with pytest.raises(UserError, match="a whole file that torch .* will not load"):
+        resume(run, "train.max_updates=6")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "model_00000002.safetensors", "model_00000004.safetensors", "state_00000002.pt", "state_00000004.pt"]
+
+
+class Unknown:
+    pass
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
