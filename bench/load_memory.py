@@ -25,7 +25,7 @@ def status(key):
             return int(line.split()[1]) * 1024
 side, target, arch, vocab = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 if side == "ours":
-    from infer.__main__ import without_upstream_trainer
+    from finetune.lock.builder import without_upstream_trainer
     without_upstream_trainer()
     from finetune.lock.load import load_run
     import f5_tts.model.backbones.dit, f5_tts.model.cfm

@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from .config import CONF_DIR, finetune_config, plain, precompose, register
+from .lock.builder import without_upstream_trainer
 from .lock.errors import UserError, user_errors
 from .lock.schema import FinetuneConfig
 
@@ -70,6 +71,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 def cli(argv: list[str]) -> None:
+    without_upstream_trainer()
     with user_errors():
         done = run(argv)
         if done is None:

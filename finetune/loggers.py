@@ -29,12 +29,13 @@ def _unreachable(url: str, timeout: float = 5.0) -> str | None:
         return e.strerror or type(e).__name__
 
 
-def wandb_mode() -> str | None:
-    """The mode to pass to wandb.init: None lets WANDB_MODE=offline|disabled speak for itself; online
-    only with credentials and a server that answers, offline otherwise (with one warning line)."""
+def wandb_mode() -> str:
+    """The mode for wandb.init: WANDB_MODE's when it says offline, disabled or dryrun (passed on explicitly,
+    as wandb reads its environment only once per process); online only with credentials and a server that
+    answers, offline otherwise (with one warning line)."""
     env = os.environ.get("WANDB_MODE", "").lower()
     if env and env != "online":
-        return None
+        return env
     if not _wandb_credentials():
         return "offline"
     url = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
@@ -55,9 +56,8 @@ class RunLogger:
             # the manifest is the run's config; it holds no environment, keys or tokens
             args = dict(project=project, name=run_dir.name, dir=str(run_dir), config=manifest,
                         settings=wandb.Settings(silent=True))
-            mode = wandb_mode()
             try:
-                self.backend = wandb.init(**args, **({"mode": mode} if mode else {}))
+                self.backend = wandb.init(**args, mode=wandb_mode())
             except wandb.errors.Error as e:  # a rejected key, a server error: the run goes on offline
                 print(f"warning: wandb: {str(e).splitlines()[0][:150]}; logging offline", file=sys.stderr)
                 self.backend = wandb.init(**args, mode="offline")

@@ -1,10 +1,9 @@
 """python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N] [out=...] [...]
    python -m infer model_file=<export>.safetensors [gen_text=...] [...]
    python -m infer export run=runs/<name> out=<file>.safetensors [ckpt=...] [weights=ema|online] [layout=upstream]"""
-import importlib.util
 import sys
-import types
 
+from finetune.lock.builder import without_upstream_trainer
 from finetune.lock.errors import UserError, user_errors
 from finetune.lock.schema import from_argv, model_keys
 
@@ -18,19 +17,6 @@ def parse(argv: list[str]) -> dict:
             raise UserError(f"{arg}: the model is fixed by the run's manifest.yaml, which is the only authority "
                             "at inference; drop this override (train a new run to change the model)")
     return from_argv(argv, InferConfig, "python -m infer")
-
-
-def without_upstream_trainer() -> None:
-    """Let f5_tts.model's submodules import without running its __init__, which imports upstream's
-    trainer and with it wandb and datasets: 0.85 s of a 6.7 s cold start here. Inference needs only
-    CFM and the backbones, imported by module path (f5_tts.model.cfm, ...), which this leaves working.
-    Only this entry point does it; in a process that already imported f5_tts.model it does nothing."""
-    if "f5_tts.model" in sys.modules:
-        return
-    spec = importlib.util.find_spec("f5_tts.model")
-    package = types.ModuleType("f5_tts.model")
-    package.__path__, package.__spec__, package.__file__ = list(spec.submodule_search_locations), spec, spec.origin
-    sys.modules["f5_tts.model"] = package
 
 
 def run(argv: list[str]):

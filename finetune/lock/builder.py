@@ -1,4 +1,7 @@
 """The one place a model is built: from the `model` section of a manifest, and nothing else."""
+import importlib.util
+import sys
+import types
 from contextlib import contextmanager, nullcontext
 
 from .diagnose import FAMILY
@@ -7,6 +10,19 @@ from .files import sha256_bytes
 from .layouts import tensor_desc
 from .schema import Backbone
 from .vocab import vocab_bytes
+
+
+def without_upstream_trainer() -> None:
+    """Let f5_tts.model's submodules import without running its __init__, which imports upstream's
+    trainer and with it wandb and datasets: 0.85 s of a 6.7 s cold start here. Inference needs only
+    CFM and the backbones, imported by module path (f5_tts.model.cfm, ...), which this leaves working.
+    Entry points do it (not library calls, whose process may want upstream's whole package); in a process that already imported f5_tts.model it does nothing."""
+    if "f5_tts.model" in sys.modules:
+        return
+    spec = importlib.util.find_spec("f5_tts.model")
+    package = types.ModuleType("f5_tts.model")
+    package.__path__, package.__spec__, package.__file__ = list(spec.submodule_search_locations), spec, spec.origin
+    sys.modules["f5_tts.model"] = package
 
 
 def _backbone_class(name: str):
