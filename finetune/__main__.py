@@ -66,7 +66,7 @@ def main(cfg: DictConfig) -> dict:
             config["run"]["name"] = f"{config['run']['name']}-job{hydra_cfg.job.num}"
         run_dir, result = start(config)
         if int(os.environ.get("RANK", "0")) == 0:  # one line per job, not per process
-            print(f"run: {run_dir}")
+            print(f"{result['verified']}\nrun: {run_dir}")
         return {"run": str(run_dir), "model": config["model"]["name"], **result}
 
 
@@ -79,6 +79,8 @@ def cli(argv: list[str]) -> None:
     if done is None:
         main()
     elif int(os.environ.get("RANK", "0")) == 0:
+        if done[1].get("verified"):
+            print(done[1]["verified"])
         print(f"run: {done[0]}")
 
 

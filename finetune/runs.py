@@ -89,13 +89,13 @@ def start(cfg: dict) -> tuple[Path, dict]:
     base_spec = model_spec(cfg["model"], base_vocab)
     clips, data = load_clips(cfg["data"], base_spec)
     hop, sr = base_spec["mel"]["hop_length"], base_spec["mel"]["target_sample_rate"]
-    check_frame_budget(clips, cfg["data"], hop / sr)
-    optimizer_class(cfg["optim"]["name"])  # a missing bitsandbytes fails here, not after the run folder exists
+    optimizer_cls = optimizer_class(cfg["optim"]["name"])  # a missing bitsandbytes fails here, before the folder
     vocab, added = settle_vocab(clips, base_vocab, cfg["vocab"], name)
     spec = model_spec(cfg["model"], vocab)
     if added:
         spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
     model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
+    cfg, probe = fit_budget(cfg, model, clips, accelerator, optimizer_cls, hop / sr)
     samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
     reference = load_audio(data.pop("reference"), sr)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
@@ -110,6 +110,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
         "config": cfg,
         "versions": versions(),
         "fingerprint": fingerprint(model.state_dict()),
+        **({"batch_probe": probe} if probe else {}),
     }
     lock = None
     manifest = None
@@ -121,7 +122,38 @@ def start(cfg: dict) -> tuple[Path, dict]:
     finally:
         if lock:
             lock.release()
-    return run_dir, result
+    return run_dir, finish(run_dir, result, accelerator)
+
+
+def fit_budget(cfg: dict, model, clips, accelerator, optimizer_cls, hop_seconds: float) -> tuple[dict, dict | None]:
+    """The config with data.frames_per_batch=auto measured into a number (and the measurement), checked
+    against the longest clip."""
+    probe = None
+    if cfg["data"]["frames_per_batch"] == "auto":
+        from .memory import choose_budget
+
+        probe = choose_budget(model, clips, cfg, accelerator, optimizer_cls)
+        cfg = {**cfg, "data": {**cfg["data"], "frames_per_batch": probe["frames_per_batch"]}}
+    check_frame_budget(clips, cfg["data"], hop_seconds)
+    return cfg, probe
+
+
+def finish(run_dir: Path, result: dict, accelerator) -> dict:
+    """After training (finished or stopped), rank 0 loads the last checkpoint through inference's own path:
+    manifest, the one builder, header pre-flight, binding, strict load with the tensor hashes, both weight
+    sets. A failure is a bug of this tool, and says which check failed."""
+    from .lock.load import load_run
+
+    if not accelerator.is_main_process:
+        return result
+    for weights in ("ema", "online"):
+        try:
+            _, _, path = load_run(run_dir, "last", weights)
+        except UserError as e:
+            raise UserError(f"the final checkpoint of {run_dir} fails inference's loading path ({weights} weights): "
+                            f"{e} -- a bug of f5tune, please report it")
+    return {**result, "verified": f"verified: {path} loads as inference loads it (manifest, builder, header, "
+                                  "binding, strict load, tensor hashes; ema and online)"}
 
 
 # ---- resume -----------------------------------------------------------------------------------------
@@ -256,7 +288,11 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
                         f"{str((manifest['data'] or {}).get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs "
                         f"the same data; for new data start a new run with pretrained={run_dir}")
-    check_frame_budget(clips, cfg["data"], spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
+    asked = cfg["data"]["frames_per_batch"]
+    cfg, _ = fit_budget(cfg, model, clips, accelerator, optimizer_class(cfg["optim"]["name"]),
+                        spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
+    if asked == "auto":  # the amendment records the number measured, not the word
+        changed["data.frames_per_batch"] = (changed["data.frames_per_batch"][0], cfg["data"]["frames_per_batch"])
     samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
     trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples)
     if state is not None:
@@ -276,4 +312,4 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
             append_amendment(run_dir, manifest, {k: list(v) for k, v in changed.items()})
         print(f"resuming {run_dir} from update {update}" + (f" with {', '.join(changed)}" if changed else ""),
               file=sys.stderr)
-    return trainer.fit()
+    return finish(run_dir, trainer.fit(), accelerator)

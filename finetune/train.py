@@ -7,7 +7,6 @@ is a small dataclass saved beside the optimizer state.
 import math
 import os
 import random
-import resource
 import signal
 import sys
 import time
@@ -19,14 +18,13 @@ from .data import ClipDataset, FrameBatches, collate
 from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .lock.errors import UserError
 from .loggers import RunLogger
+from .memory import OOM_ADVICE, is_oom, peak_mb, reset_peak
 from .runfolder import METRICS, now, write_status
 
 # accelerate launch (from its config file or --use_fsdp/--use_deepspeed) tells the processes through these
 SHARDED_ENGINES = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed",
                    "ACCELERATE_USE_MEGATRON_LM": "Megatron-LM",
                    "ACCELERATE_USE_PARALLELISM_CONFIG": "Tensor/context parallelism"}
-OOM_ADVICE = ("data.frames_per_batch lower (or auto), model.arch.checkpoint_activations=true, "
-              "train.mixed_precision=bf16, optim.name=adamw8bit")
 
 
 def lr_factor(update: int, warmup: int, total: int) -> float:
@@ -74,17 +72,6 @@ def optimizer_class(name: str):
     from torch.optim import AdamW
 
     return AdamW
-
-
-def peak_memory(device) -> dict:
-    """Peak memory since the last call: allocated and reserved on CUDA; on CPU the process's peak
-    resident size (the kernel keeps only the all-time peak)."""
-    if device.type == "cuda":
-        peak = {"memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
-                "memory_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
-        torch.cuda.reset_peak_memory_stats(device)
-        return peak
-    return {"memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 @dataclass
@@ -159,6 +146,7 @@ class Trainer:
         if main:
             write_status(self.run_dir, "running", update=p.update, planned=self.total, started=now(), message=None)
         lr = self._set_lr(p.update)
+        reset_peak(a.device)
         first_bad = torch.zeros((), dtype=torch.long, device=a.device)  # first non-finite update; 0: none yet
         loss = grad_norm = torch.zeros((), device=a.device)
         loss_value = float("nan")
@@ -211,7 +199,7 @@ class Trainer:
                     p.seen = 0
                     p.epoch += 1
             except BaseException as e:
-                if isinstance(e, torch.OutOfMemoryError):
+                if is_oom(e):
                     e = UserError(self._oom_message())
                 if main:
                     self.logger.close()
@@ -257,7 +245,8 @@ class Trainer:
         import json
 
         p = self.progress
-        metrics = {"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), **peak_memory(self.accelerator.device)}
+        metrics = {"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), **peak_mb(self.accelerator.device)}
+        reset_peak(self.accelerator.device)  # each log's memory is the peak since the one before
         self.logger.log(metrics, p.update)
         with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
             log.write(f"update {p.update} epoch {p.epoch} loss {loss_value:.6f} lr {lr:.3e} "
@@ -267,11 +256,11 @@ class Trainer:
         write_status(self.run_dir, "running", update=p.update)
 
     def _oom_message(self) -> str:
-        peak = peak_memory(self.accelerator.device)["memory_mb"]
+        peak = peak_mb(self.accelerator.device)["memory_mb"]
         saved = list_checkpoints(self.run_dir)
         last = f"the last complete checkpoint (update {max(saved)}) is intact" if saved else "no checkpoint was saved yet"
         return (f"out of memory at update {self.progress.update + 1} with data.frames_per_batch="
-                f"{self.cfg['data']['frames_per_batch']} (peak {peak:.0f} MB); {last}; try {OOM_ADVICE}, "
+                f"{self.cfg['data']['frames_per_batch']} (peak {peak:.0f} MB in use); {last}; try {OOM_ADVICE}, "
                 f"then resume={self.run_dir} with the new setting")
 
     # ---- save ---------------------------------------------------------------------------------------

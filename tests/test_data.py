@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import TINY, assert_user_error, cli
+from conftest import assert_user_error, cli
 from make_data import speechlike, write_clips, write_metadata
 
 

@@ -146,7 +146,8 @@ def test_the_clis_refuse_with_one_error_line_and_status_2(runs, tmp_path):
 def test_a_plain_cli_run_prints_its_folder_last(tmp_path):
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=cli", *TINY, "train.max_updates=1")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.strip().splitlines()[-1] == f"run: {tmp_path / 'cli'}"
+    *_, verified, last = r.stdout.strip().splitlines()
+    assert last == f"run: {tmp_path / 'cli'}" and verified.startswith("verified: ")
     r = cli("infer", f"run={tmp_path / 'cli'}", "nfe_step=1", f"out={tmp_path / 'cli.wav'}")
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == str(tmp_path / "cli.wav"), r.stderr[-2000:]
 

@@ -16,7 +16,7 @@ import yaml
 
 from .errors import UserError
 from .files import atomic_write_bytes, sha256_bytes
-from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, check, complete,
+from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, complete,
                      problems)
 
 FORMAT = "f5tune-manifest/2"  # 2 dropped copies of other fields (text_num_embeds, top-level vocoder, data config)

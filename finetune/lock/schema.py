@@ -9,7 +9,7 @@ import typing
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 from omegaconf import MISSING
 
@@ -122,7 +122,8 @@ class DataConfig:
     name: str = MISSING
     kind: DataKind = MISSING
     path: Optional[str] = MISSING  # the prepared dataset folder (null for the demo)
-    frames_per_batch: int = key(38400, TRAINING, gt=0)  # mel frames per batch, summed over its clips
+    # mel frames per batch, summed over its clips; auto: the largest whose measured update fits the machine
+    frames_per_batch: Any = key(38400, TRAINING, gt=0, words=("auto",))
     max_samples: int = key(64, TRAINING, gt=0)
 
 
@@ -158,6 +159,8 @@ class TrainConfig:
     seed: int = key(666, ge=0, lt=SEED_END)
     mixed_precision: MixedPrecision = MixedPrecision.no
     num_workers: int = key(0, ge=0)
+    memory_fraction: float = key(0.9, gt=0, le=1)  # frames_per_batch=auto: share of the free memory to fill
+    memory_limit_mb: Optional[float] = key(None, gt=0)  # frames_per_batch=auto: a cap in MB instead
     ema: EmaConfig = key(factory=EmaConfig)
 
 
@@ -296,7 +299,12 @@ def problems(data, schema, prefix: str = "") -> list[str]:
         if is_dataclass(t):
             found += problems(value, t, where + ".")
             continue
-        error = _type_error(value, t) or _bound_error(value, f.metadata)
+        words = f.metadata.get("words", ())
+        if value in words:
+            continue
+        error = (_type_error(value, int if words else t) or _bound_error(value, f.metadata))
+        if error and words:
+            error += f", or {' or '.join(words)}"
         if error:
             found.append(f"{where}={value!r}: {error}")
     return found
