@@ -41,7 +41,7 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
     import torch
 
     from finetune.lock.builder import build_model
-    from finetune.data import Clip
+    from finetune.lock.dataset import Clip
     from tests.helpers import VOCAB, loop_config, spec_of
 
     spec = spec_of(model_name)

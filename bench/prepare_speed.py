@@ -49,7 +49,7 @@ def train_speed(dataset: Path, updates: int, repeat: int) -> None:
 
     from finetune.lock.audio import load_audio, mel_spectrogram
     from finetune.lock.builder import build_model
-    from finetune.data import Clip, load_clips
+    from finetune.lock.dataset import Clip, load_clips
     from finetune.train import Trainer, make_accelerator
     from tests.helpers import VOCAB, loop_config, spec_of
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from . import recordings, slicing, transcribe
 from .config import plain, precompose, register
-from .data import DATASET_FORMAT, dataset_hash, read_dataset
+from .lock.dataset import DATASET_FORMAT, dataset_hash, read_dataset
 from .lock.errors import UserError, user_errors
 from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
 from .prepare_schema import PrepareConfig, check_ranges

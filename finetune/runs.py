@@ -4,18 +4,45 @@ import sys
 from pathlib import Path
 
 from .config import apply_overrides
-from .data import check_frame_budget, load_clips
+from .data import check_frame_budget
 from .lock.audio import load_audio
 from .lock.builder import build_model, fingerprint, model_spec
-from .lock.checkpoints import (CKPT_DIR, DamagedFile, binding_error, header, list_checkpoints, load_train_state,
-                               load_weights, pick_checkpoint, read_upstream, resolve_pretrained, state_path)
+from .lock.checkpoints import (
+    CKPT_DIR,
+    DamagedFile,
+    binding_error,
+    header,
+    list_checkpoints,
+    load_train_state,
+    load_weights,
+    pick_checkpoint,
+    read_upstream,
+    resolve_pretrained,
+    state_path,
+)
+from .lock.dataset import load_clips, split, split_record
 from .lock.diagnose import check_fits
 from .lock.errors import UserError
 from .lock.files import FolderLock, sha256_file
 from .lock.manifest import read_manifest, versions
 from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of
-from .lock.vocab import EMBED, default_vocab_path, grow_text_embedding, read_vocab, settle_vocab
-from .runfolder import AMENDMENTS, METRICS, STATUS, append_amendment, create_run, manifest_and_config, now, run_path
+from .lock.vocab import (
+    EMBED,
+    default_vocab_path,
+    grow_text_embedding,
+    read_vocab,
+    settle_vocab,
+)
+from .runfolder import (
+    AMENDMENTS,
+    METRICS,
+    STATUS,
+    append_amendment,
+    create_run,
+    manifest_and_config,
+    now,
+    run_path,
+)
 from .train import Trainer, make_accelerator, optimizer_class
 
 
@@ -88,6 +115,10 @@ def start(cfg: dict) -> tuple[Path, dict]:
     base_vocab, _ = read_vocab(cfg["model"]["vocab"] or default_vocab_path())
     base_spec = model_spec(cfg["model"], base_vocab)
     clips, data = load_clips(cfg["data"], base_spec)
+    first = clips[0]  # the dataset's reference clip (reference.wav), whichever side of the split it falls on
+    clips, held = split(clips, cfg["data"]["val_clips"])
+    if held:
+        data["val"] = split_record(held)
     hop, sr = base_spec["mel"]["hop_length"], base_spec["mel"]["target_sample_rate"]
     optimizer_cls = optimizer_class(cfg["optim"]["name"])  # a missing bitsandbytes fails here, before the folder
     vocab, added = settle_vocab(clips, base_vocab, cfg["vocab"], name)
@@ -96,7 +127,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
         spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
     model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
     cfg, probe = fit_budget(cfg, model, clips, accelerator, optimizer_cls, hop / sr)
-    samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
+    samples = sample_writer(cfg, spec["mel"], first, accelerator)
     reference = load_audio(data.pop("reference"), sr)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
@@ -105,7 +136,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
         "model": spec,
         "pretrained": pretrained,
         "data": data,
-        "reference": {"audio": "reference.wav", "text": clips[0].text},
+        "reference": {"audio": "reference.wav", "text": first.text},
         "recommended_weights": "ema",
         "config": cfg,
         "versions": versions(),
@@ -118,7 +149,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
         manifest, lock = create_run(run_dir, body, vocab, reference, sr)
     manifest = broadcast_object_list([manifest])[0]
     try:
-        result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples).fit()
+        result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held).fit()
     finally:
         if lock:
             lock.release()
@@ -284,6 +315,8 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
         model, _ = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],
                                  (manifest["pretrained"] or {}).get("sha256"))
     clips, data = load_clips(cfg["data"], spec)
+    first = clips[0]
+    clips, held = split(clips, cfg["data"]["val_clips"])
     if data["sha256"] != (manifest["data"] or {}).get("sha256"):
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
                         f"{str((manifest['data'] or {}).get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs "
@@ -293,8 +326,8 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
                         spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
     if asked == "auto":  # the amendment records the number measured, not the word
         changed["data.frames_per_batch"] = (changed["data.frames_per_batch"][0], cfg["data"]["frames_per_batch"])
-    samples = sample_writer(cfg, spec["mel"], clips[0], accelerator)
-    trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples)
+    samples = sample_writer(cfg, spec["mel"], first, accelerator)
+    trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held)
     if state is not None:
         trainer.restore(state, ema)
     if trainer.total <= update:

@@ -87,12 +87,13 @@ class NonFinite(UserError):
 
 
 class Trainer:
-    def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None):
+    def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None, held=()):
         """Set up: batches, data loader, EMA (rank 0), optimizer, schedule; `samples`: a SampleWriter
-        (rank 0, train.log_samples=true)."""
+        (rank 0, train.log_samples=true); `held`: the held-out clips that rank 0 validates on."""
         from ema_pytorch import EMA
 
         self.cfg, self.accelerator, self.run_dir, self.manifest, self.samples = cfg, accelerator, run_dir, manifest, samples
+        self.held = list(held)
         tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
         self.batches = FrameBatches([c.frames for c in clips], dcfg["frames_per_batch"], dcfg["max_samples"],
                                     tcfg["seed"])
@@ -180,15 +181,18 @@ class Trainer:
                         log_now = p.update % tcfg["log_every"] == 0 or p.update == self.total
                         stop = self._stop_agreed(log_now)
                         save_now = p.update % tcfg["save_every"] == 0 or p.update == self.total or stop
+                        val_now = bool(self.held) and (save_now or bool(tcfg["val_every"]) and p.update % tcfg["val_every"] == 0)
+                        log_now = log_now or val_now  # a validation always has its metrics line
                         if log_now or save_now:
                             self._check_finite(first_bad)
                             loss_value = a.gather(loss.detach()).mean().item()
                             p.seconds = at_start + time.monotonic() - started
+                        val = self._validate(ema=save_now) if val_now and main else {}
                         if log_now and main:
-                            self._log(loss_value, lr, grad_norm)
+                            self._log(loss_value, lr, grad_norm, val)
                             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
                         if save_now:
-                            self.save()
+                            self.save(val)
                         if stop:
                             state = "stopped"
                             break
@@ -241,11 +245,22 @@ class Trainer:
                             f"stopped without saving it and {last}; lower optim.lr= or check the data, then "
                             f"resume={self.run_dir}")
 
-    def _log(self, loss_value: float, lr: float, grad_norm) -> None:
+    def _validate(self, ema: bool) -> dict:
+        """Validation loss of the online weights (and at checkpoints, of the EMA weights) on the held-out clips."""
+        from .lock.validation import validation_loss
+
+        seed = self.cfg["train"]["seed"]
+        val = {"val_loss": validation_loss(self.accelerator.unwrap_model(self.model), self.held, seed)}
+        if ema:
+            val["val_loss_ema"] = validation_loss(self.ema.ema_model, self.held, seed)
+        return val
+
+    def _log(self, loss_value: float, lr: float, grad_norm, val: dict) -> None:
         import json
 
         p = self.progress
-        metrics = {"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), **peak_mb(self.accelerator.device)}
+        metrics = {"loss": loss_value, "lr": lr, "grad_norm": float(grad_norm), **val,
+                   **peak_mb(self.accelerator.device)}
         reset_peak(self.accelerator.device)  # each log's memory is the peak since the one before
         self.logger.log(metrics, p.update)
         with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
@@ -265,8 +280,9 @@ class Trainer:
 
     # ---- save ---------------------------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Write a checkpoint at the current update (every rank takes part: the RNG states are gathered)."""
+    def save(self, val: dict | None = None) -> None:
+        """Write a checkpoint at the current update (every rank takes part: the RNG states are gathered);
+        `val`: validation losses, kept in the checkpoint's metadata."""
         a, p = self.accelerator, self.progress
         rng = rng_states(a)
         if not a.is_main_process:
@@ -282,7 +298,7 @@ class Trainer:
             **({"grad_scaler": a.scaler.state_dict()} if a.scaler is not None else {}),
         })
         online = a.unwrap_model(self.model).state_dict()
-        save_checkpoint(self.run_dir, p.update, online, self.ema.ema_model.state_dict(), self.manifest["sha256"])
+        save_checkpoint(self.run_dir, p.update, online, self.ema.ema_model.state_dict(), self.manifest["sha256"], val)
         prune(self.run_dir, self.cfg["train"]["keep_last_n"])
         if self.samples is not None:
             gen, ref, _ = self.samples(self.ema.ema_model, self.run_dir, p.update, self.cfg["train"]["seed"])

@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from finetune.data import Clip, FrameBatches, load_clips  # noqa: E402
+from finetune.data import FrameBatches  # noqa: E402
 from finetune.lock.builder import build_model  # noqa: E402
+from finetune.lock.dataset import Clip, load_clips  # noqa: E402
 from tests.helpers import VOCAB, loop_config, spec_of  # noqa: E402
 
 CLIPS, SEED, LR, WARMUP = 6, 1234, 1e-3, 2

@@ -113,7 +113,7 @@ def test_resume_refuses_a_dataset_prepared_again_differently(trained):
     run, ds = trained
     data = dataset(ds)
     data["clips"] = data["clips"][:-1]  # as a new preparation would write it: a consistent, different dataset
-    from finetune.data import dataset_hash
+    from finetune.lock.dataset import dataset_hash
 
     data["summary"]["sha256"] = dataset_hash(data["summary"]["mel"], data["clips"])
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")

@@ -78,7 +78,7 @@ def test_a_vocoder_config_names_no_class_and_no_alias_bomb(runs, tmp_path):
 
 
 def test_a_forged_dataset_cannot_point_outside_its_folder(tmp_path):
-    from finetune.data import prepared_clips
+    from finetune.lock.dataset import prepared_clips
     from tests.helpers import spec_of
     from tests.make_data import write_clips, write_metadata
     from tests.test_runs_data import prepare

@@ -66,12 +66,13 @@ def tensors_hash(state: dict) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha: str) -> Path:
-    """EMA and online weights in one safetensors file, bound to the run by its manifest hash."""
+def save_checkpoint(run_dir, update: int, online: dict, ema: dict, manifest_sha: str, extra: dict | None = None) -> Path:
+    """EMA and online weights in one safetensors file, bound to the run by its manifest hash; `extra`: more
+    metadata (validation losses)."""
     sets = {"ema": ema, "online": online}
     tensors = {OURS[w] + k: v.detach().contiguous().cpu() for w, sd in sets.items() for k, v in sd.items()}
     meta = {"format": FORMAT, "manifest_sha256": manifest_sha, "run": Path(run_dir).name, "update": str(update)}
-    meta |= {f"{w}_sha256": tensors_hash(sd) for w, sd in sets.items() if sd}
+    meta |= {f"{w}_sha256": tensors_hash(sd) for w, sd in sets.items() if sd} | {k: str(v) for k, v in (extra or {}).items()}
     path = ckpt_path(run_dir, update)
     path.parent.mkdir(exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

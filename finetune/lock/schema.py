@@ -125,6 +125,7 @@ class DataConfig:
     # mel frames per batch, summed over its clips; auto: the largest whose measured update fits the machine
     frames_per_batch: Any = key(38400, TRAINING, gt=0, words=("auto",))
     max_samples: int = key(64, TRAINING, gt=0)
+    val_clips: float = key(0.0, ge=0)  # held out of training: N clips, or a fraction below 1 (by content hash)
 
 
 @dataclass
@@ -156,6 +157,7 @@ class TrainConfig:
     log_samples: bool = False  # at each checkpoint: a wav in samples/ and, with a logger, in the logger
     sample_nfe_step: int = key(16, gt=0)
     log_every: int = key(10, gt=0)
+    val_every: Optional[int] = key(None, gt=0)  # validation loss every N updates too (always at checkpoints)
     seed: int = key(666, ge=0, lt=SEED_END)
     mixed_precision: MixedPrecision = MixedPrecision.no
     num_workers: int = key(0, ge=0)
