@@ -7,12 +7,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import assert_user_error, cli
-from make_data import speechlike, write_clips, write_metadata
-
-
-def prepare(src, out, *extra):
-    return cli("finetune.prepare", f"input={src}", f"out={out}", "workers=2", *extra)
+from finetune.lock.errors import UserError
+from tests.conftest import cli
+from tests.make_data import speechlike, write_clips, write_metadata
+from tests.test_runs_data import prepare
 
 
 def dataset(out) -> dict:
@@ -65,14 +63,14 @@ def test_our_mel_is_upstreams_mel():
     assert torch.equal(mel_spectrogram(wav, mel), MelSpec(**mel)(wav.unsqueeze(0))[0])
 
 
-def test_every_bad_row_is_reported_and_skipped(messy, tmp_path):
+def test_every_bad_row_is_reported_and_skipped(messy, tmp_path, capsys):
     meta, expected = messy
-    r = prepare(meta, tmp_path / "ds")
-    assert r.returncode == 0, r.stderr[-3000:]
+    prepare(meta, tmp_path / "ds")
+    out, err = capsys.readouterr()
     report = (tmp_path / "ds" / "report.txt").read_text(encoding="utf-8").splitlines()
     for row, kind in expected.items():
         assert any(line.startswith(f"metadata.csv:{row}: {kind}:") for line in report), (row, kind, report)
-        assert f"metadata.csv:{row}: {kind}:" in r.stderr
+        assert f"metadata.csv:{row}: {kind}:" in err
     assert len(report) == len(expected)
     ds = dataset(tmp_path / "ds")
     assert [c["row"] for c in ds["clips"]] == [f"metadata.csv:{n}" for n in (2, 3, 4, 5)]
@@ -80,20 +78,21 @@ def test_every_bad_row_is_reported_and_skipped(messy, tmp_path):
     assert counts == {kind: 1 for kind in expected.values() if kind != "header"}
     stereo = ds["clips"][3]
     assert abs(stereo["seconds"] - 1.5) < 1e-3 and stereo["frames"] == 1 + 36000 // 256  # 44.1 kHz -> 24 kHz
-    assert "skipped: 1 bad_columns, 1 duplicate" in r.stdout
+    assert "skipped: 1 bad_columns, 1 duplicate" in out
 
 
-def test_strict_fails_on_bad_rows(messy, tmp_path):
+def test_strict_fails_on_bad_rows(messy, tmp_path, capsys):
     meta, expected = messy
-    r = prepare(meta, tmp_path / "ds", "strict=true")
-    assert_user_error(r, "strict=true: 10 bad rows")
-    assert "metadata.csv:13: not_utf8" in r.stderr  # every bad row listed above the error line
+    with pytest.raises(UserError, match="strict=true: 10 bad rows"):
+        prepare(meta, tmp_path / "ds", "strict=true")
+    assert "metadata.csv:13: not_utf8" in capsys.readouterr().err  # every bad row listed above the error
     assert not (tmp_path / "ds" / "dataset.json").exists()
 
 
 def test_no_usable_rows_is_an_error(tmp_path):
     (tmp_path / "meta.csv").write_text("gone.wav|Nothing here.\n", encoding="utf-8")
-    assert_user_error(prepare(tmp_path / "meta.csv", tmp_path / "ds"), "no usable rows", "1 missing_file")
+    with pytest.raises(UserError, match="no usable rows.*1 missing_file"):
+        prepare(tmp_path / "meta.csv", tmp_path / "ds")
     assert not (tmp_path / "ds" / "dataset.json").exists()
 
 
@@ -114,8 +113,7 @@ def test_four_input_layouts_give_the_same_clips(tmp_path):
 
     found = {}
     for name, src in [("csv", tmp_path / "meta.csv"), ("ljspeech", lj), ("folder", folder), ("upstream", up)]:
-        r = prepare(src, tmp_path / f"ds_{name}")
-        assert r.returncode == 0, (name, r.stderr[-2000:])
+        prepare(src, tmp_path / f"ds_{name}")
         ds = dataset(tmp_path / f"ds_{name}")
         assert ds["summary"]["source"]["format"] == name
         found[name] = [(c["audio_sha256"], c["text"], c["frames"]) for c in ds["clips"]]
@@ -126,15 +124,15 @@ def test_four_input_layouts_give_the_same_clips(tmp_path):
 def test_rerun_reuses_work_and_the_hash_follows_content(tmp_path):
     rows = write_clips(tmp_path / "src", 4, seed=4)
     meta = write_metadata(tmp_path / "meta.csv", rows)
-    assert prepare(meta, tmp_path / "ds").returncode == 0
+    prepare(meta, tmp_path / "ds")
     first, before = dataset(tmp_path / "ds")["summary"]["sha256"], mel_times(tmp_path / "ds")
 
-    assert prepare(meta, tmp_path / "ds").returncode == 0
+    prepare(meta, tmp_path / "ds")
     assert dataset(tmp_path / "ds")["summary"]["sha256"] == first
     assert mel_times(tmp_path / "ds") == before  # nothing recomputed
 
     sf.write(rows[2][0], speechlike(2.0, 24000, 99), 24000)  # one clip changes
-    assert prepare(meta, tmp_path / "ds").returncode == 0
+    prepare(meta, tmp_path / "ds")
     after = mel_times(tmp_path / "ds")
     assert dataset(tmp_path / "ds")["summary"]["sha256"] != first
     assert len(after) == 4 and len(set(after) - set(before)) == 1  # one new mel file, the stale one gone
@@ -144,16 +142,19 @@ def test_rerun_reuses_work_and_the_hash_follows_content(tmp_path):
 def test_out_folder_of_another_input_is_refused(tmp_path):
     a = write_metadata(tmp_path / "a.csv", write_clips(tmp_path / "src", 2, seed=5))
     b = write_metadata(tmp_path / "b.csv", write_clips(tmp_path / "src", 2, seed=6))
-    assert prepare(a, tmp_path / "ds").returncode == 0
+    prepare(a, tmp_path / "ds")
     before = (tmp_path / "ds" / "dataset.json").read_bytes()
-    assert_user_error(prepare(b, tmp_path / "ds"), "holds a dataset prepared from")
+    with pytest.raises(UserError, match="holds a dataset prepared from"):
+        prepare(b, tmp_path / "ds")
     assert (tmp_path / "ds" / "dataset.json").read_bytes() == before
 
     (tmp_path / "a_file").write_text("mine")
-    assert_user_error(prepare(a, tmp_path / "a_file"), "is a file")
-    assert_user_error(prepare(tmp_path / "src", tmp_path / "src" / "ds"), "lies inside input=")
+    with pytest.raises(UserError, match="is a file"):
+        prepare(a, tmp_path / "a_file")
+    with pytest.raises(UserError, match="lies inside input="):
+        prepare(tmp_path / "src", tmp_path / "src" / "ds")
     # a folder holding only mel/ is taken (a first run cut short); files there it did not write stay
     (tmp_path / "fresh" / "mel").mkdir(parents=True)
     (tmp_path / "fresh" / "mel" / "mine.safetensors").write_text("mine")
-    assert prepare(a, tmp_path / "fresh").returncode == 0
+    prepare(a, tmp_path / "fresh")
     assert (tmp_path / "fresh" / "mel" / "mine.safetensors").read_text() == "mine"
