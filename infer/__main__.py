@@ -1,4 +1,4 @@
-"""python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N] [out=...] [...]
+"""python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N|best] [out=...] [...]
    python -m infer model_file=<export>.safetensors [gen_text=...] [...]
    python -m infer export run=runs/<name> out=<file>.safetensors [ckpt=...] [weights=ema|online] [layout=upstream]"""
 import sys

@@ -18,8 +18,8 @@ class InferConfig:
     gen_text: Optional[str] = None  # None: a default sentence
     ref_audio: Optional[str] = None
     ref_text: Optional[str] = None
-    ckpt: str = "last"  # last | <update>
-    weights: Weights = Weights.ema
+    ckpt: str = "last"  # last | <update> | best (the best row of the run's scores.json)
+    weights: Optional[Weights] = None  # ema | online; None: ema, or with ckpt=best the best row's
     allow_foreign: bool = False  # load a checkpoint that carries no binding to this run
     accept_unknown: bool = False  # speak symbols the vocab lacks as nothing (token 0), as upstream does silently
     out: Optional[str] = None  # a .wav file; default: runs/<name>/samples/<time>-<ckpt>-seed<N>.wav

@@ -11,6 +11,7 @@ from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
 from finetune.lock.load import EXPORT_FORMAT
 from finetune.lock.manifest import dump, read_manifest
+from finetune.lock.scores import resolve_ckpt
 from finetune.lock.vocab import read_vocab
 
 
@@ -28,13 +29,14 @@ def export(cfg: dict) -> Path:
         if f.exists():
             raise UserError(f"out={out}: {f} exists; an export never overwrites a file")
     check_writable(out, "out")
-    run_dir, weights = Path(cfg["run"]), cfg["weights"]
+    run_dir = Path(cfg["run"])
     manifest = read_manifest(run_dir)
+    which, weights = resolve_ckpt(run_dir, cfg["ckpt"], cfg["weights"])
     _, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
     if sha256_bytes(vocab) != manifest["model"]["vocab"]["sha256"]:
         raise UserError(f"{run_dir / manifest['model']['vocab']['file']}: not the vocab the manifest records; "
                         "restore the run's vocab.txt")
-    ckpt = pick_checkpoint(run_dir, str(cfg["ckpt"]))
+    ckpt = pick_checkpoint(run_dir, which)
     shapes, meta = header(ckpt)
     check_binding(meta, manifest, run_dir, ckpt, cfg["allow_foreign"])
     if not weights_in(shapes, weights) and weights == "online" and weights_in(shapes, "ema"):

@@ -17,6 +17,7 @@ from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable
 from finetune.lock.load import load_model_file, load_run, pick_device
 from finetune.lock.manifest import NAME
+from finetune.lock.scores import resolve_ckpt
 from finetune.lock.vocab import tokenize
 
 DEFAULT_TEXT = "This voice was fine-tuned with f5tune, and rebuilt from its manifest."
@@ -89,11 +90,12 @@ def synthesize(cfg: dict) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     if cfg["run"]:
         run_dir = Path(cfg["run"])
-        model, manifest, ckpt = load_run(run_dir, str(cfg["ckpt"]), cfg["weights"], device, cfg["allow_foreign"])
+        which, cfg["weights"] = resolve_ckpt(run_dir, cfg["ckpt"], cfg["weights"])
+        model, manifest, ckpt = load_run(run_dir, which, cfg["weights"], device, cfg["allow_foreign"])
         default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
         default_out = run_dir / "samples" / f"{stamp}-{ckpt.stem}-seed{cfg['seed']}.wav"
     else:
-        ckpt = Path(cfg["model_file"])
+        ckpt, cfg["weights"] = Path(cfg["model_file"]), cfg["weights"] or "ema"
         model, manifest = load_model_file(ckpt, cfg["weights"], device)
         default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
         default_out = Path(f"{ckpt.stem}-{stamp}-seed{cfg['seed']}.wav")

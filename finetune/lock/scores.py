@@ -1,0 +1,110 @@
+"""A run's checkpoint scores (runs/<name>/scores.json, written by python -m infer.score) and the best of them.
+
+One row per scored (checkpoint, weight set). Rows are comparable on recognition and speaker similarity only
+when they were scored the same way (recogniser, speaker model, seed, steps, vocoder, ...): that is a row's
+`setup`, described once in `setups`. Validation loss is always comparable within a run (same held-out
+clips, the run's train.seed).
+
+The best row: when any row has a word error rate, the lowest WER among the rows scored with the setup of
+the most recently scored row that has one (ties: lower validation loss); otherwise the lowest validation
+loss of all rows.
+"""
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import UserError
+from .files import atomic_write_bytes
+
+NAME = "scores.json"
+FORMAT = "f5tune-scores/1"
+
+
+def scores_path(run_dir) -> Path:
+    return Path(run_dir) / NAME
+
+
+def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
+    """The run's scores, or None when it has none yet; refuses a file that is malformed or belongs to another run."""
+    path = scores_path(run_dir)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); delete it and score the run again")
+    ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("rows"), list) \
+        and isinstance(data.get("setups"), dict) and all(
+            isinstance(r, dict) and isinstance(r.get("update"), int) and r.get("weights") in ("ema", "online")
+            and isinstance(r.get("val_loss"), (int, float)) and r.get("setup") in data["setups"]
+            and isinstance(r.get("scored"), str) for r in data["rows"])
+    if not ok:
+        raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score")
+    if manifest_sha and data.get("manifest_sha256") != manifest_sha:
+        raise UserError(f"{path}: scores of another run (manifest {str(data.get('manifest_sha256'))[:12]}, this run's is "
+                        f"{manifest_sha[:12]}); delete it and score this run again")
+    return data
+
+
+def best_row(rows: list[dict]) -> tuple[dict, str] | None:
+    """(the best row, what it was picked by: "wer" or "val_loss"); None for no rows. See the module's rule."""
+    with_wer = [r for r in rows if r.get("wer") is not None]
+    if with_wer:
+        setup = max(with_wer, key=lambda r: r["scored"])["setup"]
+        same = [r for r in with_wer if r["setup"] == setup]
+        return min(same, key=lambda r: (r["wer"], r["val_loss"], r["update"])), "wer"
+    if rows:
+        return min(rows, key=lambda r: (r["val_loss"], r["update"])), "val_loss"
+    return None
+
+
+def merge(old: dict | None, rows: list[dict], setup: str, described: dict, head: dict) -> dict:
+    """The scores file after scoring `rows` with `setup`: earlier rows of other checkpoints or weight sets are
+    kept; a row scored again replaces its old one; setups no row uses any more are dropped."""
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    new = {(r["update"], r["weights"]): r | {"setup": setup, "scored": now} for r in rows}
+    kept = [r for r in (old or {}).get("rows", []) if (r["update"], r["weights"]) not in new]
+    merged = sorted(kept + list(new.values()), key=lambda r: (r["update"], r["weights"]))
+    setups = {**(old or {}).get("setups", {}), setup: described}
+    setups = {k: v for k, v in setups.items() if any(r["setup"] == k for r in merged)}
+    best = best_row(merged)
+    return {"format": FORMAT, **head, "setups": setups, "rows": merged,
+            "best": {"update": best[0]["update"], "weights": best[0]["weights"], "by": best[1]}}
+
+
+def write_scores(run_dir, data: dict) -> Path:
+    path = scores_path(run_dir)
+    atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
+
+
+def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
+    """What ckpt= and weights= mean for a run: `ckpt=best` is the best scored row (of the weight set asked for,
+    if weights= was given; else of either, and then its set), said on stderr; weights=None means ema."""
+    if str(ckpt) != "best":
+        return str(ckpt), weights or "ema"
+    from .checkpoints import header, list_checkpoints
+    from .manifest import read_manifest
+
+    run_dir = Path(run_dir)
+    scores = read_scores(run_dir, read_manifest(run_dir)["sha256"])
+    if scores is None:
+        raise UserError(f"ckpt=best: {run_dir} has no scores yet; score it first with python -m infer.score "
+                        f"run={run_dir} (or pick ckpt=last or an update)")
+    found = best_row([r for r in scores["rows"] if weights in (None, r["weights"])])
+    if found is None:
+        raise UserError(f"ckpt=best: {scores_path(run_dir)} has no row for weights={weights}; score them with "
+                        f"python -m infer.score run={run_dir} weights={weights}")
+    (row, by), update = found, found[0]["update"]
+    path = list_checkpoints(run_dir).get(update)
+    if path is None:
+        raise UserError(f"ckpt=best: the best scored checkpoint, update {update}, is no longer in {run_dir} "
+                        f"(pruned by train.keep_last_n?); score the run again, or pick ckpt= yourself")
+    if header(path)[1].get(f"{row['weights']}_sha256") != row.get("weights_sha256"):
+        raise UserError(f"ckpt=best: {path} is not the file that was scored (its {row['weights']} weights changed); "
+                        f"score the run again with python -m infer.score run={run_dir}")
+    shown = f"WER {row['wer']:.3f}, " if by == "wer" else ""
+    print(f"ckpt=best: update {update}, {row['weights']} weights ({shown}validation loss {row['val_loss']:.4f}; "
+          f"best by {by} in {scores_path(run_dir)})", file=sys.stderr)
+    return str(update), row["weights"]
