@@ -109,14 +109,14 @@ def run(side: str, model: str, updates: int, mixed: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="f5tts,e2tts")
     ap.add_argument("--updates", default="3,13")
     ap.add_argument("--mixed", default="bf16")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--side")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.side:
         print(json.dumps(side_run(args.side, args.model, int(args.updates), args.mixed)))
         return

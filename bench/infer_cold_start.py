@@ -20,7 +20,7 @@ GEN_TEXT = "The quick brown fox jumps over the lazy dog."
 MODELS = ("f5tts_tiny", "f5tts_small")
 
 
-def main(repeat: int = 3) -> None:
+def main(repeat: int = 3, models=MODELS) -> None:
     import json
 
     from finetune.lock.audio import demo_rows
@@ -33,7 +33,7 @@ def main(repeat: int = 3) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         vocos = write_vocos(tmp / "vocos")
-        for model in MODELS:
+        for model in models:
             run, ckpt, arch = make_run(tmp / "runs", model)
             ours = [sys.executable, "-m", "infer", f"run={run}", f"ref_audio={ref}", f"ref_text={ref_text}",
                     f"gen_text={GEN_TEXT}", f"out={tmp / 'ours.wav'}", "nfe_step=8", "vocoder=vocos",

@@ -50,19 +50,19 @@ def probe(side: str, target: Path, arch: dict, vocab: str) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def main(repeat: int = 3) -> None:
+def main(repeat: int = 3, model: str = "f5tts_small") -> None:
     from finetune.lock.checkpoints import list_checkpoints
     from finetune.lock.vocab import default_vocab_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        run, ckpt, arch = make_run(Path(tmp), "f5tts_small")
+        run, ckpt, arch = make_run(Path(tmp), model)
         ours_file = list_checkpoints(run)[0]
         sizes = {"ours": ours_file.stat().st_size, "upstream": ckpt.stat().st_size}
         peaks = {"ours": [], "upstream": []}
         for _ in range(repeat):
             for side, target in (("upstream", ckpt), ("ours", run)):
                 peaks[side].append(probe(side, target, arch, str(default_vocab_path()))["added"])
-    print(f"machine: {machine()}; f5tts_small, fp32, CPU")
+    print(f"machine: {machine()}; {model}, fp32, CPU")
     print(f"{'side':<10} {'checkpoint MB':>14} {'peak added MB (median, range)':>32} {'x checkpoint':>13}")
     for side in ("upstream", "ours"):
         p = peaks[side]

@@ -20,8 +20,8 @@ from finetune.lock.diagnose import check_fits  # noqa: E402
 from tests.helpers import VOCAB, spec_of  # noqa: E402
 
 
-def main(repeat: int = 5) -> None:
-    spec = spec_of("f5tts")
+def main(repeat: int = 5, model_name: str = "f5tts") -> None:
+    spec = spec_of(model_name)
     model = build_model(spec, VOCAB)
     expected = fingerprint(model.state_dict())
     with tempfile.TemporaryDirectory() as tmp:

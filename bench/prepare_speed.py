@@ -83,11 +83,11 @@ def train_speed(dataset: Path, updates: int, repeat: int) -> None:
         print(f"{model + ', cache/on the fly (pairwise median)':<44} {ratio:8.2f}x")
 
 
-def main(clips: int = 300, repeat: int = 3) -> None:
+def main(clips: int = 300, repeat: int = 3, updates: int = 40) -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         dataset, ratio = prepare_speed(Path(tmp), clips, repeat)
-        train_speed(dataset, 40, repeat)
+        train_speed(dataset, updates, repeat)
     print(f"data preparation, clips per second, ours/upstream: {ratio:.2f}x")
 
 

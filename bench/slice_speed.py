@@ -117,9 +117,7 @@ def raw_to_dataset(tmp: Path, audio: float, repeat: int) -> None:
     print(f"{'re-run / first run':<52} {statistics.median(a / b for a, b in zip(again, first)):8.2f}")
 
 
-def main() -> None:
-    minutes = float(sys.argv[1]) if len(sys.argv) > 1 else 10.0
-    repeat = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+def main(minutes: float = 10.0, repeat: int = 3) -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         audio = slicing_speed(Path(tmp), minutes, repeat)
@@ -127,4 +125,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(*[t(a) for t, a in zip((float, int), sys.argv[1:3])])

@@ -29,11 +29,11 @@ def one(side: str, model: str, clips: int) -> tuple[float, int, int]:
         return float(m.group(1)), int(m.group(2)), int(m.group(3))
 
 
-def main(repeat: int = 3) -> None:
+def main(repeat: int = 3, cases=CASES) -> None:
     print(f"machine: {machine()}; one demo clip (500 frames) per batch, fp32, CPU")
     print(f"{'model':<12} {'side':<9} {'updates/s (median, range)':<30} {'mel frames/s':>12}")
     ratios = []
-    for model, clips in CASES:
+    for model, clips in cases:
         rates = {"ours": [], "upstream": []}
         frames = 0
         for _ in range(repeat):
