@@ -10,55 +10,20 @@ re-run transcribes only clips it has not heard with that recogniser.
 """
 import json
 import os
-import re
 import sys
 from pathlib import Path
 
+from .lock import asr as asr_models
 from .lock.errors import UserError
-from .lock.files import sha256_bytes, sha256_file
+from .lock.files import sha256_bytes
 
 CACHE = "asr.jsonl"
-SAMPLE_RATE = 16000  # what Whisper's feature extractor expects
-FETCHED = ["*.json", "*.safetensors", "*.txt", "*.tiktoken"]  # config, tokenizer, weights: no pickles
+SAMPLE_RATE = asr_models.SAMPLE_RATE
 
 
 def model_folder(asr: dict) -> tuple[Path, dict]:
     """The local folder of asr.model and what identifies it: {"model", "revision", "weights_sha256", "files_sha256"}."""
-    model = asr["model"].strip()
-    local = Path(model).expanduser()
-    if local.is_dir():
-        folder, label, revision = local.resolve(), str(local.resolve()), None
-    elif model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise UserError(f"asr.model={model}: no such folder; give a folder holding a Whisper model "
-                        "(config.json, tokenizer files, *.safetensors) or a hub id such as openai/whisper-large-v3-turbo")
-    else:
-        folder, label = _fetch(model), model
-        revision = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
-    weights = sorted(folder.glob("*.safetensors"))
-    if not (folder / "config.json").is_file() or not weights:
-        raise UserError(f"asr.model={model}: {folder} lacks config.json or *.safetensors weights; "
-                        "save the model with save_pretrained (safetensors), or set asr.model=/path/to/local/whisper")
-    shas = {p.name: sha256_file(p) for p in weights}
-    weights_sha = shas[weights[0].name] if len(shas) == 1 else sha256_bytes(json.dumps(shas, sort_keys=True).encode())
-    others = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".json", ".txt", ".tiktoken")}
-    return folder, {"model": label, "revision": revision, "weights_sha256": weights_sha,
-                    "files_sha256": sha256_bytes(json.dumps(others, sort_keys=True).encode())}
-
-
-def _fetch(repo_id: str) -> Path:
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.utils import logging as hub_logging
-
-    hub_logging.set_verbosity_error()
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=FETCHED))
-    except Exception as e:
-        fix = "set asr.model=/path/to/local/whisper (a folder saved with save_pretrained)"
-        if constants.HF_HUB_OFFLINE:
-            raise UserError(f"asr.model={repo_id}: not in the local hub cache and HF_HUB_OFFLINE is set; {fix}, "
-                            "or fetch it once with the hub reachable")
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"asr.model={repo_id}: cannot download it ({reason[:120]}); {fix}")
+    return asr_models.model_folder(asr["model"], "asr.model")
 
 
 def recogniser_key(identity: dict, language) -> str:
@@ -67,14 +32,7 @@ def recogniser_key(identity: dict, language) -> str:
     return sha256_bytes(json.dumps(body, sort_keys=True).encode())[:16]
 
 
-def check_language(language) -> None:
-    if language is None:
-        return
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    if language.lower() not in LANGUAGES and language.lower() not in TO_LANGUAGE_CODE:
-        raise UserError(f"asr.language={language}: not a Whisper language; use a code such as en, de, zh or a name "
-                        "such as english, or null to detect it per clip")
+check_language = asr_models.check_language
 
 
 def pick_device(device: str) -> str:
@@ -136,11 +94,7 @@ def transcribe(audio: list[tuple[str, str]], asr: dict, folder: Path, key: str, 
     if not todo:
         return texts
     pipe = _pipeline(folder, asr)
-    generate = {}
-    if getattr(pipe.model.generation_config, "is_multilingual", False):
-        generate = {"task": "transcribe"} | ({"language": asr["language"]} if asr["language"] else {})
-    elif asr["language"] and asr["language"].lower() not in ("en", "english"):
-        raise UserError(f"asr.language={asr['language']}: asr.model={asr['model']} is English-only")
+    generate = asr_models.generate_kwargs(pipe, asr["language"], asr["model"])
 
     from tqdm import tqdm
 
@@ -167,18 +121,4 @@ def _load(path: str) -> dict:
 
 
 def _pipeline(folder: Path, asr: dict):
-    import torch
-    import transformers
-    from transformers import pipeline
-
-    transformers.utils.logging.set_verbosity_error()  # its deprecation chatter is not the user's to act on
-    transformers.utils.logging.disable_progress_bar()
-    device = pick_device(asr["device"])
-    half = device.startswith("cuda") and torch.cuda.get_device_properties(device).major >= 7  # as upstream
-    try:
-        return pipeline("automatic-speech-recognition", model=str(folder), device=device,
-                        dtype=torch.float16 if half else torch.float32,
-                        model_kwargs={"use_safetensors": True}, trust_remote_code=False)
-    except Exception as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"asr.model={asr['model']}: cannot load it from {folder} ({reason[:160]})")
+    return asr_models.recogniser(folder, asr["model"], pick_device(asr["device"]))

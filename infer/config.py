@@ -33,3 +33,34 @@ class InferConfig:
     vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
     vocoder_path: Optional[str] = None
     layout: Layout = Layout.f5tune  # export only: f5tune | upstream
+
+
+@dataclass
+class ScoreAsr:
+    """asr.*: the recogniser whose word and character error rates score the synthesised speech."""
+    model: Optional[str] = None  # a Whisper: local folder or hub id; None: no recognition scores
+    language: Optional[str] = None  # None: detected per clip
+    batch_size: int = key(8, gt=0)
+
+
+@dataclass
+class ScoreSpeaker:
+    """speaker.*: the speaker-verification model (an x-vector head) whose embeddings give speaker similarity."""
+    model: Optional[str] = None  # local folder or hub id; None: no similarity scores
+
+
+@dataclass
+class ScoreConfig:
+    """python -m infer.score's keys (asr.* and speaker.* are read into the two sections above)."""
+    run: Optional[str] = None
+    ckpt: str = "all"  # all | last | <update>[,<update>...]
+    weights: str = "ema,online"  # ema | online | ema,online
+    max_clips: Optional[int] = key(None, gt=0)  # synthesise at most this many held-out clips; the loss uses all
+    seed: int = key(0, ge=0, lt=SEED_END)
+    nfe_step: int = key(32, gt=0)
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = key(1.0, gt=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
+    vocoder_path: Optional[str] = None

@@ -78,39 +78,26 @@ def check_symbols(text: str, tokenizer: str, known: dict, what: str) -> None:
                         "speak them as nothing (token 0): remove them, or pass accept_unknown=true")
 
 
-def synthesize(cfg: dict) -> Path:
-    if bool(cfg["run"]) == bool(cfg["model_file"]):
-        raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
-    if cfg["gen_text"] is not None and not cfg["gen_text"].strip():
-        raise UserError("gen_text is empty; give the text to speak, or leave gen_text out for a default sentence")
-    if cfg["ref_audio"] and not (cfg["ref_text"] or "").strip():
-        raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
-    out = check_out(Path(cfg["out"]), cfg["overwrite"]) if cfg["out"] else None
-    device = pick_device(cfg["device"])
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    if cfg["run"]:
-        run_dir = Path(cfg["run"])
-        which, cfg["weights"] = resolve_ckpt(run_dir, cfg["ckpt"], cfg["weights"])
-        model, manifest, ckpt = load_run(run_dir, which, cfg["weights"], device, cfg["allow_foreign"])
-        default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
-        default_out = run_dir / "samples" / f"{stamp}-{ckpt.stem}-seed{cfg['seed']}.wav"
-    else:
-        ckpt, cfg["weights"] = Path(cfg["model_file"]), cfg["weights"] or "ema"
-        model, manifest = load_model_file(ckpt, cfg["weights"], device)
-        default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
-        default_out = Path(f"{ckpt.stem}-{stamp}-seed{cfg['seed']}.wav")
-    spec, mel = manifest["model"], manifest["model"]["mel"]
-    sr, hop = mel["target_sample_rate"], mel["hop_length"]
-    ref_audio, ref_text = (Path(cfg["ref_audio"]), cfg["ref_text"]) if cfg["ref_audio"] else default_ref
-    gen_text = cfg["gen_text"] or DEFAULT_TEXT
-    if not cfg["accept_unknown"]:
-        for text, what in ((ref_text, "ref_text"), (gen_text, "gen_text")):
-            check_symbols(text, spec["tokenizer"], model.vocab_char_map, what)
+def load_run_vocoder(manifest: dict, cfg: dict, device):
+    """The vocoder the run was trained with, unless vocoder= / vocoder_path= say otherwise."""
+    from finetune.lock.vocoder import load_vocoder
 
-    audio = load_audio(ref_audio, sr)
+    vocoder_cfg = manifest["config"]["vocoder"]
+    return load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
+                        manifest["model"]["mel"], device, vocoder_cfg.get("n_iter", 32))
+
+
+def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, gen_text: str, cfg: dict,
+          where: str) -> tuple[torch.Tensor, int]:
+    """`gen_text` in the voice of `audio` (mono, at the model's rate; `ref_text` its transcript, `where` its name
+    in errors): (the wav, how many pieces it was spoken in). cfg: seed, nfe_step, cfg_strength,
+    sway_sampling_coef, speed. `get_vocoder()` gives the vocoder once the text is planned, so that bad input is
+    refused before a vocoder is fetched. Writes nothing."""
+    sr, hop = spec["mel"]["target_sample_rate"], spec["mel"]["hop_length"]
+    device = next(model.parameters()).device
     ref_seconds = audio.shape[-1] / sr
     if ref_seconds < MIN_REF_SECONDS:
-        raise UserError(f"{ref_audio}: {ref_seconds:.2f} s of reference; give at least {MIN_REF_SECONDS} s "
+        raise UserError(f"{where}: {ref_seconds:.2f} s of reference; give at least {MIN_REF_SECONDS} s "
                         "(3 to 10 s of clean speech clone a voice best)")
     rms = audio.square().mean().sqrt().item()
     if rms < TARGET_RMS:
@@ -132,12 +119,7 @@ def synthesize(cfg: dict) -> Path:
                             "it with sentence punctuation, or raise speed")
         plan.append((piece, frames))
 
-    vocoder_cfg = manifest["config"]["vocoder"]
-    from finetune.lock.vocoder import load_vocoder
-
-    vocoder = load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
-                           mel, device, vocoder_cfg.get("n_iter", 32))
-    parts = []
+    vocoder, parts = get_vocoder(), []
     with torch.inference_mode():
         for piece, frames in plan:
             generated, _ = model.sample(cond=audio.unsqueeze(0).to(device),
@@ -148,9 +130,43 @@ def synthesize(cfg: dict) -> Path:
     wav = cross_fade(parts, int(CROSS_FADE_SECONDS * sr))
     if rms < TARGET_RMS:
         wav = wav * rms / TARGET_RMS
+    return wav, len(plan)
+
+
+def synthesize(cfg: dict) -> Path:
+    if bool(cfg["run"]) == bool(cfg["model_file"]):
+        raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
+    if cfg["gen_text"] is not None and not cfg["gen_text"].strip():
+        raise UserError("gen_text is empty; give the text to speak, or leave gen_text out for a default sentence")
+    if cfg["ref_audio"] and not (cfg["ref_text"] or "").strip():
+        raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
+    out = check_out(Path(cfg["out"]), cfg["overwrite"]) if cfg["out"] else None
+    device = pick_device(cfg["device"])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    if cfg["run"]:
+        run_dir = Path(cfg["run"])
+        which, cfg["weights"] = resolve_ckpt(run_dir, cfg["ckpt"], cfg["weights"])
+        model, manifest, ckpt = load_run(run_dir, which, cfg["weights"], device, cfg["allow_foreign"])
+        default_ref = run_dir / manifest["reference"]["audio"], manifest["reference"]["text"]
+        default_out = run_dir / "samples" / f"{stamp}-{ckpt.stem}-seed{cfg['seed']}.wav"
+    else:
+        ckpt, cfg["weights"] = Path(cfg["model_file"]), cfg["weights"] or "ema"
+        model, manifest = load_model_file(ckpt, cfg["weights"], device)
+        default_ref = demo_rows()[0]  # the export carries no audio: use the clip f5-tts ships
+        default_out = Path(f"{ckpt.stem}-{stamp}-seed{cfg['seed']}.wav")
+    spec = manifest["model"]
+    sr = spec["mel"]["target_sample_rate"]
+    ref_audio, ref_text = (Path(cfg["ref_audio"]), cfg["ref_text"]) if cfg["ref_audio"] else default_ref
+    gen_text = cfg["gen_text"] or DEFAULT_TEXT
+    if not cfg["accept_unknown"]:
+        for text, what in ((ref_text, "ref_text"), (gen_text, "gen_text")):
+            check_symbols(text, spec["tokenizer"], model.vocab_char_map, what)
+
+    wav, n = speak(model, spec, lambda: load_run_vocoder(manifest, cfg, device), load_audio(ref_audio, sr), ref_text,
+                   gen_text, cfg, str(ref_audio))
 
     out = out or check_out(default_out, False)
     atomic_write(out, lambda tmp: write_wav(tmp, wav, sr))
-    print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio in {len(plan)} "
-          f"piece{'s' if len(plan) > 1 else ''}", file=sys.stderr)
+    print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio in {n} "
+          f"piece{'s' if n > 1 else ''}", file=sys.stderr)
     return out

@@ -11,7 +11,7 @@ loss of all rows.
 """
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import UserError
@@ -62,7 +62,7 @@ def best_row(rows: list[dict]) -> tuple[dict, str] | None:
 def merge(old: dict | None, rows: list[dict], setup: str, described: dict, head: dict) -> dict:
     """The scores file after scoring `rows` with `setup`: earlier rows of other checkpoints or weight sets are
     kept; a row scored again replaces its old one; setups no row uses any more are dropped."""
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds")
     new = {(r["update"], r["weights"]): r | {"setup": setup, "scored": now} for r in rows}
     kept = [r for r in (old or {}).get("rows", []) if (r["update"], r["weights"]) not in new]
     merged = sorted(kept + list(new.values()), key=lambda r: (r["update"], r["weights"]))

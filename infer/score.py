@@ -1,0 +1,288 @@
+"""python -m infer.score run=runs/<name> [ckpt=all|last|N,...] [weights=ema,online] [asr.model=...]
+       [speaker.model=...] [seed=0] [nfe_step=32] [max_clips=N] [vocoder=...] [device=...]
+
+Scores a run's checkpoints on its held-out clips (data.val_clips), per checkpoint and weight set:
+- validation loss: the trainer's own measure (fixed noise, the run's train.seed), over every held-out clip;
+- with asr.model (a Whisper): each held-out clip's text is spoken with a fixed seed in the voice of the next
+  held-out clip (cyclically), through inference's own code, heard by the recogniser, and compared with the
+  text: word and character error rates over all clips (jiwer; case and punctuation ignored);
+- with speaker.model (a speaker-verification model, e.g. WavLMForXVector): the cosine similarity of the
+  synthesised speech's embedding and the prompt clip's. The prompt, not the target clip's own audio, is the
+  voice the model was asked to clone: in a dataset of several speakers the two may differ, and a model that
+  ignores its prompt must not score well for it.
+
+Scores are merged into runs/<name>/scores.json (finetune/lock/scores.py: format and the best rule) and printed
+as a table with the best row marked.
+"""
+import json
+import sys
+import time
+import unicodedata
+from pathlib import Path
+
+from finetune.lock.builder import without_upstream_trainer
+from finetune.lock.checkpoints import header, list_checkpoints
+from finetune.lock.dataset import load_clips, split
+from finetune.lock.errors import UserError, user_errors
+from finetune.lock.files import sha256_bytes
+from finetune.lock.manifest import read_manifest
+from finetune.lock.schema import from_argv
+from finetune.lock.scores import best_row, merge, read_scores, write_scores
+
+from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
+
+COMMAND = "python -m infer.score"
+SECTIONS = {"asr": ScoreAsr, "speaker": ScoreSpeaker}
+PROMPT_RULE = "the next held-out clip, cyclically"
+
+
+def parse(argv: list[str]) -> dict:
+    """The command line: top-level keys, and asr.* / speaker.* into their sections."""
+    top, parts = [], {name: [] for name in SECTIONS}
+    for arg in argv:
+        section, dot, _ = arg.partition("=")[0].partition(".")
+        if dot and section in SECTIONS:
+            parts[section].append(arg[len(section) + 1:])
+        else:
+            top.append(arg)
+    cfg = from_argv(top, ScoreConfig, COMMAND)
+    for name, args in parts.items():
+        try:
+            cfg[name] = from_argv(args, SECTIONS[name], f"{COMMAND} ({name}.*)")
+        except UserError as e:
+            raise UserError(f"{name}.{e}")
+    return cfg
+
+
+def held_out(run_dir: Path, manifest: dict) -> list:
+    """The run's held-out clips, drawn again from its dataset, and checked to be the ones the manifest records."""
+    val = (manifest.get("data") or {}).get("val")
+    if not val or not val.get("rows"):
+        raise UserError(f"{run_dir}: the run holds no clips out of training, so there is nothing to score it on; "
+                        "train with data.val_clips=N (for example 8) to score checkpoints")
+    data_cfg = manifest["config"]["data"]
+    if data_cfg["kind"] != "demo":
+        data_cfg = {**data_cfg, "path": manifest["data"].get("path") or data_cfg["path"]}
+    clips, _ = load_clips(data_cfg, manifest["model"])
+    _, held = split(clips, data_cfg["val_clips"])
+    if [c.where for c in held] != val["rows"] or [c.sha for c in held] != val["audio_sha256"]:
+        raise UserError(f"{data_cfg['path'] or 'the demo clips'}: its held-out clips are no longer the ones {run_dir} recorded in its "
+                        "manifest (the dataset changed since training); score on the dataset the run was trained on")
+    return held
+
+
+def pick(run_dir: Path, ckpt: str, weights: str) -> tuple[dict, list[str]]:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise UserError(f"{run_dir}: no checkpoints yet; score the run once it has saved one")
+    if ckpt == "all":
+        chosen = found
+    elif ckpt == "last":
+        chosen = {max(found): found[max(found)]}
+    else:
+        wanted = [w.strip() for w in ckpt.split(",")]
+        bad = [w for w in wanted if not w.isdigit() or int(w) not in found]
+        if bad:
+            raise UserError(f"ckpt={ckpt}: {run_dir} has no checkpoint {bad[0]}; use all, last or updates among "
+                            f"{', '.join(map(str, found))} (comma-separated)")
+        chosen = {int(w): found[int(w)] for w in wanted}
+    sets = list(dict.fromkeys(w.strip() for w in weights.split(",")))
+    if not sets or any(w not in ("ema", "online") for w in sets):
+        raise UserError(f"weights={weights}: use ema, online or ema,online")
+    return dict(sorted(chosen.items())), sets
+
+
+def normalize(text: str) -> str:
+    """What error rates compare: lower case, no punctuation or symbols, single spaces."""
+    text = unicodedata.normalize("NFKC", text).lower().replace("'", "").replace("\u2019", "")
+    text = "".join(" " if unicodedata.category(ch)[0] in "PSC" else ch for ch in text)
+    return " ".join(text.split())
+
+
+def error_rates(texts: list[str], heard: list[str]) -> tuple[float, float, list[tuple[float, float]]]:
+    """(WER, CER) over all clips together, and each clip's."""
+    import jiwer
+
+    refs = [normalize(t) or t.strip() for t in texts]
+    hyps = [normalize(h) for h in heard]
+    per = [(jiwer.process_words(r, h).wer, jiwer.process_characters(r, h).cer) for r, h in zip(refs, hyps)]
+    return jiwer.process_words(refs, hyps).wer, jiwer.process_characters(refs, hyps).cer, per
+
+
+class Listeners:
+    """The recogniser and the speaker model (either may be absent), loaded once for every checkpoint."""
+
+    def __init__(self, cfg: dict, device: str):
+        from finetune.lock import asr as models
+
+        self.asr = self.speaker = None
+        self.described = {"asr": None, "speaker": None}
+        if cfg["asr"]["model"]:
+            models.check_language(cfg["asr"]["language"])
+            folder, identity = models.model_folder(cfg["asr"]["model"], "asr.model")
+            self.asr = models.recogniser(folder, cfg["asr"]["model"], device)
+            self.generate = models.generate_kwargs(self.asr, cfg["asr"]["language"], cfg["asr"]["model"])
+            self.described["asr"] = identity | {"language": cfg["asr"]["language"]}
+        if cfg["speaker"]["model"]:
+            what = "a speaker-verification model (config.json, preprocessor_config.json, *.safetensors), such as " \
+                   "microsoft/wavlm-base-plus-sv"
+            folder, identity = models.model_folder(cfg["speaker"]["model"], "speaker.model", what,
+                                                   "/path/to/local/speaker-model")
+            self.speaker = models.SpeakerModel(folder, cfg["speaker"]["model"], device)
+            self.described["speaker"] = identity | {"reference": "prompt clip"}
+        self.batch_size = cfg["asr"]["batch_size"]
+        self.rate = models.SAMPLE_RATE
+        self.prompts = {}  # prompt clip -> its speaker embedding
+
+    def __bool__(self):
+        return self.asr is not None or self.speaker is not None
+
+    def hear(self, wavs: list, sr: int) -> list[str]:
+        from finetune.lock.audio import resample
+
+        inputs = [{"raw": resample(w, sr, self.rate).numpy(), "sampling_rate": self.rate} for w in wavs]
+        out = self.asr(inputs, batch_size=self.batch_size, generate_kwargs=self.generate, return_timestamps=False)
+        return [o["text"] for o in out]
+
+    def similarity(self, wav, sr: int, prompt, prompt_wav) -> float:
+        import torch
+
+        from finetune.lock.audio import resample
+
+        rate = self.speaker.sample_rate
+        if prompt.where not in self.prompts:
+            self.prompts[prompt.where] = self.speaker.embed(resample(prompt_wav, sr, rate))
+        made = self.speaker.embed(resample(wav, sr, rate))
+        return torch.nn.functional.cosine_similarity(made, self.prompts[prompt.where], dim=0).item()
+
+
+def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners, vocoder, audio: dict) -> dict:
+    """Validation loss, and with listeners the synthesised speech's error rates and speaker similarity."""
+    from finetune.lock.validation import validation_loss
+
+    from .synth import speak
+
+    row = {"val_loss": validation_loss(model, held, manifest["config"]["train"]["seed"]),
+           "wer": None, "cer": None, "speaker_similarity": None, "clips": []}
+    if not listeners:
+        return row
+    spec = manifest["model"]
+    sr = spec["mel"]["target_sample_rate"]
+    targets = held[:cfg["max_clips"]] if cfg["max_clips"] else held
+    wavs, prompts = [], []
+    for i, clip in enumerate(targets):
+        prompt = targets[(i + 1) % len(targets)]
+        wav, _ = speak(model, spec, lambda: vocoder, audio[prompt.where], prompt.text, clip.text, cfg, str(prompt.audio))
+        wavs.append(wav)
+        prompts.append(prompt)
+        row["clips"].append({"row": clip.where, "text": clip.text, "prompt": prompt.where,
+                             "seconds": round(wav.shape[-1] / sr, 3)})
+    if listeners.asr is not None:
+        heard = listeners.hear(wavs, sr)
+        row["wer"], row["cer"], per = error_rates([c.text for c in targets], heard)
+        for entry, text, (wer, cer) in zip(row["clips"], heard, per):
+            entry |= {"heard": text.strip(), "wer": wer, "cer": cer}
+    if listeners.speaker is not None:
+        sims = [listeners.similarity(w, sr, p, audio[p.where]) for w, p in zip(wavs, prompts)]
+        row["speaker_similarity"] = sum(sims) / len(sims)
+        for entry, sim in zip(row["clips"], sims):
+            entry["similarity"] = sim
+    return row
+
+
+def table(scores: dict, run_dir: Path) -> str:
+    best = scores["best"]
+    marks = {k: f"{i + 1}" for i, k in enumerate(scores["setups"])}
+    lines = [f"scores of {run_dir} ({len(scores['held_out']['rows'])} held-out clips); * best, by {best['by']}",
+             f"  {'update':>8} {'weights':<8} {'val_loss':>9} {'WER':>7} {'CER':>7} {'speaker':>8}  setup"]
+
+    def num(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    for r in scores["rows"]:
+        star = "*" if (r["update"], r["weights"]) == (best["update"], best["weights"]) else " "
+        lines.append(f"{star} {r['update']:>8} {r['weights']:<8} {r['val_loss']:>9.4f} {num(r['wer'], '7.3f'):>7} "
+                     f"{num(r['cer'], '7.3f'):>7} {num(r['speaker_similarity'], '8.3f'):>8}  {marks[r['setup']]}")
+    for setup, mark in marks.items():
+        d = scores["setups"][setup]
+        asr = d["asr"]["model"] if d["asr"] else "none"
+        spk = d["speaker"]["model"] if d["speaker"] else "none"
+        s = d["synthesis"]
+        lines.append(f"  setup {mark}: recogniser {asr}; speaker model {spk}; seed {s['seed']}, nfe_step {s['nfe_step']}, "
+                     f"vocoder {s['vocoder']}")
+    return "\n".join(lines)
+
+
+def score(cfg: dict) -> tuple[Path, dict]:
+    """Score the chosen checkpoints and weight sets; (the scores file, its content)."""
+    from finetune.lock.audio import load_audio
+    from finetune.lock.load import load_run, pick_device
+
+    from .synth import load_run_vocoder
+
+    if not cfg["run"]:
+        raise UserError(f"run= is required: {COMMAND} run=runs/<name>")
+    run_dir = Path(cfg["run"])
+    manifest = read_manifest(run_dir)
+    read_scores(run_dir, manifest["sha256"])  # a file it cannot merge into is refused before any work
+    held = held_out(run_dir, manifest)
+    chosen, sets = pick(run_dir, cfg["ckpt"], cfg["weights"])
+    device = pick_device(cfg["device"])
+    listeners = Listeners(cfg, str(device))
+    sr = manifest["model"]["mel"]["target_sample_rate"]
+    vocoder, audio = None, {}
+    if listeners:
+        vocoder = load_run_vocoder(manifest, cfg, device)
+        targets = held[:cfg["max_clips"]] if cfg["max_clips"] else held
+        audio = {c.where: load_audio(c.audio, sr) for c in targets}
+    vocoder_cfg = manifest["config"]["vocoder"]
+    described = listeners.described | {
+        "synthesis": {k: cfg[k] for k in ("seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "speed", "max_clips")}
+        | {"vocoder": cfg["vocoder"] or vocoder_cfg["kind"], "vocoder_path": cfg["vocoder_path"] or vocoder_cfg.get("path"),
+           "prompt": PROMPT_RULE},
+        "validation": {"seed": manifest["config"]["train"]["seed"], "clips": len(held)}}
+    # rows are comparable when scored alike: the listeners' files count, not where they lie or what they were called
+    alike = described | {k: {n: v for n, v in described[k].items() if n not in ("model", "revision")}
+                         for k in ("asr", "speaker") if described[k]}
+    setup = sha256_bytes(json.dumps(alike, sort_keys=True).encode())[:16]
+
+    rows = []
+    for update, path in chosen.items():
+        meta = header(path)[1]
+        for weights in sets:
+            started = time.perf_counter()
+            model, _, _ = load_run(run_dir, str(update), weights, device)
+            row = score_one(model, manifest, held, cfg, listeners, vocoder, audio)
+            trainer = meta.get("val_loss" if weights == "online" else "val_loss_ema")
+            row = {"update": update, "weights": weights, "checkpoint": path.name,
+                   "weights_sha256": meta.get(f"{weights}_sha256"),
+                   "val_loss_trainer": float(trainer) if trainer is not None else None} | row
+            if trainer is not None and abs(row["val_loss"] - float(trainer)) > 1e-4 * max(1.0, abs(float(trainer))):
+                print(f"warning: update {update} {weights}: validation loss {row['val_loss']:.6f} here, "
+                      f"{float(trainer):.6f} when trained (another device or precision?)", file=sys.stderr)
+            rows.append(row)
+            del model
+            shown = "".join(f", {k} {row[k]:.3f}" for k in ("wer", "cer", "speaker_similarity") if row[k] is not None)
+            print(f"update {update} {weights}: val_loss {row['val_loss']:.4f}{shown} "
+                  f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+
+    head = {"run": run_dir.name, "manifest_sha256": manifest["sha256"],
+            "held_out": {"rows": [c.where for c in held], "audio_sha256": [c.sha for c in held]}}
+    # read again just before writing: scores another process wrote meanwhile are kept
+    scores = merge(read_scores(run_dir, manifest["sha256"]), rows, setup, described, head)
+    return write_scores(run_dir, scores), scores
+
+
+def main(argv=None) -> None:
+    without_upstream_trainer()
+    with user_errors():
+        path, scores = score(parse(sys.argv[1:] if argv is None else argv))
+        print(table(scores, Path(path).parent))
+        best, by = best_row(scores["rows"])
+        print(f"best: update {best['update']}, {best['weights']} weights (by {by}); "
+              f"python -m infer run={Path(path).parent} ckpt=best")
+        print(f"scores: {path}")
+
+
+if __name__ == "__main__":
+    main()
