@@ -4,7 +4,6 @@ import functools
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -46,8 +45,9 @@ class AppServer:
         raise AssertionError(f"the app did not start in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> None:
+        # SIGTERM, not SIGINT: a process started from a non-interactive shell's background job ignores SIGINT
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.terminate()
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
@@ -66,6 +66,8 @@ def screenshot_on_failure(test):
         try:
             return test(*args, **kwargs)
         except BaseException:
+            if kwargs.get("site") is not None:
+                kwargs["site"].fresh = False  # the next test loads the page again
             page, folder = kwargs.get("page"), kwargs.get("tmp_path")
             if page is not None and folder is not None:
                 shot = Path(folder) / f"{test.__name__}.png"
@@ -81,7 +83,14 @@ def screenshot_on_failure(test):
 # ---- page helpers: Gradio's components, found by their elem_id -------------------------------------------
 
 def tab(page, tab_id: str) -> None:
-    page.locator(f"#tab-{tab_id}-button").click()
+    """Open a tab, and make sure it opened (a click during a redraw can be lost)."""
+    button = page.locator(f"#tab-{tab_id}-button")
+    for _ in range(40):
+        button.click()
+        if button.get_attribute("aria-selected") == "true":
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"the tab {tab_id} does not open")
 
 
 def fill(page, elem_id: str, text) -> None:
@@ -117,13 +126,26 @@ def click(page, elem_id: str) -> None:
     page.locator(f"#{elem_id}").click()
 
 
-def wait_text(page, elem_id: str, pattern: str, timeout: float = 60) -> str:
-    """Wait until the element's text matches `pattern` (a regex); returns the text."""
+def click_then(page, button: str, elem_id: str, pattern: str, timeout: float = 90) -> str:
+    """Click a button and wait for the element it updates to show a new text matching `pattern`."""
+    before = text_of(page, elem_id)
+    click(page, button)
+    return wait_text(page, elem_id, pattern, timeout, before=before)
+
+
+def text_of(page, elem_id: str) -> str:
     locator = page.locator(f"#{elem_id}")
+    return locator.inner_text() if locator.count() and locator.is_visible() else ""
+
+
+def wait_text(page, elem_id: str, pattern: str, timeout: float = 60, before: str | None = None) -> str:
+    """Wait until the element is visible and its text matches `pattern` (a regex) and, if given, differs
+    from `before` (what it showed before the click that changes it); returns the text. A hidden tab keeps
+    what it showed last, so only visible text counts."""
     deadline, text = time.monotonic() + timeout, ""
     while time.monotonic() < deadline:
-        text = locator.inner_text() if locator.count() else ""
-        if re.search(pattern, text):
+        text = text_of(page, elem_id)
+        if re.search(pattern, text) and text != before:
             return text
         time.sleep(0.25)
     raise AssertionError(f"#{elem_id} never matched {pattern!r} in {timeout} s; it shows: {text[-1500:]!r}")

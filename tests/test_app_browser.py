@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,9 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_browser import (AppServer, audio_bytes, choose, click, env, fill, launch_browser, radio,
+from app_browser import (AppServer, audio_bytes, choose, click, click_then, env, fill, launch_browser, radio,
                          screenshot_on_failure, tab, table_rows, wait_row, wait_text)
 from conftest import cli, finetune
+from finetune.lock.files import holder
 from make_data import write_clips
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
@@ -28,15 +30,22 @@ SNOWMAN = "☃"  # a symbol no model vocab has: the launch must offer vocab.exte
 
 
 class Site:
-    def __init__(self, top, server, browser):
+    def __init__(self, top, server):
         self.top, self.runs, self.data, self.cwd = top, top / "runs", top / "data", top / "cwd"
-        self.server, self.browser = server, browser
+        self.server, self.browser, self.fresh = server, None, False
 
     def restart(self) -> None:
         """Stop the app and start it again (a new port): it holds no state, so nothing may be lost."""
         self.server.stop()
         self.server = AppServer(self.runs, self.data, self.cwd, env())
         self.server.wait()
+
+    def end_runs(self) -> None:
+        """Training processes outlive the app by design; a failed test must not leave one running."""
+        for run_dir in self.runs.iterdir():
+            who = holder(run_dir) if run_dir.is_dir() else None
+            if who and who.startswith("pid "):
+                os.kill(int(who.split()[1]), signal.SIGKILL)
 
     def untouched(self) -> None:
         """Nothing a shell would have done with HOSTILE happened."""
@@ -49,15 +58,18 @@ def site(tmp_path_factory):
     top = tmp_path_factory.mktemp("app")
     for sub in ("runs", "data", "cwd", "cwd/canary"):
         (top / sub).mkdir()
-    server = AppServer(top / "runs", top / "data", top / "cwd", env())
+    site = Site(top, AppServer(top / "runs", top / "data", top / "cwd", env()))
     try:
-        yield from _serve(top, server)
+        yield from _serve(site)
     finally:
-        server.stop()
+        site.server.stop()  # the one running now: a test may have restarted it
+        site.end_runs()
 
 
-def _serve(top, server):
+def _serve(site):
     from playwright.sync_api import sync_playwright
+
+    top = site.top
 
     # a folder of short clips with same-named transcripts, one of them too short to keep
     rows = write_clips(top / "data" / "clips", 4, min_s=1.0, max_s=1.5)
@@ -73,23 +85,33 @@ def _serve(top, server):
         finetune(top / "runs", "alpha", "f5tts_tiny", "train.log_every=1")
         finetune(top / "runs", "beta", "e2tts_tiny")
         assert prepared.result().returncode == 0, prepared.result().stderr[-2000:]
-    server.wait()
+    site.server.wait()
     with sync_playwright() as pw:
-        browser = launch_browser(pw)
+        site.browser = launch_browser(pw)
         try:
-            yield Site(top, server, browser)
+            yield site
         finally:
-            browser.close()
+            site.browser.close()
+
+
+@pytest.fixture(scope="module")
+def shared_page(site):
+    page = site.browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    site.fresh = False
+    yield page
+    page.close()
 
 
 @pytest.fixture
-def page(site):
-    page = site.browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.set_default_timeout(30_000)
-    page.goto(site.server.url)
-    page.wait_for_selector("#runs-table [data-testid=cell-0-0]")
-    yield page
-    page.close()
+def page(site, shared_page):
+    """One page for the module (a page load costs seconds); loaded again after a test that failed on it.
+    Each test sets every field it relies on."""
+    if not site.fresh:
+        shared_page.goto(site.server.url)
+        shared_page.wait_for_selector("#runs-table [data-testid=cell-0-0]")
+        site.fresh = True
+    return shared_page
 
 
 def open_run(page, name: str) -> None:
@@ -97,7 +119,25 @@ def open_run(page, name: str) -> None:
     wait_row(page, "runs-table", name, 0, ".")
     row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
     page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
-    wait_text(page, "run-verified", "manifest")
+    wait_text(page, "run-state", "^" + re.escape(name) + ":")
+
+
+SETTINGS = ("train-max-updates", "train-save-every", "optim-lr", "optim-warmup-updates", "data-frames-per-batch",
+            "optim-grad-accumulation-steps", "train-seed")
+
+
+def new_form(page, name: str, data: str = "demo (the two clips f5-tts ships)", extra: str = "", **settings) -> None:
+    """Fill every field of the New fine-tune form (the page is shared: nothing may carry over from a test
+    before): a tiny from-scratch model with the weights-free vocoder; `settings` by field name."""
+    tab(page, "new")
+    choose(page, "new-model", "f5tts_tiny")
+    choose(page, "new-data", data)
+    radio(page, "new-pretrained", "none (from scratch)")
+    fill(page, "new-name", name)
+    for field in SETTINGS:
+        fill(page, f"new-{field}", settings.get(field.replace("-", "_"), ""))
+    choose(page, "new-vocoder", "griffinlim")
+    fill(page, "new-extra", extra)
 
 
 def run_update(page) -> int:
@@ -124,7 +164,7 @@ def test_run_page_shows_verified_manifest_and_loss_curve(site, page, tmp_path):
     while points.count() != logged and time.monotonic() < deadline:
         time.sleep(0.2)
     assert points.count() == logged
-    assert "python -m finetune model=f5tts_tiny" in page.locator("#run-command").inner_text()
+    wait_text(page, "run-command", "python -m finetune model=f5tts_tiny")
     checkpoints = table_rows(page, "run-checkpoints")
     assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "verified" for r in checkpoints), checkpoints
     if os.environ.get("F5TUNE_APP_SCREENSHOT"):  # docs/app.png is made this way
@@ -138,7 +178,7 @@ def test_diff_of_two_runs_lists_differing_model_keys(site, page, tmp_path):
     choose(page, "cmp-a", "alpha")
     choose(page, "cmp-b", "beta")
     page.locator("#cmp-only input[type=checkbox]").check()
-    click(page, "cmp-go")
+    click(page, "cmp-go")  # (ticking the box compares too)
     wait_text(page, "cmp-summary", r"\d+ keys differ")
     rows = table_rows(page, "cmp-diff")
     shown = {r[0]: r for r in rows}
@@ -161,8 +201,7 @@ def test_synthesis_plays_a_24khz_wav_of_plausible_length(site, page, tmp_path):
     fill(page, "syn-text", text)
     fill(page, "syn-nfe", 2)
     choose(page, "syn-vocoder", "griffinlim")
-    click(page, "syn-go")
-    wait_text(page, "syn-msg", r"\A(wrote|error)", 90)
+    click_then(page, "syn-go", "syn-msg", r"\A(wrote|error)")
     assert "wrote" in page.locator("#syn-msg").inner_text()
     wav, sr = wav_of(audio_bytes(page, "syn-out"))
     assert sr == 24000
@@ -179,26 +218,17 @@ def test_synthesis_plays_a_24khz_wav_of_plausible_length(site, page, tmp_path):
 # 5
 @screenshot_on_failure
 def test_launch_from_the_form_reaches_finished(site, page, tmp_path):
-    tab(page, "new")
-    choose(page, "new-model", "f5tts_tiny")
-    choose(page, "new-data", "voice")
+    new_form(page, HOSTILE, data="voice", train_max_updates=4, train_save_every=2, optim_lr=0.001,
+             data_frames_per_batch=2000)
     wait_text(page, "new-data-summary", "4 clips")
     assert "too_short" in page.locator("#new-data-report textarea").input_value()
-    radio(page, "new-pretrained", "none (from scratch)")
-    fill(page, "new-name", HOSTILE)
-    fill(page, "new-train-max-updates", 4)
-    fill(page, "new-train-save-every", 2)
-    fill(page, "new-optim-lr", 0.001)
-    fill(page, "new-data-frames-per-batch", 2000)
-    choose(page, "new-vocoder", "griffinlim")
     command = wait_text(page, "new-command", "run.name=")
     assert f'run.name="{HOSTILE}"' in shlex.split(command), command  # one argument, quoted for Hydra
-    click(page, "new-launch")
-    refusal = wait_text(page, "new-result", r"\Aerror:", 90)
+    refusal = click_then(page, "new-launch", "new-result", r"\Aerror:")
     assert SNOWMAN in refusal and "vocab.accept_unknown=true" in refusal, refusal
     assert not (site.runs / HOSTILE).exists()  # refused: nothing written
     click(page, "new-vocab-accept")
-    wait_text(page, "run-state", "finished", 120)
+    wait_text(page, "run-state", re.escape(f"{HOSTILE}: finished"), 120)
     tab(page, "runs")
     wait_row(page, "runs-table", HOSTILE, 8, "^finished$")
     manifest = (site.runs / HOSTILE / "manifest.yaml").read_text(encoding="utf-8")
@@ -209,35 +239,27 @@ def test_launch_from_the_form_reaches_finished(site, page, tmp_path):
 # 6
 @screenshot_on_failure
 def test_stop_then_resume_from_the_page(site, page, tmp_path):  # and an app restart while it trains
-    tab(page, "new")
-    choose(page, "new-model", "f5tts_tiny")
-    radio(page, "new-pretrained", "none (from scratch)")
-    fill(page, "new-name", "long")
-    fill(page, "new-train-max-updates", 100000)
-    fill(page, "new-train-save-every", 100000)
-    fill(page, "new-optim-lr", 0.001)
-    fill(page, "new-extra", "train.log_every=1")
-    choose(page, "new-vocoder", "griffinlim")
+    new_form(page, "long", extra="train.log_every=1", train_max_updates=100000, train_save_every=100000,
+             optim_lr=0.001)
     click(page, "new-launch")
-    wait_text(page, "run-state", "running", 90)
-    deadline = time.monotonic() + 60
+    wait_text(page, "run-state", "long: running", 120)
+    deadline = time.monotonic() + 120
     while run_update(page) < 3:
         assert time.monotonic() < deadline, "the run never got past update 3"
         time.sleep(0.3)
     tab(page, "new")  # the same run name again, while the first one trains: refused
-    click(page, "new-launch")
-    assert "already exists" in wait_text(page, "new-result", r"\Aerror:")
+    assert "already exists" in click_then(page, "new-launch", "new-result", r"\Aerror:")
     page.goto("about:blank")  # leaving the page and restarting the app leave the run training
     site.restart()
     page.goto(site.server.url)
     open_run(page, "long")
-    wait_text(page, "run-state", "running")
+    wait_text(page, "run-state", "long: running")
     before = run_update(page)
     while run_update(page) <= before:
         assert time.monotonic() < deadline + 60, "the run stopped updating after the app restarted"
         time.sleep(0.3)
     click(page, "run-stop")
-    wait_text(page, "run-state", "stopped", 60)
+    wait_text(page, "run-state", "long: stopped", 60)
     status = json.loads((site.runs / "long" / "status.json").read_text())
     reached = status["update"]
     assert status["state"] == "stopped" and reached >= 3
@@ -245,7 +267,7 @@ def test_stop_then_resume_from_the_page(site, page, tmp_path):  # and an app res
     page.locator("#resume-panel").get_by_text("Resume").first.click()
     fill(page, "resume-max-updates", reached + 3)
     click(page, "resume-button")
-    wait_text(page, "run-state", "finished", 120)
+    wait_text(page, "run-state", "long: finished", 120)
     assert json.loads((site.runs / "long" / "status.json").read_text())["update"] == reached + 3
     assert "train.max_updates" in page.locator("#run-amendments textarea").input_value()
 
@@ -261,8 +283,7 @@ def test_ab_comparison_shows_two_audio_players(site, page, tmp_path):
     fill(page, "ab-text", "Two checkpoints, one sentence.")
     fill(page, "ab-nfe", 2)
     choose(page, "ab-vocoder", "griffinlim")
-    click(page, "ab-go")
-    wait_text(page, "ab-msg", r"\A(A: |error)", 90)
+    click_then(page, "ab-go", "ab-msg", r"\A(A: |error)")
     a, b = audio_bytes(page, "ab-out-a"), audio_bytes(page, "ab-out-b")
     (wa, sra), (wb, srb) = wav_of(a), wav_of(b)
     assert sra == srb == 24000 and len(wa) == len(wb)  # same text, reference and seed: same length
@@ -276,14 +297,12 @@ def test_paths_outside_the_roots_are_refused(site, page, tmp_path):
     fill(page, "prep-out", "anything")
     for typed in ("../../etc", "/etc", "outside"):  # up and out, absolute, a symlink under data_root to /etc
         choose(page, "prep-input", typed)
-        click(page, "prep-go")
-        text = wait_text(page, "prep-result", f"error: input={re.escape(typed)}: refused")
+        text = click_then(page, "prep-go", "prep-result", f"error: input={re.escape(typed)}: refused")
         assert "outside" in text
-    tab(page, "new")
+    new_form(page, "anything")
     radio(page, "new-pretrained", "local file")
     fill(page, "new-pretrained-file", "/etc/passwd")
-    click(page, "new-launch")
-    wait_text(page, "new-result", "error: pretrained=/etc/passwd: refused")
+    click_then(page, "new-launch", "new-result", "error: pretrained=/etc/passwd: refused")
     assert not (site.data / "anything").exists()
 
 
@@ -292,8 +311,7 @@ def test_prepare_a_folder_of_clips_then_browse_it(site, page, tmp_path):
     tab(page, "data")
     choose(page, "prep-input", "clips/wavs")
     fill(page, "prep-out", "voice2")
-    click(page, "prep-go")
-    wait_text(page, "prep-result", r"\A(dataset|error):", 90)
+    click_then(page, "prep-go", "prep-result", r"\A(dataset|error):")
     assert "4 clips" in page.locator("#prep-result").inner_text()
     assert "short.wav: too_short" in page.locator("#prep-report textarea").input_value()
     wait_text(page, "browse-summary", "4 clips")
@@ -311,8 +329,7 @@ def test_export_offers_the_file(site, page, tmp_path):
     choose(page, "exp-run", "alpha")
     choose(page, "exp-ckpt", "4")
     radio(page, "exp-weights", "online")
-    click(page, "exp-go")
-    wait_text(page, "exp-msg", r"\A(wrote|exported before|error)", 90)
+    click_then(page, "exp-go", "exp-msg", r"\A(wrote|exported before|error)")
     link = page.locator("#exp-files a").first
     assert link.inner_text() == "alpha-00000004-online.safetensors"
     data = page.request.get(site.server.url.rstrip("/") + link.get_attribute("href")).body()

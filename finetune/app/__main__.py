@@ -4,8 +4,6 @@ A web page over the runs folder: prepare data, launch, watch, stop and resume fi
 export. Binds to 127.0.0.1 unless told otherwise, and never opens a public share link unless share=true."""
 import os
 import sys
-import threading
-from importlib import import_module
 
 from finetune.lock.errors import UserError, user_errors
 
@@ -38,8 +36,13 @@ def main(argv: list[str]) -> None:
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
         from gradio.utils import get_upload_folder
 
+        from finetune.lock.builder import without_upstream_trainer
+
+        from .launch import warm_up
         from .paths import Roots
         from .ui import CSS, Ctx, build
+
+        without_upstream_trainer()  # the app runs upstream's models, never its trainer (nor wandb, datasets)
 
         roots = Roots.make(cfg["runs"], cfg["data_root"], get_upload_folder())
         for folder in (roots.runs, roots.data):
@@ -59,8 +62,7 @@ def main(argv: list[str]) -> None:
             raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
                             "pass another port=")
         print(f"app: http://{cfg['host']}:{cfg['port']}/ (runs: {roots.runs}; data_root: {roots.data})", flush=True)
-        # the first synthesis would otherwise wait for torch and f5-tts to import
-        threading.Thread(target=lambda: import_module("infer.synth"), daemon=True).start()
+        warm_up()
     try:
         app.block_thread()
     except KeyboardInterrupt:

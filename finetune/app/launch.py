@@ -177,6 +177,20 @@ def settle_resume(job: Job, run_dir: Path) -> tuple[str, str]:
 # ---- short tools: synthesis and export in this process, preparation detached ----------------------------
 
 _INFER = threading.Lock()  # one at a time: sampling seeds torch's process-wide RNG
+# what the first synthesis would otherwise import while the user waits (seconds on a small CPU)
+WARM = ("infer.synth", "infer.export", "f5_tts.model.cfm", "f5_tts.model.backbones.dit",
+        "f5_tts.model.backbones.unett", "finetune.lock.vocoder")
+
+
+def warm_up() -> None:
+    """Import, in a background thread, what synthesis and export need."""
+    from importlib import import_module
+
+    def load():
+        for name in WARM:
+            import_module(name)
+
+    threading.Thread(target=load, daemon=True).start()
 
 
 def infer_here(argv: list[str]) -> Path:

@@ -23,7 +23,7 @@ def _state_html(run_dir, status) -> str:
     state = runs.state(run_dir, status)
     m, _ = runs.manifest(run_dir)
     done, planned = runs.progress(run_dir, m, status, runs.last_metrics(run_dir)) if m else (None, None)
-    parts = [f'<b class="state-{state}" id="run-state-value">{state}</b>',
+    parts = [f'{html.escape(run_dir.name)}: <b class="state-{state}" id="run-state-value">{state}</b>',
              f'update <span id="run-update">{done if done is not None else 0}</span> of {planned or "?"}']
     if status:
         parts.append(f"pid {status.get('pid')} on {html.escape(str(status.get('host')))}")
@@ -56,7 +56,8 @@ def _command(run_dir, m) -> str:
     lines = [commands.shell_line(args)]
     entries, problem = runs.amendments(run_dir, m)
     for entry in entries:  # each resume that changed a setting, in order
-        lines.append(commands.shell_line(commands.resume_args(run_dir, {k: new for k, (_, new) in entry["changes"].items()})))
+        changes = {k: new for k, (_, new) in entry["changes"].items()}
+        lines.append(commands.shell_line(commands.resume_args(run_dir, changes)))
     notes = [f"# {warning}"] if warning else []
     notes += [f"# amendments: {problem}"] if problem else []
     return "\n".join(notes + lines)
@@ -83,21 +84,32 @@ def signature(ctx: Ctx, run: str | None):
             if (run_dir / "samples").is_dir() else 0, stat("amendments.jsonl"))
 
 
+def command(ctx: Ctx, run: str | None) -> str:
+    """The reproduce command: its own event, since composing the config options the first time takes a
+    second or two and the rest of the page need not wait for it."""
+    try:
+        run_dir = ctx.roots.run_dir(run)
+    except UserError:
+        return ""
+    m, _ = runs.manifest(run_dir)
+    return _command(run_dir, m) if m else ""
+
+
 def show(ctx: Ctx, run: str | None):
-    """Every part of the page for one run: verified, state, command, loss, lr, grad, checkpoints, samples,
-    amendments, manifest text, console."""
+    """The parts of the page that follow the run as it trains: verified, state, loss, lr, grad, checkpoints,
+    samples, amendments, manifest text, console."""
     empty = pd.DataFrame({"update": [], "value": []})
     if not run:
-        return (message("no run chosen"), "", "", empty, empty, empty, [], "", "", "", "")
+        return (message("no run chosen"), "", empty, empty, empty, [], "", "", "", "")
     try:
         run_dir = ctx.roots.run_dir(run)
     except UserError as e:
-        return (error(e), "", "", empty, empty, empty, [], "", "", "", "")
+        return (error(e), "", empty, empty, empty, [], "", "", "", "")
     m, problem = runs.manifest(run_dir)
     text = (run_dir / "manifest.yaml").read_text(encoding="utf-8", errors="replace")
     status = runs.read_status(run_dir)
     if m is None:
-        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status), "", empty, empty, empty,
+        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status), empty, empty, empty,
                 [], _samples_html(run_dir), "", text, _console(run_dir))
     verified = message(f"manifest verified: content hash {m['sha256'][:16]}… matches "
                        f"({m['model']['name']}, {m['model'].get('family', '')}, created {runs.when(m.get('created'))})", "ok")
@@ -105,7 +117,7 @@ def show(ctx: Ctx, run: str | None):
     entries, bad = runs.amendments(run_dir, m)
     amend = bad or "\n".join(f"{e['time']}: " + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in e["changes"].items())
                              for e in entries) or "none"
-    return (verified, _state_html(run_dir, status), _command(run_dir, m), _frame(rows, "loss"), _frame(rows, "lr"),
+    return (verified, _state_html(run_dir, status), _frame(rows, "loss"), _frame(rows, "lr"),
             _frame(rows, "grad_norm"), runs.checkpoint_rows(run_dir, m), _samples_html(run_dir), amend, text,
             _console(run_dir))
 
@@ -127,7 +139,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         extra = gr.Textbox(label="more amendments (key=value, one per line)", lines=2, elem_id="resume-extra")
         resume = gr.Button("Resume", variant="primary", elem_id="resume-button")
     verified = gr.HTML(elem_id="run-verified")
-    command = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command")
+    reproduce = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command")
     with gr.Row():
         loss = gr.LinePlot(x="update", y="loss", title="train loss", elem_id="plot-loss", height=260)
         lrs = gr.LinePlot(x="update", y="lr", title="learning rate", elem_id="plot-lr", height=260)
@@ -142,8 +154,9 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         console = gr.Textbox(lines=12, max_lines=12, interactive=False, show_label=False, elem_id="run-console")
     seen = gr.State(None)
 
-    parts = [verified, state, command, loss, lrs, grad, ckpts, samples, amend, manifest, console]
+    parts = [verified, state, loss, lrs, grad, ckpts, samples, amend, manifest, console]
     run.change(lambda r: (*show(ctx, r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
+    gr.on([app.load, run.change, amend.change], lambda r: command(ctx, r), run, reproduce, show_progress="hidden")
     run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
     app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
 

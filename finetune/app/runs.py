@@ -118,6 +118,18 @@ def last_metrics(run_dir: Path) -> dict | None:
 
 
 def folder_size(path: Path) -> int:
+    """Bytes on disk under a run folder, walked again only when a folder in it changed (a file added, removed
+    or renamed: a checkpoint saved), since the table asks every few seconds; files that only grow, such as
+    metrics.jsonl, are counted again at the next such change."""
+    try:
+        key = tuple((e.name, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_dir(follow_symlinks=False))
+        return _size(str(path), Path(path).stat().st_mtime_ns, key)
+    except OSError:
+        return 0
+
+
+@lru_cache(maxsize=1024)
+def _size(path: str, mtime_ns: int, subfolders: tuple) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):
         for name in files:
