@@ -19,6 +19,7 @@ from app_browser import (AppServer, audio_bytes, choose, click, click_then, env,
                          screenshot_on_failure, tab, table_rows, wait_row, wait_text)
 from conftest import cli, finetune
 from finetune.lock.files import holder
+from finetune.lock.manifest import read_manifest
 from make_data import write_clips
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
@@ -215,11 +216,14 @@ def test_synthesis_plays_a_24khz_wav_of_plausible_length(site, page, tmp_path):
     site.untouched()
 
 
-# 5
+# 5 and 6, in one run (each start of a trainer costs seconds of imports)
 @screenshot_on_failure
-def test_launch_from_the_form_reaches_finished(site, page, tmp_path):
-    new_form(page, HOSTILE, data="voice", train_max_updates=4, train_save_every=2, optim_lr=0.001,
-             data_frames_per_batch=2000)
+def test_launch_stop_resume_from_the_page(site, page, tmp_path):
+    """A fine-tune launched from the form (through a vocab refusal) trains detached: a second launch of its
+    name is refused, an app restart does not stop it, Stop leaves `stopped` with a checkpoint at the update
+    reached, and Resume takes it to `finished`, in the runs table too."""
+    new_form(page, HOSTILE, data="voice", extra="train.log_every=1", train_max_updates=100000,
+             train_save_every=100000, optim_lr=0.001, data_frames_per_batch=2000)
     wait_text(page, "new-data-summary", "4 clips")
     assert "too_short" in page.locator("#new-data-report textarea").input_value()
     command = wait_text(page, "new-command", "run.name=")
@@ -228,48 +232,43 @@ def test_launch_from_the_form_reaches_finished(site, page, tmp_path):
     assert SNOWMAN in refusal and "vocab.accept_unknown=true" in refusal, refusal
     assert not (site.runs / HOSTILE).exists()  # refused: nothing written
     click(page, "new-vocab-accept")
-    wait_text(page, "run-state", re.escape(f"{HOSTILE}: finished"), 120)
-    tab(page, "runs")
-    wait_row(page, "runs-table", HOSTILE, 8, "^finished$")
-    manifest = (site.runs / HOSTILE / "manifest.yaml").read_text(encoding="utf-8")
-    assert json.loads(json.dumps(HOSTILE)) in manifest and "accept_unknown: true" in manifest
-    site.untouched()
-
-
-# 6
-@screenshot_on_failure
-def test_stop_then_resume_from_the_page(site, page, tmp_path):  # and an app restart while it trains
-    new_form(page, "long", extra="train.log_every=1", train_max_updates=100000, train_save_every=100000,
-             optim_lr=0.001)
-    click(page, "new-launch")
-    wait_text(page, "run-state", "long: running", 120)
+    state = re.escape(HOSTILE) + ": "
+    wait_text(page, "run-state", state + "running", 120)
     deadline = time.monotonic() + 120
     while run_update(page) < 3:
         assert time.monotonic() < deadline, "the run never got past update 3"
         time.sleep(0.3)
     tab(page, "new")  # the same run name again, while the first one trains: refused
     assert "already exists" in click_then(page, "new-launch", "new-result", r"\Aerror:")
+
     page.goto("about:blank")  # leaving the page and restarting the app leave the run training
     site.restart()
     page.goto(site.server.url)
-    open_run(page, "long")
-    wait_text(page, "run-state", "long: running")
+    open_run(page, HOSTILE)
+    wait_text(page, "run-state", state + "running")
     before = run_update(page)
     while run_update(page) <= before:
         assert time.monotonic() < deadline + 60, "the run stopped updating after the app restarted"
         time.sleep(0.3)
+
     click(page, "run-stop")
-    wait_text(page, "run-state", "long: stopped", 60)
-    status = json.loads((site.runs / "long" / "status.json").read_text())
+    wait_text(page, "run-state", state + "stopped", 60)
+    status = json.loads((site.runs / HOSTILE / "status.json").read_text())
     reached = status["update"]
     assert status["state"] == "stopped" and reached >= 3
     wait_row(page, "run-checkpoints", str(reached), 1, "verified", 20)  # a checkpoint at the update reached
     page.locator("#resume-panel").get_by_text("Resume").first.click()
     fill(page, "resume-max-updates", reached + 3)
     click(page, "resume-button")
-    wait_text(page, "run-state", "long: finished", 120)
-    assert json.loads((site.runs / "long" / "status.json").read_text())["update"] == reached + 3
+    wait_text(page, "run-state", state + "finished", 120)
+    assert json.loads((site.runs / HOSTILE / "status.json").read_text())["update"] == reached + 3
     assert "train.max_updates" in page.locator("#run-amendments textarea").input_value()
+    tab(page, "runs")
+    wait_row(page, "runs-table", HOSTILE, 8, "^finished$")
+    assert wait_row(page, "runs-table", HOSTILE, 6, ".")[6] == f"{reached + 3} / {reached + 3}"
+    config = read_manifest(site.runs / HOSTILE)["config"]  # what the trainer received, as one value
+    assert config["run"]["name"] == HOSTILE and config["vocab"]["accept_unknown"] is True
+    site.untouched()
 
 
 # 7
