@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,10 @@ def _serve(site):
                                f"out={top / 'data' / 'voice'}", "workers=1")
         finetune(top / "runs", "alpha", "f5tts_tiny", "train.log_every=1")
         finetune(top / "runs", "beta", "e2tts_tiny")
+        # a run whose process was killed without a word: its status still says running, nobody holds its lock
+        shutil.copytree(top / "runs" / "beta", top / "runs" / "killed", ignore=shutil.ignore_patterns(".lock"))
+        status = json.loads((top / "runs" / "killed" / "status.json").read_text())
+        (top / "runs" / "killed" / "status.json").write_text(json.dumps({**status, "state": "running"}))
         assert prepared.result().returncode == 0, prepared.result().stderr[-2000:]
     site.server.wait()
     with sync_playwright() as pw:
@@ -151,6 +156,7 @@ def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
     row = wait_row(page, "runs-table", "alpha", 8, "^finished$")
     assert row[1] == "f5tts_tiny" and row[2] == "F5-TTS v1" and row[6] == "4 / 4", row
     assert {r[0] for r in table_rows(page, "runs-table")} >= {"alpha", "beta"}
+    wait_row(page, "runs-table", "killed", 8, "^interrupted$")
 
 
 # 2
