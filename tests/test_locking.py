@@ -47,7 +47,7 @@ def test_resume_continues_and_records_amendments(runs, tmp_path):
     run = shutil.copytree(runs["e2"], tmp_path / "r")
     before = (run / "manifest.yaml").read_bytes()
     run_dir, result = resume(run, "train.max_updates=6", "optim.lr=0.0005")
-    assert run_dir == run and result == {"updates": 6, "loss": result["loss"], "state": "finished"}
+    assert run_dir == run and (result["updates"], result["state"]) == (6, "finished")
     assert sorted(list_checkpoints(run)) == [2, 4, 6]
     assert header(list_checkpoints(run)[6])[1]["update"] == "6"
     assert (run / "manifest.yaml").read_bytes() == before
