@@ -40,7 +40,8 @@ def main(argv: list[str]) -> None:
 
         from .launch import warm_up
         from .paths import Roots
-        from .ui import CSS, Ctx, build
+        from .ui import build
+        from .widgets import CSS, Ctx
 
         without_upstream_trainer()  # the app runs upstream's models, never its trainer (nor wandb, datasets)
 

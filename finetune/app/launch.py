@@ -17,8 +17,8 @@ from pathlib import Path
 
 from finetune.lock.errors import UserError
 from finetune.lock.files import holder
+from finetune.runfolder import CONSOLE, CONSOLE_ENV
 
-CONSOLE_ENV = "F5TUNE_CONSOLE"
 PENDING = ".launch"  # under the runs root: the output of launches whose run folder does not exist yet
 
 
@@ -43,9 +43,9 @@ class Job:
     def done(self) -> bool:
         return self.proc.poll() is not None
 
-    def text(self, path: Path | None = None) -> str:
+    def text(self) -> str:
         try:
-            with open(path or self.console, "rb") as f:
+            with open(self.console, "rb") as f:
                 f.seek(self.offset)
                 return f.read().decode("utf-8", "replace")
         except OSError:
@@ -159,7 +159,7 @@ def launch_resume(run_dir: Path, argv: list[str]) -> Job:
     who = holder(run_dir)
     if who:
         raise UserError(f"run {run_dir.name!r} is running ({who}); stop it before resuming")
-    return Job(argv, run_dir / "console.log", append=True)
+    return Job(argv, run_dir / CONSOLE, append=True)
 
 
 def settle_resume(job: Job, run_dir: Path) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from finetune.lock.errors import UserError
 
 from . import launch, runs
 from .page_synth import synth_args, voice_inputs
-from .ui import Ctx, checkpoint_picker, error, message
+from .widgets import Ctx, checkpoint_picker, error, message
 
 HEADERS = ["key", "A", "B", "same"]
 

@@ -6,7 +6,7 @@ from finetune.lock.errors import UserError
 
 from . import commands, datasets, launch
 from .paths import inside
-from .ui import Ctx, error, message
+from .widgets import Ctx, error, message
 
 
 def build(ctx: Ctx, app: gr.Blocks) -> None:

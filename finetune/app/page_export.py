@@ -7,7 +7,7 @@ import gradio as gr
 from finetune.lock.errors import UserError
 
 from . import commands, launch
-from .ui import Ctx, checkpoint_picker, error, file_url, message, resolve_checkpoint
+from .widgets import Ctx, checkpoint_picker, error, file_url, message, resolve_checkpoint
 
 LAYOUTS = ["f5tune", "upstream"]
 

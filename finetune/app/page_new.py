@@ -8,7 +8,7 @@ import gradio as gr
 from finetune.lock.errors import UserError
 
 from . import commands, datasets, launch
-from .ui import Ctx, error, message
+from .widgets import Ctx, error, message
 
 DEMO = "demo (the two clips f5-tts ships)"
 PRETRAINED = ["model default", "none (from scratch)", "local file", "another run"]

@@ -7,9 +7,10 @@ import gradio as gr
 import pandas as pd
 
 from finetune.lock.errors import UserError
+from finetune.runfolder import CONSOLE
 
 from . import commands, launch, runs
-from .ui import REFRESH, Ctx, audio_tag, error, message
+from .widgets import REFRESH, Ctx, audio_tag, error, message
 
 CONSOLE_LINES = 40
 
@@ -45,7 +46,7 @@ def _samples_html(run_dir) -> str:
 
 def _console(run_dir) -> str:
     try:
-        text = runs._tail(run_dir / "console.log", 20000)
+        text = runs.tail(run_dir / CONSOLE, 20000)
     except OSError:
         return ""
     return "\n".join([ln for ln in re.split(r"[\r\n]+", text) if ln.strip()][-CONSOLE_LINES:])

@@ -2,7 +2,7 @@
 import gradio as gr
 
 from . import runs
-from .ui import REFRESH, Ctx
+from .widgets import REFRESH, Ctx
 
 
 def build(ctx: Ctx, app: gr.Blocks) -> gr.Dataframe:

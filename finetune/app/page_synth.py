@@ -8,7 +8,7 @@ import gradio as gr
 from finetune.lock.errors import UserError
 
 from . import commands, launch
-from .ui import Ctx, checkpoint_picker, error, message, resolve_checkpoint
+from .widgets import Ctx, checkpoint_picker, error, message, resolve_checkpoint
 
 VOCODERS = ["the run's own", "vocos", "griffinlim"]
 

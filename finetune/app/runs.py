@@ -64,12 +64,13 @@ def state(run_dir: Path, status: dict | None = None) -> str:
 
 def _log_says_done(run_dir: Path) -> bool:
     try:
-        return "done:" in _tail(Path(run_dir) / "train.log", 512)
+        return "done:" in tail(Path(run_dir) / "train.log", 512)
     except OSError:
         return False
 
 
-def _tail(path: Path, size: int) -> str:
+def tail(path: Path, size: int) -> str:
+    """The last `size` bytes of a file as text."""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(f.tell() - size, 0))
@@ -103,7 +104,7 @@ def last_metrics(run_dir: Path) -> dict | None:
     """The last logged update, read from the end of the file only (the runs table does this per refresh)."""
     path = Path(run_dir) / METRICS
     try:
-        lines = _tail(path, 8192).splitlines()
+        lines = tail(path, 8192).splitlines()
     except OSError:
         rows = read_metrics(run_dir)
         return rows[-1] if rows else None

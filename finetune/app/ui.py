@@ -1,112 +1,11 @@
-"""The page: one tab per task, each built by its own module; shared widgets and messages here."""
-import html
-from dataclasses import dataclass
-from pathlib import Path
-from urllib.parse import quote
-
+"""The page: one tab per task, each built by its own module (page_*.py) from the widgets they share."""
 import gradio as gr
 
-from finetune.lock.errors import UserError
-
-from . import runs
-from .paths import Roots
-
-REFRESH = 2.0  # seconds between refreshes of what a running trainer changes
-
-CSS = """
-.msg { padding: .4em .7em; border-radius: 6px; white-space: pre-wrap; font-family: var(--font-mono); font-size: .9em; }
-.msg.error { background: #fde8e8; color: #8a1c1c; border: 1px solid #f5b5b5; }
-.msg.ok { background: #e7f6ec; color: #155c2e; border: 1px solid #a9dcb9; }
-.msg.info { background: #eef2f8; color: #1f3a5f; border: 1px solid #c6d3e6; }
-.samples td { padding: 2px 10px; vertical-align: middle; }
-.state-running { color: #155c2e; } .state-crashed, .state-interrupted { color: #8a1c1c; }
-"""
-
-
-@dataclass(frozen=True)
-class Ctx:
-    roots: Roots
-
-    def run_names(self) -> list[str]:
-        return [p.name for p in runs.list_runs(self.roots.runs)]
-
-
-def message(text: str, kind: str = "info") -> str:
-    return f'<div class="msg {kind}">{html.escape(str(text))}</div>' if text else ""
-
-
-def error(e) -> str:
-    """A refusal as the tools print it: one `error: ...` line."""
-    text = str(e)
-    return message(text if text.startswith("error: ") else f"error: {text}", "error")
-
-
-def file_url(path: Path) -> str:
-    """Where the browser fetches a file under the runs or data root (served from launch's allowed_paths)."""
-    return f"/gradio_api/file={quote(str(path))}"
-
-
-def audio_tag(path: Path) -> str:
-    return f'<audio controls preload="none" src="{html.escape(file_url(path))}"></audio>'
-
-
-def run_choices(ctx: Ctx, value=None):
-    names = ctx.run_names()
-    return gr.update(choices=names, value=value if value in names else (names[0] if names else None))
-
-
-def checkpoint_choices(ctx: Ctx, run: str | None) -> list[str]:
-    from finetune.lock.checkpoints import list_checkpoints
-
-    if not run:
-        return []
-    try:
-        return ["last", *(str(u) for u in sorted(list_checkpoints(ctx.roots.run_dir(run)), reverse=True))]
-    except UserError:
-        return []
-
-
-def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run"):
-    """Run, checkpoint and weight set, the checkpoint list following the run (and the runs as they are when the
-    page loads or the list is opened)."""
-    names = ctx.run_names()
-    with gr.Row():
-        run = gr.Dropdown(names, value=names[0] if names else None, label=label, elem_id=f"{prefix}-run", scale=3)
-        ckpt = gr.Dropdown(checkpoint_choices(ctx, names[0] if names else None), value="last", label="Checkpoint",
-                           elem_id=f"{prefix}-ckpt", scale=1)
-        weights = gr.Radio(["ema", "online"], value="ema", label="Weights", elem_id=f"{prefix}-weights", scale=1)
-    run.change(lambda r: gr.update(choices=checkpoint_choices(ctx, r), value="last"), run, ckpt, queue=False)
-    app.load(lambda r: run_choices(ctx, r), run, run, queue=False)
-    run.focus(lambda r: run_choices(ctx, r), run, run, queue=False)  # runs made since the page opened
-    ckpt.focus(lambda r, c: gr.update(choices=checkpoint_choices(ctx, r), value=c), [run, ckpt], ckpt, queue=False)
-    return run, ckpt, weights
-
-
-def resolve_checkpoint(run_dir: Path, ckpt: str) -> int:
-    """`last` or an update number, as the update it means now (so the output names the checkpoint used)."""
-    from finetune.lock.checkpoints import list_checkpoints
-
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint yet")
-    if ckpt in (None, "", "last"):
-        return max(found)
-    if not str(ckpt).isdigit() or int(ckpt) not in found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint {ckpt}")
-    return int(ckpt)
+from . import page_compare, page_data, page_export, page_new, page_run, page_runs, page_synth
+from .widgets import Ctx
 
 
 def build(ctx: Ctx) -> gr.Blocks:
-    from . import (
-        page_compare,
-        page_data,
-        page_export,
-        page_new,
-        page_run,
-        page_runs,
-        page_synth,
-    )
-
     with gr.Blocks(title="f5tune", analytics_enabled=False) as app:
         gr.Markdown(f"## f5tune &nbsp; <small>runs: `{ctx.roots.runs}` &nbsp; data: `{ctx.roots.data}`</small>")
         with gr.Tabs(selected="runs", elem_id="tabs") as tabs:
