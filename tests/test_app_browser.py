@@ -194,6 +194,12 @@ def test_diff_of_two_runs_lists_differing_model_keys(site, page, tmp_path):
     assert all(r[3] == "false" for r in rows), rows  # only differing keys, as asked
 
 
+def expected_seconds(reference, ref_text: str, text: str) -> float:
+    """infer's duration rule: the reference clip's frames per byte of its text, times the bytes spoken."""
+    ref_frames = len(sf.read(reference)[0]) // 256
+    return int(ref_frames / len(ref_text.encode()) * len(text.encode())) * 256 / 24000
+
+
 def wav_of(data: bytes):
     wav, sr = sf.read(io.BytesIO(data))
     return wav, sr
@@ -212,12 +218,9 @@ def test_synthesis_plays_a_24khz_wav_of_plausible_length(site, page, tmp_path):
     assert "wrote" in page.locator("#syn-msg").inner_text()
     wav, sr = wav_of(audio_bytes(page, "syn-out"))
     assert sr == 24000
-    # infer's duration rule: the reference clip's frames per byte of its text, times the bytes spoken; the whole
-    # hostile text arrived as one argument, or the length would not match
-    ref, _ = sf.read(site.runs / "alpha" / "reference.wav")
-    ref_text = "Some call me nature, others call me mother nature. "
-    ref_frames = len(ref) // 256
-    expected = int(ref_frames / len(ref_text.encode()) * len(text.encode())) * 256 / 24000
+    # the whole hostile text arrived as one argument, or the length would not match
+    expected = expected_seconds(site.runs / "alpha" / "reference.wav",
+                                "Some call me nature, others call me mother nature. ", text)
     assert abs(len(wav) / sr - expected) < 0.05, (len(wav) / sr, expected)
     site.untouched()
 
@@ -286,12 +289,19 @@ def test_ab_comparison_shows_two_audio_players(site, page, tmp_path):
     choose(page, "ab-b-run", "alpha")
     choose(page, "ab-b-ckpt", "4")
     fill(page, "ab-text", "Two checkpoints, one sentence.")
+    clip = sorted((site.data / "clips" / "wavs").glob("clip_*.wav"))[1]  # an uploaded reference, with its text
+    page.locator("#ab-ref input[type=file]").set_input_files(str(clip))
+    page.locator("#ab-ref audio").first.wait_for(state="attached")
+    fill(page, "ab-ref-text", clip.with_suffix(".txt").read_text(encoding="utf-8"))
     fill(page, "ab-nfe", 2)
     choose(page, "ab-vocoder", "griffinlim")
-    click_then(page, "ab-go", "ab-msg", r"\A(A: |error)")
+    text = click_then(page, "ab-go", "ab-msg", r"\A(A: |error)")
+    assert text.startswith("A: "), text
     a, b = audio_bytes(page, "ab-out-a"), audio_bytes(page, "ab-out-b")
     (wa, sra), (wb, srb) = wav_of(a), wav_of(b)
     assert sra == srb == 24000 and len(wa) == len(wb)  # same text, reference and seed: same length
+    ref_text = clip.with_suffix(".txt").read_text(encoding="utf-8") + " "
+    assert abs(len(wa) / sra - expected_seconds(clip, ref_text, "Two checkpoints, one sentence.")) < 0.05
     assert not np.array_equal(wa, wb)  # two checkpoints (update 2 EMA, update 4 online): two voices
 
 
