@@ -21,8 +21,8 @@ def main() -> None:
     for sub in ("runs", "data", "cwd"):
         (top / sub).mkdir()
     subprocess.run([sys.executable, "-m", "finetune", "model=f5tts_tiny", "experiment=demo", "pretrained=null",
-                    f"run.root={top / 'runs'}", "run.name=my-voice", "train.max_updates=60", "train.save_every=20",
-                    "train.log_every=1", "train.log_samples=true", "train.sample_nfe_step=4"],
+                    f"run.root={top / 'runs'}", "run.name=my-voice", "train.max_updates=40", "train.save_every=20",
+                    "train.log_every=2", "train.log_samples=true", "train.sample_nfe_step=4"],
                    check=True, env=env(), capture_output=True)
     server = AppServer(top / "runs", top / "data", top / "cwd", env())
     try:
@@ -34,7 +34,7 @@ def main() -> None:
             page.wait_for_selector("#runs-table [data-testid=cell-0-0]")
             page.locator("#runs-table [data-testid=cell-0-0]").click()
             wait_text(page, "run-verified", "manifest verified")
-            wait_text(page, "run-samples", "update 60")
+            wait_text(page, "run-samples", "update 40")
             time.sleep(1.5)  # the curves draw after their data arrives
             page.screenshot(path=str(HERE / "app.png"))
             tab(page, "runs")
