@@ -4,8 +4,9 @@
 Scores a run's checkpoints on its held-out clips (data.val_clips), per checkpoint and weight set:
 - validation loss: the trainer's own measure (fixed noise, the run's train.seed), over every held-out clip;
 - with asr.model (a Whisper): each held-out clip's text is spoken with a fixed seed in the voice of the next
-  held-out clip (cyclically), through inference's own code, heard by the recogniser, and compared with the
-  text: word and character error rates over all clips (jiwer; case and punctuation ignored);
+  held-out clip (cyclically; a single held-out clip is its own prompt), through inference's own code, heard
+  by the recogniser, and compared with the text: word and character error rates over all clips (jiwer; case
+  and punctuation ignored);
 - with speaker.model (a speaker-verification model, e.g. WavLMForXVector): the cosine similarity of the
   synthesised speech's embedding and the prompt clip's. The prompt, not the target clip's own audio, is the
   voice the model was asked to clone: in a dataset of several speakers the two may differ, and a model that
@@ -66,8 +67,9 @@ def held_out(run_dir: Path, manifest: dict) -> list:
     clips, _ = load_clips(data_cfg, manifest["model"])
     _, held = split(clips, data_cfg["val_clips"])
     if [c.where for c in held] != val["rows"] or [c.sha for c in held] != val["audio_sha256"]:
-        raise UserError(f"{data_cfg['path'] or 'the demo clips'}: its held-out clips are no longer the ones {run_dir} recorded in its "
-                        "manifest (the dataset changed since training); score on the dataset the run was trained on")
+        raise UserError(f"{data_cfg['path'] or 'the demo clips'}: its held-out clips are no longer the ones {run_dir} "
+                        "recorded in its manifest (the dataset changed since training); score on the dataset the run "
+                        "was trained on")
     return held
 
 
@@ -172,7 +174,8 @@ def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners
     wavs, prompts = [], []
     for i, clip in enumerate(targets):
         prompt = targets[(i + 1) % len(targets)]
-        wav, _ = speak(model, spec, lambda: vocoder, audio[prompt.where], prompt.text, clip.text, cfg, str(prompt.audio))
+        wav, _ = speak(model, spec, lambda: vocoder, audio[prompt.where], prompt.text, clip.text, cfg,
+                       str(prompt.audio))
         wavs.append(wav)
         prompts.append(prompt)
         row["clips"].append({"row": clip.where, "text": clip.text, "prompt": prompt.where,
@@ -208,8 +211,8 @@ def table(scores: dict, run_dir: Path) -> str:
         asr = d["asr"]["model"] if d["asr"] else "none"
         spk = d["speaker"]["model"] if d["speaker"] else "none"
         s = d["synthesis"]
-        lines.append(f"  setup {mark}: recogniser {asr}; speaker model {spk}; seed {s['seed']}, nfe_step {s['nfe_step']}, "
-                     f"vocoder {s['vocoder']}")
+        lines.append(f"  setup {mark}: recogniser {asr}; speaker model {spk}; seed {s['seed']}, "
+                     f"nfe_step {s['nfe_step']}, vocoder {s['vocoder']}")
     return "\n".join(lines)
 
 
@@ -237,9 +240,10 @@ def score(cfg: dict) -> tuple[Path, dict]:
         audio = {c.where: load_audio(c.audio, sr) for c in targets}
     vocoder_cfg = manifest["config"]["vocoder"]
     described = listeners.described | {
-        "synthesis": {k: cfg[k] for k in ("seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "speed", "max_clips")}
-        | {"vocoder": cfg["vocoder"] or vocoder_cfg["kind"], "vocoder_path": cfg["vocoder_path"] or vocoder_cfg.get("path"),
-           "prompt": PROMPT_RULE},
+        "synthesis": {k: cfg[k] for k in ("seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "speed",
+                                          "max_clips")}
+        | {"vocoder": cfg["vocoder"] or vocoder_cfg["kind"],
+           "vocoder_path": cfg["vocoder_path"] or vocoder_cfg.get("path"), "prompt": PROMPT_RULE},
         "validation": {"seed": manifest["config"]["train"]["seed"], "clips": len(held)}}
     # rows are comparable when scored alike: the listeners' files count, not where they lie or what they were called
     alike = described | {k: {n: v for n, v in described[k].items() if n not in ("model", "revision")}

@@ -18,13 +18,14 @@ FAST = ["nfe_step=2", "vocoder=griffinlim", "device=cpu"]
 
 
 def write_tiny_speaker_model(folder, seed: int = 0):
-    """A WavLM x-vector model with random weights (20 ms frames, as the real ones have), saved as a hub folder (config, preprocessor, safetensors)."""
+    """A WavLM x-vector model with random weights (20 ms frames, as the real ones have), saved as a hub folder
+    (config, preprocessor, safetensors)."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMForXVector
 
     config = WavLMConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                         conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8), num_conv_pos_embeddings=16,
-                         num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1),
+                         conv_dim=(16, 16, 16), conv_stride=(5, 8, 8), conv_kernel=(10, 8, 8),
+                         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, tdnn_dim=(16, 16), tdnn_kernel=(3, 1), tdnn_dilation=(1, 1),
                          xvector_output_dim=8, num_buckets=32, max_bucket_distance=64)
     torch.manual_seed(seed)
     WavLMForXVector(config).save_pretrained(folder)
@@ -87,7 +88,8 @@ def test_scoring_with_a_recogniser_and_a_speaker_model_writes_the_table(trained,
     assert len(rescored["rows"]) == 4 and len(rescored["setups"]) == 2
     new = next(r for r in rescored["rows"] if (r["update"], r["weights"]) == (2, "online"))
     old = next(r for r in rows if (r["update"], r["weights"]) == (2, "online"))
-    assert [c["heard"] for c in new["clips"]] == [c["heard"] for c in old["clips"]] and new["speaker_similarity"] is None
+    assert [c["heard"] for c in new["clips"]] == [c["heard"] for c in old["clips"]]
+    assert new["speaker_similarity"] is None
 
 
 def test_ckpt_best_picks_the_best_row_in_inference_and_export(trained, tmp_path, capsys):

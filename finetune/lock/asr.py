@@ -14,7 +14,8 @@ from .errors import UserError
 from .files import sha256_bytes, sha256_file
 
 FETCHED = ["*.json", "*.safetensors", "*.txt", "*.tiktoken"]  # config, tokenizer, weights: no pickles
-WHISPER = "a Whisper model (config.json, tokenizer files, *.safetensors) or a hub id such as openai/whisper-large-v3-turbo"
+WHISPER = ("a Whisper model (config.json, tokenizer files, *.safetensors) or a hub id such as "
+           "openai/whisper-large-v3-turbo")
 SAMPLE_RATE = 16000  # what Whisper's and WavLM's feature extractors expect
 
 

@@ -38,12 +38,13 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
         and isinstance(data.get("setups"), dict) and all(
             isinstance(r, dict) and isinstance(r.get("update"), int) and r.get("weights") in ("ema", "online")
             and isinstance(r.get("val_loss"), (int, float)) and r.get("setup") in data["setups"]
+            and (r.get("wer") is None or isinstance(r["wer"], (int, float)))
             and isinstance(r.get("scored"), str) for r in data["rows"])
     if not ok:
         raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score")
     if manifest_sha and data.get("manifest_sha256") != manifest_sha:
-        raise UserError(f"{path}: scores of another run (manifest {str(data.get('manifest_sha256'))[:12]}, this run's is "
-                        f"{manifest_sha[:12]}); delete it and score this run again")
+        raise UserError(f"{path}: scores of another run (manifest {str(data.get('manifest_sha256'))[:12]}, this "
+                        f"run's is {manifest_sha[:12]}); delete it and score this run again")
     return data
 
 
