@@ -20,6 +20,7 @@ SMALLEST = {
     "memory": ({"models": ("f5tts_tiny",), "budgets": (600, 1200)}, "f5tts_tiny"),
     "kill_trials": ({"n": 1, "races": False}, "kill trials: trials 1"),
     "slice_speed": ({"minutes": 0.3, "repeat": 1}, "re-run / first run"),
+    "validation_cost": ({"models": ("f5tts_tiny",), "held": 2, "repeat": 1, "updates": 2, "save_every": 1}, "validation cost"),
 }
 NOT_RUN = {"upstream_infer": "upstream's side of infer_cold_start, run by it"}
 
