@@ -16,8 +16,9 @@ PRETRAINED = ["model default", "none (from scratch)", "local file", "another run
 SETTINGS = [("train.max_updates", "train.max_updates (empty: train.epochs)", int),
             ("train.save_every", "train.save_every", int), ("optim.lr", "optim.lr", float),
             ("optim.warmup_updates", "optim.warmup_updates", int),
-            ("data.frames_per_batch", "data.frames_per_batch", int),
+            ("data.frames_per_batch", "data.frames_per_batch (or auto)", int),
             ("optim.grad_accumulation_steps", "optim.grad_accumulation_steps", int), ("train.seed", "train.seed", int)]
+WORDS = {"data.frames_per_batch": ("auto",)}  # measured at start-up: the largest budget that fits the machine
 VOCAB = {"": {}, "extend": {"vocab.extend": True}, "accept_unknown": {"vocab.accept_unknown": True}}
 
 
@@ -49,11 +50,15 @@ def form_args(ctx: Ctx, model, preset, data, pretrained, pre_file, pre_run, name
     run_dir = roots.run_dir(name, must_exist=False)
     settings |= {"run.root": str(roots.runs), "run.name": name}
     for (key, _, kind), value in zip(SETTINGS, numbers):
-        if str(value or "").strip():
+        text = str(value or "").strip()
+        if text in WORDS.get(key, ()):
+            settings[key] = text
+        elif text:
             try:
-                settings[key] = kind(str(value).strip())
+                settings[key] = kind(text)
             except ValueError:
-                raise UserError(f"{key}={value}: not {'a whole number' if kind is int else 'a number'}")
+                words = "".join(f" or {w}" for w in WORDS.get(key, ()))
+                raise UserError(f"{key}={value}: not {'a whole number' if kind is int else 'a number'}{words}")
     if precision:
         settings["train.mixed_precision"] = precision
     if log_samples:

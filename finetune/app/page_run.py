@@ -15,6 +15,11 @@ from .widgets import REFRESH, Ctx, audio_tag, error, message
 CONSOLE_LINES = 40
 
 
+# metrics.jsonl key -> plot title; validation loss appears at checkpoints when the run holds clips out
+CURVES = {"loss": "train loss", "val_loss": "validation loss (held-out clips)", "lr": "learning rate",
+          "grad_norm": "gradient norm"}
+
+
 def _frame(rows: list[dict], key: str) -> pd.DataFrame:
     points = [(r["update"], float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
     return pd.DataFrame(points, columns=["update", key])
@@ -99,18 +104,18 @@ def command(ctx: Ctx, run: str | None) -> str:
 def show(ctx: Ctx, run: str | None):
     """The parts of the page that follow the run as it trains: verified, state, loss, lr, grad, checkpoints,
     samples, amendments, manifest text, console."""
-    empty = pd.DataFrame({"update": [], "value": []})
+    empty = [_frame([], key) for key in CURVES]
     if not run:
-        return (message("no run chosen"), "", empty, empty, empty, [], "", "", "", "")
+        return (message("no run chosen"), "", *empty, [], "", "", "", "")
     try:
         run_dir = ctx.roots.run_dir(run)
     except UserError as e:
-        return (error(e), "", empty, empty, empty, [], "", "", "", "")
+        return (error(e), "", *empty, [], "", "", "", "")
     m, problem = runs.manifest(run_dir)
     text = (run_dir / "manifest.yaml").read_text(encoding="utf-8", errors="replace")
     status = runs.read_status(run_dir)
     if m is None:
-        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status), empty, empty, empty,
+        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status), *empty,
                 [], _samples_html(run_dir), "", text, _console(run_dir))
     verified = message(f"manifest verified: content hash {m['sha256'][:16]}… matches "
                        f"({m['model']['name']}, {m['model'].get('family', '')}, created {runs.when(m.get('created'))})", "ok")
@@ -118,8 +123,8 @@ def show(ctx: Ctx, run: str | None):
     entries, bad = runs.amendments(run_dir, m)
     amend = bad or "\n".join(f"{e['time']}: " + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in e["changes"].items())
                              for e in entries) or "none"
-    return (verified, _state_html(run_dir, status), _frame(rows, "loss"), _frame(rows, "lr"),
-            _frame(rows, "grad_norm"), runs.checkpoint_rows(run_dir, m), _samples_html(run_dir), amend, text,
+    return (verified, _state_html(run_dir, status), *(_frame(rows, key) for key in CURVES),
+            runs.checkpoint_rows(run_dir, m), _samples_html(run_dir), amend, text,
             _console(run_dir))
 
 
@@ -142,9 +147,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
     verified = gr.HTML(elem_id="run-verified")
     reproduce = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command")
     with gr.Row():
-        loss = gr.LinePlot(x="update", y="loss", title="train loss", elem_id="plot-loss", height=260)
-        lrs = gr.LinePlot(x="update", y="lr", title="learning rate", elem_id="plot-lr", height=260)
-        grad = gr.LinePlot(x="update", y="grad_norm", title="gradient norm", elem_id="plot-grad", height=260)
+        curves = [gr.LinePlot(x="update", y=key, title=title, height=240, min_width=240,
+                              elem_id="plot-" + key.replace("_", "-")) for key, title in CURVES.items()]
     ckpts = gr.Dataframe(headers=["update", "binding", "size", "weights"], interactive=False,
                          label="Checkpoints", elem_id="run-checkpoints")
     samples = gr.HTML(elem_id="run-samples")
@@ -155,7 +159,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         console = gr.Textbox(lines=12, max_lines=12, interactive=False, show_label=False, elem_id="run-console")
     seen = gr.State(None)
 
-    parts = [verified, state, loss, lrs, grad, ckpts, samples, amend, manifest, console]
+    parts = [verified, state, *curves, ckpts, samples, amend, manifest, console]
     run.change(lambda r: (*show(ctx, r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
     gr.on([app.load, run.change, amend.change], lambda r: command(ctx, r), run, reproduce, show_progress="hidden")
     run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
