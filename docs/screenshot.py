@@ -2,6 +2,7 @@
 
     .venv/bin/python docs/screenshot.py        (about a minute on 2 cores; needs /usr/bin/chromium)
 """
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ def main() -> None:
             browser.close()
     finally:
         server.stop()
+        shutil.rmtree(top, ignore_errors=True)
     print(HERE / "app.png")
 
 
