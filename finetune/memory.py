@@ -3,16 +3,17 @@ budget whose measured update fits the machine.
 
 The budget is found by running real updates (forward, backward, optimizer step, with the run's precision,
 activation checkpointing and optimizer) of a copy of the model on the dataset's longest clips at growing
-budgets, before the run folder exists. The copy stands for the EMA model that rank 0 keeps during training.
+budgets, before the run folder exists. The copy stands for the EMA model that rank 0 keeps during training (a LoRA
+run's shares the frozen base, as its EMA model does).
 accelerate's find_executable_batch_size is not used: it retries a training function after an out-of-memory
 error, which on a CPU is not an error but swapping or the kernel's OOM killer, and on a GPU leaves the
 choice to whatever failed first; measuring the peak and comparing it to a cap works on both.
 """
-import copy
 import sys
 
 import torch
 
+from .lock.adapter import ema_copy
 from .lock.errors import UserError
 
 OOM_ADVICE = ("data.frames_per_batch lower or auto, model.arch.checkpoint_activations=true, "
@@ -96,8 +97,8 @@ def measure(model, clips, budget: int, cfg: dict, accelerator, optimizer_cls) ->
     batch = _batch(clips, budget, cfg["data"]["max_samples"])
     reset_peak(device)
     before = in_use_mb(device)
-    probe = copy.deepcopy(model).to(device).train()  # counted: it stands for the EMA copy rank 0 keeps
-    optimizer = optimizer_cls(probe.parameters(), lr=1e-12)
+    probe = ema_copy(model).to(device).train()  # counted: it stands for the EMA copy rank 0 keeps
+    optimizer = optimizer_cls([p for p in probe.parameters() if p.requires_grad], lr=1e-12)
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), accelerator.autocast():
             loss, _, _ = probe(batch["mel"].to(device), text=batch["text"], lens=batch["lens"].to(device))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .config import apply_overrides
 from .data import check_frame_budget
+from .lock.adapter import adapter_spec, adapter_state, load_trained, trained_state, with_adapter
 from .lock.audio import load_audio
 from .lock.builder import build_model, fingerprint, model_spec
 from .lock.checkpoints import (
@@ -57,9 +58,9 @@ def model_differences(spec: dict, other: dict) -> list[str]:
             if mine.get(k) != theirs.get(k)]
 
 
-def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> Path:
-    """pretrained=<run folder>: its last checkpoint, if that run's model is the one asked for and the
-    checkpoint is bound to that run."""
+def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> tuple[Path, dict]:
+    """pretrained=<run folder>: its last checkpoint and that run's manifest, if that run's model is the one
+    asked for and the checkpoint is bound to that run."""
     manifest = read_manifest(run_dir)
     other = manifest["model"]
     diffs = model_differences(spec, other)
@@ -70,27 +71,47 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> Path:
     error = binding_error(header(path)[1], manifest, Path(run_dir), path)
     if error:
         raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run")
-    return path
+    return path, manifest
 
 
-def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, seed: int, sha256=None):
+def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, seed: int, sha256=None,
+                  dropout: float = 0.0):
     """The model a run starts from: built (random init from the seeded RNG), then the pretrained weights,
     their text embedding first grown by the `grow` symbols appended to the vocab. With `sha256` (a run
-    started again from update 0) the pretrained file must be the one the manifest recorded."""
-    model = build_model(spec, vocab)
+    started again from update 0) the pretrained file must be the one the manifest recorded.
+
+    pretrained=<run folder> starts from that run's model: a LoRA run's is its adapter merged into its base.
+    With an adapter in `spec`, those weights are the frozen base, and the adapter (initialised from `seed`)
+    goes on top; the base is recorded (where its file is, its model's fingerprint) for inference to find."""
+    adapter = spec.get("adapter")
+    model = build_model(spec, vocab, init_weights=not adapter)  # a LoRA base is always loaded whole below
     if not source:
         return model, None
-    path = pretrained_run_checkpoint(Path(source), spec, wanted) if Path(source).is_dir() else resolve_pretrained(source)
+    from_run = Path(source).is_dir()
+    if from_run:
+        path, other = pretrained_run_checkpoint(Path(source), spec, wanted)
+    else:
+        path, other = resolve_pretrained(source), None
     digest = sha256_file(path)
     if sha256 and digest != sha256:
         raise UserError(f"pretrained {path}: sha256 {digest[:12]}, the run started from {sha256[:12]}; "
                         "put the original file back to restart this run from update 0")
-    sd = read_upstream(path)
+    if other is not None and other["model"].get("adapter"):  # a LoRA run: its adapter merged into its base
+        from .lock.load import load_checkpoint
+
+        sd = load_checkpoint(Path(source), path, "ema", merge=True)[0].state_dict()
+    else:
+        sd = read_upstream(path)
     if grow and EMBED in sd:
         sd = grow_text_embedding(sd, grow, seed)
     check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
     model.load_state_dict(sd, strict=True)
-    return model, {"source": source, "file": path.name, "sha256": digest}
+    pretrained = {"source": source, "file": path.name, "sha256": digest}
+    if adapter:
+        pretrained |= {"path": str(path.resolve()), "fingerprint": fingerprint(model.state_dict()),
+                       **({"run": str(Path(source).resolve())} if from_run else {})}
+        model = with_adapter(model, adapter, dropout, seed)
+    return model, pretrained
 
 
 def sample_writer(cfg: dict, mel: dict, clip, accelerator):
@@ -106,6 +127,10 @@ def start(cfg: dict) -> tuple[Path, dict]:
     exists; rank 0 writes the folder and hands the manifest to the other ranks (which never read it)."""
     from accelerate.utils import broadcast_object_list, set_seed
 
+    lora = cfg["adapter"]["kind"] == "lora"
+    if lora and not cfg["pretrained"]:
+        raise UserError("adapter=lora trains an adapter on a pretrained base, and pretrained=null gives it none; pass "
+                        "pretrained=<file, hf:// URL or run folder> (the model config names one), or adapter=none")
     accelerator = make_accelerator(cfg)
     set_seed(cfg["train"]["seed"])
     # every rank must agree on the folder rank 0 creates (a time-stamped default differs between processes)
@@ -125,7 +150,10 @@ def start(cfg: dict) -> tuple[Path, dict]:
     spec = model_spec(cfg["model"], vocab)
     if added:
         spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
-    model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"])
+    if lora:  # the rows of appended symbols train whole (text-embedding row i + 1 is symbol i; row 0 is filler)
+        spec["adapter"] = adapter_spec(cfg["adapter"], list(range(len(base_vocab) + 1, len(vocab) + 1)))
+    model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"],
+                                      dropout=cfg["adapter"]["dropout"])
     cfg, probe = fit_budget(cfg, model, clips, accelerator, optimizer_cls, hop / sr)
     samples = sample_writer(cfg, spec["mel"], first, accelerator)
     reference = load_audio(data.pop("reference"), sr)
@@ -140,7 +168,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
         "recommended_weights": "ema",
         "config": cfg,
         "versions": versions(),
-        "fingerprint": fingerprint(model.state_dict()),
+        "fingerprint": fingerprint(trained_state(model)),  # a LoRA run's: its adapter's (the base's: pretrained)
         **({"batch_probe": probe} if probe else {}),
     }
     lock = None
@@ -303,17 +331,26 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     spec = manifest["model"]
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
     update, state, online, ema, damaged = latest_intact(run_dir, manifest)
-    if update:
+    if update and spec.get("adapter"):  # the base the manifest names (verified), the adapter on top
+        from .lock.load import base_model
+
+        model = with_adapter(base_model(manifest, vocab, f"the run {run_dir}"), spec["adapter"],
+                             cfg["adapter"]["dropout"])
+        if fingerprint(adapter_state(model.state_dict())) != manifest["fingerprint"]:
+            raise UserError(f"the installed peft builds a different adapter than the run {run_dir} recorded "
+                            f"(peft {manifest['versions'].get('peft')}); install that version")
+    elif update:
         model = build_model(spec, vocab, init_weights=False)  # every tensor is read below
         if fingerprint(model.state_dict()) != manifest["fingerprint"]:
             raise UserError(f"the installed f5-tts builds a different model than the run {run_dir} recorded "
                             f"(f5-tts {manifest['versions'].get('f5-tts')}); install that version")
-        check_fits(manifest["fingerprint"], fingerprint(online), list_checkpoints(run_dir)[update], f"the run {run_dir}")
-        model.load_state_dict(online, strict=True)
     else:  # killed before its first save: the manifest holds all it takes to start it again, exactly
         added = len(spec["vocab"].get("extended_from", {}).get("added", []))
         model, _ = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],
-                                 (manifest["pretrained"] or {}).get("sha256"))
+                                 (manifest["pretrained"] or {}).get("sha256"), cfg["adapter"]["dropout"])
+    if update:
+        check_fits(manifest["fingerprint"], fingerprint(online), list_checkpoints(run_dir)[update], f"the run {run_dir}")
+        load_trained(model, online)
     clips, data = load_clips(cfg["data"], spec)
     first = clips[0]
     clips, held = split(clips, cfg["data"]["val_clips"])

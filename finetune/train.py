@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from .data import ClipDataset, FrameBatches, collate
+from .lock.adapter import adapter_keys, ema_copy, has_adapter, load_trained, trained_state
 from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .lock.errors import UserError
 from .loggers import RunLogger
@@ -90,8 +91,6 @@ class Trainer:
     def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None, held=()):
         """Set up: batches, data loader, EMA (rank 0), optimizer, schedule; `samples`: a SampleWriter
         (rank 0, train.log_samples=true); `held`: the held-out clips that rank 0 validates on."""
-        from ema_pytorch import EMA
-
         self.cfg, self.accelerator, self.run_dir, self.manifest, self.samples = cfg, accelerator, run_dir, manifest, samples
         self.held = list(held)
         tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
@@ -99,8 +98,7 @@ class Trainer:
                                     tcfg["seed"])
         self.ema = None
         if accelerator.is_main_process:
-            self.ema = EMA(model, include_online_model=False, beta=tcfg["ema"]["beta"],
-                           update_after_step=tcfg["ema"]["update_after_step"], update_every=tcfg["ema"]["update_every"])
+            self.ema = make_ema(model, tcfg["ema"])
             self.ema.to(accelerator.device)
         # a generator of its own: starting an epoch's iterator must not draw from the global RNG,
         # or a resumed run (which starts its iterator mid-epoch) would drift from an uninterrupted one
@@ -109,7 +107,8 @@ class Trainer:
                                              generator=torch.Generator().manual_seed(tcfg["seed"]))
         per_epoch = max(math.ceil(len(self.batches) / accelerator.num_processes / ocfg["grad_accumulation_steps"]), 1)
         self.total = tcfg["max_updates"] or per_epoch * tcfg["epochs"]
-        optimizer = optimizer_class(ocfg["name"])(model.parameters(), lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
+        trained = [p for p in model.parameters() if p.requires_grad]  # all of them, or a LoRA run's adapter
+        optimizer = optimizer_class(ocfg["name"])(trained, lr=ocfg["lr"], weight_decay=ocfg["weight_decay"])
         # no scheduler object: accelerate steps a prepared one once per process per update, which would run
         # the schedule N times too fast on N processes; the rate is set from the update count instead
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
@@ -122,7 +121,7 @@ class Trainer:
         """Continue from a saved training state and the EMA weights saved with it."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
-            self.ema.ema_model.load_state_dict(ema_weights, strict=True)
+            load_trained(self.ema.ema_model, ema_weights)
             self.ema.step.copy_(state["ema_step"])
             self.ema.initted.copy_(state["ema_initted"])
         if self.accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
@@ -297,12 +296,28 @@ class Trainer:
             **rng, "rng_python": list(random.getstate()),
             **({"grad_scaler": a.scaler.state_dict()} if a.scaler is not None else {}),
         })
-        online = a.unwrap_model(self.model).state_dict()
-        save_checkpoint(self.run_dir, p.update, online, self.ema.ema_model.state_dict(), self.manifest["sha256"], val)
+        online = trained_state(a.unwrap_model(self.model))  # a LoRA run saves its adapter alone
+        save_checkpoint(self.run_dir, p.update, online, trained_state(self.ema.ema_model), self.manifest["sha256"], val)
         prune(self.run_dir, self.cfg["train"]["keep_last_n"])
         if self.samples is not None:
             gen, ref, _ = self.samples(self.ema.ema_model, self.run_dir, p.update, self.cfg["train"]["seed"])
             self.logger.audio({"sample/generated": gen, "sample/reference": ref}, p.update)
+
+
+def make_ema(model, ecfg: dict):
+    """The EMA of the trained weights (ema_pytorch, online model kept outside it). A LoRA run's EMA model
+    shares the frozen base with the online model and averages the adapter alone: it costs the adapter's size."""
+    from ema_pytorch import EMA
+
+    settings = dict(include_online_model=False, beta=ecfg["beta"], update_after_step=ecfg["update_after_step"],
+                    update_every=ecfg["update_every"])
+    if not has_adapter(model):
+        return EMA(model, **settings)
+    ema = EMA(model, ema_model=ema_copy(model), **settings)
+    # the tensors it copies and averages: the adapter's (the base is the same tensor on both sides)
+    ema.parameter_names = set(adapter_keys(n for n, _ in model.named_parameters()))
+    ema.buffer_names = set()
+    return ema
 
 
 class _stop_signals:

@@ -190,14 +190,15 @@ def load_weights(path, weights: str) -> dict:
     return out
 
 
-def read_into(model, path, weights: str) -> None:
+def read_into(model, path, weights: str, state: dict | None = None) -> None:
     """Read one set of weights from a safetensors file straight into the model's own tensors, hashing
-    them on the way (no second read).
+    them on the way (no second read); `state`: the model's tensors the file holds, when not all of them
+    (a LoRA run's adapter).
 
     Plain reads into each tensor's memory: no mmap'd pages, no state dict held beside the model, so
     loading costs the model's size and no more (a loaded state dict copied in costs twice that).
     """
-    state = {k: v.detach() for k, v in model.state_dict(keep_vars=True).items()}
+    state = {k: v.detach() for k, v in (state if state is not None else model.state_dict(keep_vars=True)).items()}
     digest = _Digest()
     with open(path, "rb") as f:
         n, entries = _read_header(f)

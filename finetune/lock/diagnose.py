@@ -2,6 +2,7 @@
 import re
 from collections import Counter
 
+from .adapter import adapter_keys
 from .errors import UserError
 
 DIM_HEAD = 64  # every upstream config uses the backbones' default head size
@@ -51,7 +52,21 @@ def arch_of(shapes: dict) -> dict:
     }
 
 
+def lora_rank(shapes: dict) -> int | None:
+    """The rank of a LoRA adapter's tensors (rows of its first lora_A), None when it holds none."""
+    first = next((v for k, v in shapes.items() if ".lora_A." in k), None)
+    return dims(first)[0] if first else None
+
+
+def describe_adapter_set(shapes: dict) -> str:
+    keys = adapter_keys(shapes)
+    modules = len({k.split(".lora_")[0] for k in keys if ".lora_" in k})
+    return f"a LoRA adapter (rank {lora_rank(shapes)}, {len(keys)} adapter tensors on {modules} modules, no base weights)"
+
+
 def describe(shapes: dict) -> str:
+    if adapter_keys(shapes):
+        return describe_adapter_set(shapes)
     a = arch_of(shapes)
     if not a["backbone"]:
         return "not an F5-TTS/E2-TTS model (no transformer blocks)"
@@ -61,6 +76,19 @@ def describe(shapes: dict) -> str:
 
 def diagnose(expected: dict, found: dict, target: str = "the run") -> str:
     """One line, in plain words, saying why `found` does not fit `expected` (both model keys)."""
+    ea, fa = adapter_keys(expected), adapter_keys(found)
+    if fa and not ea:
+        return (f"it is an adapter: {describe_adapter_set(found)}, while {target} takes a whole model; an adapter "
+                "applies only to its base: use it through its own run, or export it merged (python -m infer export "
+                "run=<its run> out=<file>) for a whole model")
+    if ea and not fa:
+        return (f"it is a whole model, while {target} is an adapter run whose checkpoints hold only "
+                f"{describe_adapter_set(expected)}; start a run from a whole model with pretrained=")
+    if ea:
+        er, fr = lora_rank(expected), lora_rank(found)
+        if er != fr:
+            return f"it is an adapter of rank {fr}, {target} has adapters of rank {er}"
+        return "it is an adapter on other modules or of other shapes than the run's (see adapter.targets)"
     e, f = arch_of(expected), arch_of(found)
     if not f["backbone"]:
         return "it is not an F5-TTS/E2-TTS state dict"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from .adapter import TARGET
 from .errors import UserError
 from .files import atomic_write_bytes, sha256_bytes
 from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, complete,
@@ -23,7 +24,8 @@ FORMAT = "f5tune-manifest/2"  # 2 dropped copies of other fields (text_num_embed
 READABLE = ("f5tune-manifest/1", FORMAT)
 NAME = "manifest.yaml"
 MAX_BYTES = 1 << 20  # a real manifest is a few kB; anything near this is not one
-PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch")
+PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch",
+            "peft")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 TENSOR = re.compile(r"[a-z0-9]+\[[0-9, ]*\]")  # "float32[2546, 512]"
 
@@ -67,13 +69,18 @@ def write_manifest(run_dir: Path, body: dict) -> dict:
     path = Path(run_dir) / NAME
     if path.exists():
         raise UserError(f"{path} already exists; a manifest is never rewritten")
-    body = {"format": FORMAT, **body}
-    # hash what a reader will load back, so YAML's rendering of floats and tuples cannot break it
-    body = yaml.load(dump(body), Loader=_Loader)
-    body["sha256"] = content_hash(body)
+    body = seal({"format": FORMAT, **body})
     check_manifest(body, path)
     atomic_write_bytes(path, dump(body).encode("utf-8"))
     os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    return body
+
+
+def seal(body: dict) -> dict:
+    """`body` as a reader will load it back, with its content hash (YAML's rendering of floats and tuples
+    cannot break the hash)."""
+    body = yaml.load(dump({k: v for k, v in body.items() if k != "sha256"}), Loader=_Loader)
+    body["sha256"] = content_hash(body)
     return body
 
 
@@ -145,9 +152,7 @@ def manifest_problems(body: dict) -> list[str]:
         found.append("model.vocab: needs file (a name inside the run folder), sha256 and size")
     if body.get("format") != FORMAT and model.get("text_num_embeds") != (vocab or {}).get("size"):
         found.append("model.text_num_embeds: differs from model.vocab.size")
-    fp = body.get("fingerprint")
-    if not (isinstance(fp, dict) and fp and all(isinstance(k, str) and isinstance(v, str) and TENSOR.fullmatch(v)
-                                                for k, v in fp.items())):
+    if not _fingerprint_ok(body.get("fingerprint")):
         found.append("fingerprint: needs every tensor's name and dtype[shape]")
     reference = body.get("reference")
     if not (isinstance(reference, dict) and _file_name(reference.get("audio")) and isinstance(reference.get("text"), str)):
@@ -156,6 +161,7 @@ def manifest_problems(body: dict) -> list[str]:
     if pretrained is not None and not (isinstance(pretrained, dict) and isinstance(pretrained.get("source"), str)
                                        and SHA256.fullmatch(str(pretrained.get("sha256")))):
         found.append("pretrained: needs source and sha256, or null")
+    found += adapter_problems(model.get("adapter"), pretrained)
     if body.get("recommended_weights") not in [w.value for w in Weights]:
         found.append(f"recommended_weights={body.get('recommended_weights')!r}: not ema or online")
     if not isinstance(body.get("versions"), dict):
@@ -163,6 +169,36 @@ def manifest_problems(body: dict) -> list[str]:
     if body.get("data") is not None and not isinstance(body.get("data"), dict):
         found.append("data: not a mapping")
     found += problems(body.get("config"), FinetuneConfig, "config.")
+    return found
+
+
+def _fingerprint_ok(fp) -> bool:
+    return isinstance(fp, dict) and bool(fp) and all(isinstance(k, str) and isinstance(v, str) and TENSOR.fullmatch(v)
+                                                     for k, v in fp.items())
+
+
+def adapter_problems(adapter, pretrained) -> list[str]:
+    """A LoRA run's model.adapter and the base it names (pretrained: path or hf:// source, sha256, fingerprint)."""
+    if adapter is None:
+        return []
+    found = []
+    if not isinstance(adapter, dict) or adapter.get("kind") != "lora":
+        return ["model.adapter: needs kind lora, rank, alpha, targets and tokens"]
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if not (whole(adapter.get("rank")) and adapter["rank"] > 0):
+        found.append(f"model.adapter.rank={adapter.get('rank')!r}: must be a whole number above 0")
+    alpha = adapter.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < float("inf"):
+        found.append(f"model.adapter.alpha={alpha!r}: must be a number above 0")
+    targets = adapter.get("targets")
+    if not (isinstance(targets, list) and targets and all(isinstance(t, str) and TARGET.fullmatch(t) for t in targets)):
+        found.append("model.adapter.targets: needs module names (letters, digits, _ and dots)")
+    tokens = adapter.get("tokens")
+    if not (isinstance(tokens, list) and all(whole(t) and t > 0 for t in tokens)):
+        found.append("model.adapter.tokens: needs a list of text-embedding rows")
+    if not (isinstance(pretrained, dict) and _fingerprint_ok(pretrained.get("fingerprint"))
+            and (str(pretrained.get("source", "")).startswith("hf://") or isinstance(pretrained.get("path"), str))):
+        found.append("pretrained: an adapter run needs its base: source, path, sha256 and fingerprint")
     return found
 
 

@@ -75,6 +75,14 @@ class Weights(str, Enum):
     online = "online"
 
 
+class AdapterKind(str, Enum):
+    none = "none"  # a full fine-tune: every tensor trains
+    lora = "lora"  # LoRA on a frozen pretrained base (peft)
+
+
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.0.0", "ff.2"]  # attention and feed-forward projections
+
+
 @dataclass
 class ArchConfig:
     KIND: ClassVar[str] = MODEL
@@ -190,6 +198,16 @@ class VocabConfig:
 
 
 @dataclass
+class AdapterConfig:
+    KIND: ClassVar[str] = MODEL  # the adapter's shape is the model's: a resume refuses a change, as for arch
+    kind: AdapterKind = AdapterKind.none
+    rank: int = key(16, gt=0)
+    alpha: float = key(32.0, gt=0)  # LoRA's output is scaled by alpha / rank
+    targets: list[str] = key(factory=lambda: list(LORA_TARGETS), nonempty=True)  # module names (or their ends)
+    dropout: float = key(0.0, TRAINING, ge=0, lt=1)  # on the adapter's input while training; nothing at inference
+
+
+@dataclass
 class RunConfig:
     KIND: ClassVar[str] = FIXED
     root: str = key("runs", nonempty=True)
@@ -206,6 +224,7 @@ class FinetuneConfig:
     logger: LoggerConfig = key(factory=LoggerConfig)
     vocoder: VocoderConfig = key(factory=VocoderConfig)
     vocab: VocabConfig = key(factory=VocabConfig)
+    adapter: AdapterConfig = key(factory=AdapterConfig)
     run: RunConfig = key(factory=RunConfig)
     pretrained: Optional[str] = None
 
@@ -231,7 +250,7 @@ def kind_of(dotted: str, schema=FinetuneConfig) -> str:
 
 def model_keys() -> set[str]:
     """Top-level names that would change the model: inference, where the manifest decides, refuses them."""
-    return {"model", "pretrained"} | {f.name for f in fields(ModelConfig)}
+    return {"model", "pretrained", "adapter"} | {f.name for f in fields(ModelConfig)}
 
 
 # ---- checking a config (from the command line, or read back from a file) ----------------------------
@@ -248,6 +267,11 @@ def _optional(t) -> tuple[bool, object]:
 
 
 def _type_error(value, t) -> Optional[str]:
+    if typing.get_origin(t) is list:
+        if not isinstance(value, list):
+            return "must be a list"
+        errors = [e for e in (_type_error(v, typing.get_args(t)[0]) for v in value) if e]
+        return f"each item {errors[0]}" if errors else None
     if isinstance(t, type) and issubclass(t, Enum):
         choices = [e.value for e in t]
         return None if value in choices else f"must be one of {', '.join(choices)}"
@@ -268,7 +292,7 @@ def _type_error(value, t) -> Optional[str]:
 
 
 def _bound_error(value, meta) -> Optional[str]:
-    if meta.get("nonempty") and isinstance(value, str) and not value.strip():
+    if meta.get("nonempty") and isinstance(value, (str, list)) and not (value.strip() if isinstance(value, str) else value):
         return "must not be empty"
     for name, ok, word in (("gt", lambda v, b: v > b, "above"), ("ge", lambda v, b: v >= b, "at least"),
                            ("lt", lambda v, b: v < b, "below"), ("le", lambda v, b: v <= b, "at most"),
