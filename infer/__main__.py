@@ -1,6 +1,7 @@
 """python -m infer run=runs/<name> [gen_text=...] [ref_audio=... ref_text=...] [ckpt=last|N|best] [out=...] [...]
    python -m infer model_file=<export>.safetensors [gen_text=...] [...]
-   python -m infer export run=runs/<name> out=<file>.safetensors [ckpt=...] [weights=ema|online] [layout=upstream]"""
+   python -m infer export run=runs/<name> out=<file>.safetensors [ckpt=...] [weights=ema|online] [layout=upstream]
+                                                                 [adapter_only=true]   (a LoRA run: merged by default)"""
 import sys
 
 from finetune.lock.builder import without_upstream_trainer

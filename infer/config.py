@@ -33,6 +33,7 @@ class InferConfig:
     vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
     vocoder_path: Optional[str] = None
     layout: Layout = Layout.f5tune  # export only: f5tune | upstream
+    adapter_only: bool = False  # export only: a LoRA run's adapter alone (its manifest names the base); else merged
 
 
 @dataclass

@@ -1,5 +1,10 @@
 """One portable file from a run: the weights, with the manifest and vocab in its safetensors metadata
-(layout=f5tune), or upstream's layout with a vocab file beside it (layout=upstream)."""
+(layout=f5tune), or upstream's layout with a vocab file beside it (layout=upstream).
+
+A LoRA run exports its adapter merged into its base (verified by sha256): a whole model, in either layout,
+whose embedded manifest describes the merged model and records what was merged. adapter_only=true exports
+the adapter alone with the run's manifest (which names the base and its sha256): python -m infer
+model_file= loads it on that base."""
 import sys
 from pathlib import Path
 
@@ -9,7 +14,7 @@ from finetune.lock.checkpoints import check_binding, header, load_weights, pick_
 from finetune.lock.diagnose import check_fits
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
-from finetune.lock.load import EXPORT_FORMAT
+from finetune.lock.load import EXPORT_FORMAT, merged_manifest, model_from
 from finetune.lock.manifest import dump, read_manifest
 from finetune.lock.scores import resolve_ckpt
 from finetune.lock.vocab import read_vocab
@@ -32,7 +37,7 @@ def export(cfg: dict) -> Path:
     run_dir = Path(cfg["run"])
     manifest = read_manifest(run_dir)
     which, weights = resolve_ckpt(run_dir, cfg["ckpt"], cfg["weights"])
-    _, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
+    symbols, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
     if sha256_bytes(vocab) != manifest["model"]["vocab"]["sha256"]:
         raise UserError(f"{run_dir / manifest['model']['vocab']['file']}: not the vocab the manifest records; "
                         "restore the run's vocab.txt")
@@ -42,14 +47,30 @@ def export(cfg: dict) -> Path:
     if not weights_in(shapes, weights) and weights == "online" and weights_in(shapes, "ema"):
         raise UserError(f"{ckpt} holds only EMA weights (as hub and pruned files do); use weights=ema")
     check_fits(manifest["fingerprint"], weights_in(shapes, weights), ckpt, f"the run {run_dir}")
-    tensors = {k: v.contiguous() for k, v in load_weights(ckpt, weights).items()}
+    adapter = manifest["model"].get("adapter")
+    if cfg["adapter_only"] and not adapter:
+        raise UserError(f"adapter_only=true: the run {run_dir} is a full fine-tune, which has no adapter; "
+                        "leave adapter_only out to export its model")
+    if cfg["adapter_only"] and cfg["layout"] == "upstream":
+        raise UserError("adapter_only=true: upstream's layout has no place for an adapter; use layout=f5tune")
+    merged = {}
+    if adapter and not cfg["adapter_only"]:  # the base, verified, with the adapter merged into it
+        model = model_from(manifest, symbols, ckpt, shapes, weights, f"the run {run_dir}", merge=True)
+        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        merged = {"merged_from_manifest_sha256": manifest["sha256"]}
+        manifest = merged_manifest(manifest)
+    else:
+        tensors = {k: v.contiguous() for k, v in load_weights(ckpt, weights).items()}
     if cfg["layout"] == "upstream":
         prefix = "ema_model." if weights == "ema" else ""
         tensors, extra = {prefix + k: v for k, v in tensors.items()}, {}
     else:
         extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
                  "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),
-                 "manifest_sha256": manifest["sha256"]}
+                 "manifest_sha256": manifest["sha256"], **merged}
+        if cfg["adapter_only"]:
+            extra |= {"adapter": adapter["kind"], "base_sha256": manifest["pretrained"]["sha256"],
+                      "base_source": manifest["pretrained"]["source"]}
     if cfg["layout"] == "upstream":
         atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
         print(f"vocab: {vocab_out}", file=sys.stderr)

@@ -3,7 +3,8 @@ import sys
 from pathlib import Path
 
 from finetune.lock.checkpoints import DamagedFile, file_shapes, header, list_checkpoints, weights_in
-from finetune.lock.diagnose import arch_of, misfit
+from finetune.lock.adapter import adapter_keys, describe_adapter
+from finetune.lock.diagnose import arch_of, describe, misfit
 from finetune.lock.errors import UserError, user_errors
 from finetune.lock.layouts import one_set, parameter_count, weight_sets
 from finetune.lock.manifest import parse_manifest, read_manifest
@@ -15,8 +16,11 @@ ARCH_KEYS = ("backbone", "family", "dim", "depth", "heads", "ff_mult", "text_dim
 def file_report(path: Path) -> list[str]:
     shapes, meta = file_shapes(path)
     weights = one_set(shapes)
-    arch = arch_of(weights)
-    lines = [f"file: {path}"] + [f"{k}: {arch.get(k)}" for k in ARCH_KEYS]
+    if adapter_keys(weights):  # its shapes say nothing of the model: the base its manifest names does
+        lines = [f"file: {path}", f"holds: {describe(weights)}"]
+    else:
+        arch = arch_of(weights)
+        lines = [f"file: {path}"] + [f"{k}: {arch.get(k)}" for k in ARCH_KEYS]
     lines += [f"parameters: {parameter_count(weights):,}",
               f"weights: {', '.join(weight_sets(shapes, meta))}",
               f"update: {meta.get('update', 'unknown')}"]
@@ -34,17 +38,24 @@ def file_report(path: Path) -> list[str]:
 def run_report(run_dir: Path) -> list[str]:
     body = read_manifest(run_dir)  # verified and checked: a forged or damaged manifest stops here
     spec = body["model"]
-    arch = arch_of(body["fingerprint"])
+    adapter = spec.get("adapter")
+    model_fp = body["pretrained"]["fingerprint"] if adapter else body["fingerprint"]  # a LoRA run: its base's
+    arch = arch_of(model_fp)
     lines = [f"run: {run_dir}",
              f"manifest: verifies (sha256 {body['sha256'][:12]})",
              f"model: {spec['name']} ({spec['family']}, upstream {spec.get('upstream')}), tokenizer {spec['tokenizer']}",
              ] + [f"{k}: {spec['arch'].get(k, arch.get(k))}" for k in ("dim", "depth", "heads", "ff_mult", "text_dim",
                                                                         "conv_layers", "text_mask_padding", "pe_attn_head")]
     lines += [f"vocab: {spec['vocab']['size']} symbols ({arch['vocab_rows']} text rows), sha256 {spec['vocab']['sha256'][:12]}",
-              f"parameters: {parameter_count(body['fingerprint']):,}",
+              f"parameters: {parameter_count(model_fp):,}",
               f"pretrained: {(body.get('pretrained') or {}).get('source')}",
               f"created: {body['created']} with f5-tts {body['versions'].get('f5-tts')}, torch {body['versions'].get('torch')}",
-              f"recommended weights: {body.get('recommended_weights')}", "checkpoints:"]
+              f"recommended weights: {body.get('recommended_weights')}"]
+    if adapter:
+        base = body["pretrained"]
+        lines += [f"adapter: {describe_adapter(adapter)}, {parameter_count(body['fingerprint']):,} parameters",
+                  f"base: {base.get('path') or base['source']} (sha256 {base['sha256'][:12]}), checked at every load"]
+    lines.append("checkpoints:")
     for update, ckpt in list_checkpoints(run_dir).items():
         try:
             shapes, meta = header(ckpt)
