@@ -118,6 +118,14 @@ def choose(page, elem_id: str, value: str) -> None:
     box.blur()
 
 
+def edit_cell(page, elem_id: str, row: int, column: int, text: str) -> None:
+    """A cell of an editable Gradio dataframe: double-click it, replace its text, press Enter."""
+    page.locator(f"#{elem_id} [data-testid=cell-{row}-{column}]").dblclick()
+    editor = page.locator(f"#{elem_id} [data-testid=cell-{row}-{column}] textarea")
+    editor.fill(text)
+    editor.press("Enter")
+
+
 def radio(page, elem_id: str, value: str) -> None:
     page.locator(f"#{elem_id} label", has_text=value).first.click()
 

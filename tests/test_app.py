@@ -196,3 +196,39 @@ def test_app_refuses_bad_arguments_in_one_line():
                        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "error: prot: unknown key; the app takes runs, data_root, " \
         "host, port, share"
+
+
+def review_listing(folder: Path) -> list[dict]:
+    """Four clips as finetune.review.review_clips lists them, the last one dropped."""
+    return [{"audio": str(folder / "clips" / f"c{i}.wav"), "source": str(folder / "talk.wav"), "start": 2.0 * i,
+             "end": 2.0 * i + 1.5, "seconds": 1.5, "text": None if i == 3 else f"heard {i}", "asr_text": f"heard {i}",
+             "text_by": None if i == 3 else "asr", "dropped": i == 3, "in_dataset": i != 3, "problem": None}
+            for i in range(4)]
+
+
+def test_review_saves_only_what_the_person_changed(tmp_path):
+    from finetune.app import transcripts
+
+    listing = review_listing(tmp_path)
+    audio = [c["audio"] for c in listing]
+    rows = transcripts.table(listing, tmp_path)
+    assert [r[0] for r in rows] == ["c0.wav", "c1.wav", "c2.wav", "c3.wav"] and "<audio" in rows[0][1]
+    assert [r[2] for r in rows] == [False, False, False, True] and rows[3][3] == "heard 3"  # dropped: its asr text
+    assert transcripts.table(listing, tmp_path / "clips" / "elsewhere")[0][1] == "(outside data_root)"
+    assert transcripts.decisions(listing, rows) == ({}, set())  # the table as listed: nothing to save
+
+    rows[0][3] = "  heard   0 "  # only spacing differs: saved the same, so unchanged
+    rows[1][3] = "A person wrote this."
+    rows[2][2] = "true"
+    rows[3][2] = False  # restored, with the recogniser's text
+    rows.append(["", "", False, "added on the page", "", "", None, "", ""])  # names no clip: ignored
+    assert transcripts.decisions(listing, rows) == ({audio[1]: "A person wrote this.", audio[3]: "heard 3"},
+                                                    {audio[2]})
+    rows[3][3] = "Restored, in other words."
+    assert transcripts.decisions(listing, rows)[0][audio[3]] == "Restored, in other words."
+    rows[1][3] = "  "
+    with pytest.raises(UserError, match="c1.wav: its text is empty"):
+        transcripts.decisions(listing, rows)
+    with pytest.raises(UserError, match="row 1: 'elsewhere.wav' is not a clip"):
+        transcripts.decisions(listing, [["elsewhere.wav", "", False, "x"]])
+

@@ -11,17 +11,18 @@ import shutil
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from app_browser import (AppServer, audio_bytes, choose, click, click_then, env, fill, launch_browser, radio,
-                         screenshot_on_failure, tab, table_rows, wait_row, wait_text)
+from app_browser import (AppServer, audio_bytes, choose, click, click_then, edit_cell, env, fill,
+                         launch_browser, radio, screenshot_on_failure, tab, table_rows, wait_row, wait_text)
 from conftest import cli, finetune
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest
-from make_data import write_clips
+from make_data import speechlike, write_clips
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")]
@@ -90,6 +91,8 @@ def _serve(site):
         shutil.copytree(top / "runs" / "beta", top / "runs" / "killed", ignore=shutil.ignore_patterns(".lock"))
         status = json.loads((top / "runs" / "killed" / "status.json").read_text())
         (top / "runs" / "killed" / "status.json").write_text(json.dumps({**status, "state": "running"}))
+        # in this thread: Hydra's state and torch's seed are the process's own
+        transcribed_dataset(top)
         assert prepared.result().returncode == 0, prepared.result().stderr[-2000:]
     site.server.wait()
     with sync_playwright() as pw:
@@ -98,6 +101,30 @@ def _serve(site):
             yield site
         finally:
             site.browser.close()
+
+
+def prepare_here(*overrides: str) -> None:
+    """python -m finetune.prepare's own code, in this process."""
+    from finetune.config import compose_config, plain
+    from finetune.prepare import prepare
+    from finetune.prepare_schema import PrepareConfig
+
+    prepare(plain(compose_config("prepare", [*overrides, "workers=1"]), PrepareConfig))
+
+
+def transcribed_dataset(top) -> None:
+    """A recording at 16 kHz with three stretches of speech, cut and transcribed by a tiny random Whisper into
+    data/talk (prepare with transcribe=true)."""
+    from tiny_whisper import write_tiny_whisper
+
+    sr, parts = 16000, [np.zeros(6400, np.float32)]
+    for seconds, seed in ((2.0, 7), (2.5, 8), (2.2, 9)):
+        parts += [speechlike(seconds, sr, seed), np.zeros(int(0.8 * sr), np.float32)]
+    (top / "recordings").mkdir()
+    sf.write(top / "recordings" / "talk.wav", np.concatenate(parts), sr)
+    whisper = write_tiny_whisper(top / "whisper")
+    prepare_here(f"input={top / 'recordings'}", f"out={top / 'data' / 'talk'}", "transcribe=true",
+                 f"asr.model={whisper}", "slice.min_seconds=1")
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +378,29 @@ def test_export_offers_the_file(site, page, tmp_path):
     header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
     assert header["__metadata__"]["format"] == "f5tune-export/1" and header["__metadata__"]["weights"] == "online"
     assert (site.runs / "alpha" / "exports" / "alpha-00000004-online.safetensors").stat().st_size == len(data)
+
+
+@screenshot_on_failure
+def test_review_edits_a_transcript_and_drops_a_clip(site, page, tmp_path):
+    """A dataset transcribed from recordings: one text corrected and one clip dropped on the page, saved, and
+    the dataset prepared again with one clip less and the person's text."""
+    dataset = site.data / "talk" / "dataset.json"
+    before = json.loads(dataset.read_text(encoding="utf-8"))
+    assert len(before["clips"]) == 3 and {c["text_by"] for c in before["clips"]} == {"asr"}
+    tab(page, "data")
+    choose(page, "rev-data", "talk")
+    wait_text(page, "rev-summary", "3 clips")
+    rows = table_rows(page, "rev-clips")
+    assert [r[0] for r in rows] == [Path(c["audio"]).name for c in before["clips"]], rows
+    assert page.locator("#rev-clips [data-testid^=cell-] audio").count() == 3  # a player per clip
+    edit_cell(page, "rev-clips", 0, 3, "A person heard this.")
+    page.locator("#rev-clips [data-testid=cell-1-2] input[type=checkbox]").check()
+    text = click_then(page, "rev-save", "rev-result", r"\A(dataset|error|nothing)")
+    assert text.startswith("dataset: ") and "2 clips" in text and "1 text(s) saved, 1 clip(s) dropped" in text, text
+    after = json.loads(dataset.read_text(encoding="utf-8"))
+    assert after["summary"]["sha256"] != before["summary"]["sha256"]
+    assert [c["audio"] for c in after["clips"]] == [before["clips"][0]["audio"], before["clips"][2]["audio"]]
+    assert after["clips"][0]["text"] == "A person heard this." and after["clips"][0]["text_by"] == "person"
+    assert after["clips"][1]["text_by"] == "asr"
+    wait_row(page, "rev-clips", rows[1][0], 5, "^dropped$", 20)  # the table as saved
+

@@ -28,6 +28,12 @@ def prepared(root: Path) -> list[str]:
     return sorted(found)
 
 
+def reviewable(root: Path) -> list[str]:
+    """Prepared datasets under root whose clips were cut from recordings and transcribed (clips.json beside
+    dataset.json): those a person can review."""
+    return [d for d in prepared(root) if (Path(root) / d / "clips.json").is_file()]
+
+
 def inputs(root: Path) -> list[str]:
     """Things python -m finetune.prepare can read, relative to root: folders with audio or a metadata
     file, and metadata files (prepared datasets themselves excluded)."""

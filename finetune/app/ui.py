@@ -1,7 +1,7 @@
 """The page: one tab per task, each built by its own module (page_*.py) from the widgets they share."""
 import gradio as gr
 
-from . import page_compare, page_data, page_export, page_new, page_run, page_runs, page_synth
+from . import page_compare, page_data, page_export, page_new, page_review, page_run, page_runs, page_synth
 from .widgets import Ctx
 
 
@@ -17,6 +17,7 @@ def build(ctx: Ctx) -> gr.Blocks:
                 page_new.build(ctx, app, tabs, run_pick)
             with gr.Tab("Data", id="data", elem_id="tab-data"):
                 page_data.build(ctx, app)
+                page_review.build(ctx, app)
             with gr.Tab("Synthesize", id="synth", elem_id="tab-synth"):
                 page_synth.build(ctx, app)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
