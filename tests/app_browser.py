@@ -118,6 +118,17 @@ def choose(page, elem_id: str, value: str) -> None:
     box.blur()
 
 
+def choose_starting(page, elem_id: str, prefix: str) -> str:
+    """A dropdown: open it and click the first option whose label starts with `prefix`; returns the label."""
+    page.locator(f"#{elem_id} input[role=combobox]").click()
+    option = page.locator("[role=option]").filter(has_text=prefix).first
+    option.wait_for(timeout=5000)
+    label = option.inner_text().strip()
+    option.click()
+    page.locator(f"#{elem_id} input[role=combobox]").blur()
+    return label
+
+
 def edit_cell(page, elem_id: str, row: int, column: int, text: str) -> None:
     """A cell of an editable Gradio dataframe: double-click it, replace its text, press Enter."""
     page.locator(f"#{elem_id} [data-testid=cell-{row}-{column}]").dblclick()

@@ -232,3 +232,40 @@ def test_review_saves_only_what_the_person_changed(tmp_path):
     with pytest.raises(UserError, match="row 1: 'elsewhere.wav' is not a clip"):
         transcripts.decisions(listing, [["elsewhere.wav", "", False, "x"]])
 
+
+def test_score_table_marks_the_best_row_and_says_how_to_score(runs, tmp_path):
+    import shutil
+
+    from finetune.app import scores
+    from finetune.lock.scores import FORMAT, write_scores
+
+    run = shutil.copytree(runs["f5"], tmp_path / "f5")
+    text, rows, choices, _ = scores.score_table(run)
+    assert "cannot be scored" in text and "data.val_clips=N" in text and rows == choices == []
+
+    def row(update, weights, loss, wer):
+        return {"update": update, "weights": weights, "val_loss": loss, "wer": wer, "cer": wer and wer / 2,
+                "speaker_similarity": None, "setup": "s1", "scored": "2025-01-01T00:00:00+00:00"}
+
+    data = {"format": FORMAT, "run": "f5", "manifest_sha256": read_manifest(run)["sha256"],
+            "held_out": {"rows": ["a:1", "a:2"], "audio_sha256": ["x", "y"]},
+            "setups": {"s1": {"asr": {"model": "tiny-whisper"}, "speaker": None,
+                              "synthesis": {"seed": 0, "nfe_step": 2, "vocoder": "griffinlim"}}},
+            "rows": [row(2, "ema", 1.0, 0.5), row(2, "online", 1.1, 0.4), row(4, "ema", 0.9, 0.6),
+                     row(6, "ema", 0.8, None)]}
+    write_scores(run, data)
+    text, rows, choices, (a, b) = scores.score_table(run)
+    assert [r[:7] for r in rows] == [["", 2, "ema", "1.0000", "0.500", "0.250", ""],
+                                     ["★", 2, "online", "1.1000", "0.400", "0.200", ""],
+                                     ["", 4, "ema", "0.9000", "0.600", "0.300", ""],
+                                     ["", 6, "ema", "0.8000", "", "", ""]]
+    assert "best: update 2, online weights, by the lowest WER" in text and "recogniser tiny-whisper" in text
+    assert "checkpoints no longer in the run: 6" in text
+    assert choices[1] == ("update 2, online (best)", "2 online") and choices[3][0].endswith("(checkpoint gone)")
+    assert (a, b) == ("2 online", "2 ema")  # the best, then the other weight set of its checkpoint
+    assert scores.parse_key(b) == ("2", "ema")
+    with pytest.raises(UserError):
+        scores.parse_key(None)
+    write_scores(run, data | {"manifest_sha256": "0" * 64})
+    with pytest.raises(UserError, match="scores of another run"):
+        scores.score_table(run)

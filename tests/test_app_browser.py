@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_browser import (AppServer, audio_bytes, choose, click, click_then, edit_cell, env, fill,
+from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env, fill,
                          launch_browser, radio, screenshot_on_failure, tab, table_rows, wait_row, wait_text)
 from conftest import cli, finetune
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest
-from make_data import speechlike, write_clips
+from make_data import speechlike, write_clips, write_metadata
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")]
@@ -93,6 +93,11 @@ def _serve(site):
         (top / "runs" / "killed" / "status.json").write_text(json.dumps({**status, "state": "running"}))
         # in this thread: Hydra's state and torch's seed are the process's own
         transcribed_dataset(top)
+        # a run holding two of the clips out of training, to be scored by the test of the score table
+        write_metadata(top / "heldout.csv", rows)
+        prepare_here(f"input={top / 'heldout.csv'}", f"out={top / 'heldout'}")
+        finetune(top / "runs", "scored", "f5tts_tiny", "data=custom", f"data.path={top / 'heldout'}",
+                 "data.frames_per_batch=900", "data.val_clips=2")
         assert prepared.result().returncode == 0, prepared.result().stderr[-2000:]
     site.server.wait()
     with sync_playwright() as pw:
@@ -404,3 +409,34 @@ def test_review_edits_a_transcript_and_drops_a_clip(site, page, tmp_path):
     assert after["clips"][1]["text_by"] == "asr"
     wait_row(page, "rev-clips", rows[1][0], 5, "^dropped$", 20)  # the table as saved
 
+
+@screenshot_on_failure
+def test_score_table_marks_the_best_and_plays_two_rows(site, page, tmp_path):
+    """A run with held-out clips: the page says how to score it; scored (validation loss only), its rows show
+    with the best marked, and two rows go through the A/B path into two players."""
+    from finetune.lock.scores import best_row
+    from infer.score import parse, score
+
+    run = site.runs / "scored"
+    tab(page, "compare")
+    choose(page, "sc-run", "scored")
+    wait_text(page, "sc-msg", re.escape(f"python -m infer.score run={run}"))
+    _, scores = score(parse([f"run={run}", "device=cpu"]))
+    click_then(page, "sc-reload", "sc-msg", "4 scored rows")
+    rows = table_rows(page, "sc-table")
+    assert [(r[1], r[2]) for r in rows] == [("2", "ema"), ("2", "online"), ("4", "ema"), ("4", "online")], rows
+    best, _ = best_row(scores["rows"])
+    assert [(r[1], r[2]) for r in rows if r[0] == "★"] == [(str(best["update"]), best["weights"])], rows
+    assert all(float(r[3]) > 0 and r[4] == "" for r in rows)  # a loss, no WER without a recogniser
+    choose_starting(page, "sc-a", "update 2, ema")
+    choose_starting(page, "sc-b", "update 4, online")
+    fill(page, "ab-text", "Two rows, one sentence.")
+    fill(page, "ab-seed", 0)
+    fill(page, "ab-nfe", 2)
+    choose(page, "ab-vocoder", "griffinlim")
+    text = click_then(page, "sc-ab", "ab-msg", r"\A(A: |error)")
+    assert "model_00000002-ema-" in text and "model_00000004-online-" in text, text
+    (wa, sra), (wb, srb) = wav_of(audio_bytes(page, "ab-out-a")), wav_of(audio_bytes(page, "ab-out-b"))
+    assert sra == srb == 24000 and len(wa) == len(wb) and not np.array_equal(wa, wb)
+    assert page.locator("#ab-a-ckpt input").input_value() == "2"  # the pickers show what was played
+    assert page.locator("#ab-b-ckpt input").input_value() == "4"

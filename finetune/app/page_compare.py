@@ -1,12 +1,13 @@
-"""Compare: two manifests diffed key by key, and A/B listening (the same text, reference and seed through two
-checkpoints, two runs, or EMA against online weights of one checkpoint)."""
+"""Compare: two manifests diffed key by key, a run's checkpoint scores (python -m infer.score) with the best
+marked, and A/B listening (the same text, reference and seed through two checkpoints, two runs, EMA against
+online weights of one checkpoint, or two rows of the score table)."""
 import gradio as gr
 
 from finetune.lock.errors import UserError
 
-from . import launch, runs
+from . import launch, runs, scores
 from .page_synth import synth_args, voice_inputs
-from .widgets import Ctx, checkpoint_picker, error, message
+from .widgets import Ctx, checkpoint_choices, checkpoint_picker, error, message, run_choices
 
 HEADERS = ["key", "A", "B", "same"]
 
@@ -23,6 +24,52 @@ def diff_rows(ctx: Ctx, a: str, b: str, only_differing: bool) -> tuple[str, list
     if only_differing:
         rows = [r for r in rows if not r[3]]
     return message(f"{differing} keys differ, {sum(1 for r in runs.diff(*manifests) if r[3])} are the same"), rows
+
+
+def listen(ctx: Ctx, a: tuple, b: tuple, voice_values) -> tuple[str, str | None, str | None]:
+    """The same text, reference and seed through two (run, checkpoint, weights): the message and both wavs."""
+    try:
+        argv_a, _ = synth_args(ctx, *a, *voice_values)
+        argv_b, _ = synth_args(ctx, *b, *voice_values)
+        wav_a = launch.infer_here(argv_a)
+        wav_b = launch.infer_here(argv_b)
+    except UserError as e:
+        return error(e), None, None
+    return message(f"A: {wav_a}\nB: {wav_b}", "ok"), str(wav_a), str(wav_b)
+
+
+def score_section(ctx: Ctx, app: gr.Blocks):
+    """The score table of a run, and the two rows picked for A/B: (run, row A, row B, button)."""
+    names = ctx.run_names()
+    gr.Markdown("### Checkpoint scores\nA run's scores from `python -m infer.score`: validation loss on its held-out "
+                "clips, and with a recogniser and a speaker model the WER, CER and speaker similarity of speech it "
+                "synthesised. Pick two rows to hear them with the A/B settings below.")
+    with gr.Row():
+        run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="sc-run", scale=4)
+        reload = gr.Button("Reload", elem_id="sc-reload", scale=1)
+    said = gr.HTML(elem_id="sc-msg")
+    table = gr.Dataframe(headers=scores.HEADERS, interactive=False, max_height=400, elem_id="sc-table")
+    with gr.Row():
+        row_a = gr.Dropdown([], label="row for A", elem_id="sc-a", scale=2)
+        row_b = gr.Dropdown([], label="row for B", elem_id="sc-b", scale=2)
+        go = gr.Button("A/B these two rows", variant="primary", elem_id="sc-ab", scale=1)
+
+    def show(name, a, b):
+        try:
+            text, rows, choices, (first, second) = scores.score_table(ctx.roots.run_dir(name))
+        except UserError as e:
+            return error(e), [], gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+        values = [v for _, v in choices]
+        return (message(text, "ok" if rows else "info"), rows,
+                gr.update(choices=choices, value=a if a in values else first),
+                gr.update(choices=choices, value=b if b in values else second))
+
+    outputs = [said, table, row_a, row_b]
+    gr.on([run.change, reload.click], show, [run, row_a, row_b], outputs, queue=False)
+    app.load(lambda v: run_choices(ctx, v), run, run, queue=False).then(show, [run, row_a, row_b], outputs,
+                                                                          queue=False)
+    run.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), run, run, queue=False)
+    return run, row_a, row_b, go
 
 
 def build(ctx: Ctx, app: gr.Blocks) -> None:
@@ -48,26 +95,36 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         dd.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)
         app.load(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)
 
+    sc_run, sc_a, sc_b, sc_go = score_section(ctx, app)
+
     gr.Markdown("### A/B listening\nThe same text, reference and seed through two checkpoints (of one run or "
                 "two), or the EMA against the online weights of one checkpoint.")
     side_a = checkpoint_picker(ctx, app, "ab-a", "Run A")
     side_b = checkpoint_picker(ctx, app, "ab-b", "Run B")
     side_b[2].value = "online"  # the first question people ask: EMA or online?
     voice = voice_inputs("ab")
-    listen = gr.Button("Synthesize both", variant="primary", elem_id="ab-go")
+    go_ab = gr.Button("Synthesize both", variant="primary", elem_id="ab-go")
     result = gr.HTML(elem_id="ab-msg")
     with gr.Row():
         out_a = gr.Audio(label="A", interactive=False, elem_id="ab-out-a")
         out_b = gr.Audio(label="B", interactive=False, elem_id="ab-out-b")
 
     def ab(run_a, ckpt_a, w_a, run_b, ckpt_b, w_b, *voice_values):
-        try:
-            argv_a, _ = synth_args(ctx, run_a, ckpt_a, w_a, *voice_values)
-            argv_b, _ = synth_args(ctx, run_b, ckpt_b, w_b, *voice_values)
-            wav_a = launch.infer_here(argv_a)
-            wav_b = launch.infer_here(argv_b)
-        except UserError as e:
-            return error(e), None, None
-        return message(f"A: {wav_a}\nB: {wav_b}", "ok"), str(wav_a), str(wav_b)
+        return listen(ctx, (run_a, ckpt_a, w_a), (run_b, ckpt_b, w_b), voice_values)
 
-    listen.click(ab, [*side_a, *side_b, *voice], [result, out_a, out_b])
+    go_ab.click(ab, [*side_a, *side_b, *voice], [result, out_a, out_b])
+
+    def ab_rows(name, a, b, *voice_values):
+        """Two rows of the score table through the A/B path; the pickers then show what was played."""
+        try:
+            picked = [(name, *scores.parse_key(a)), (name, *scores.parse_key(b))]
+        except UserError as e:
+            return error(e), None, None, *[gr.skip()] * 6
+        said, wav_a, wav_b = listen(ctx, picked[0], picked[1], voice_values)
+        pickers = []
+        for run, update, weights in picked:
+            pickers += [gr.update(choices=ctx.run_names(), value=run),
+                        gr.update(choices=checkpoint_choices(ctx, run), value=update), weights]
+        return said, wav_a, wav_b, *pickers
+
+    sc_go.click(ab_rows, [sc_run, sc_a, sc_b, *voice], [result, out_a, out_b, *side_a, *side_b])

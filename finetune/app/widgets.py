@@ -66,16 +66,25 @@ def checkpoint_choices(ctx: Ctx, run: str | None) -> list[str]:
         return []
 
 
+def keep_checkpoint(ctx: Ctx, run: str | None, ckpt: str | None):
+    """The checkpoint list of a newly picked run: the checkpoint chosen stays when that run has it (a handler
+    that sets run and checkpoint together, such as A/B of two scored rows), else `last`."""
+    choices = checkpoint_choices(ctx, run)
+    return gr.update(choices=choices, value=ckpt if ckpt in choices else "last")
+
+
 def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run"):
     """Run, checkpoint and weight set, the checkpoint list following the run (and the runs as they are when the
     page loads or the list is opened)."""
     names = ctx.run_names()
     with gr.Row():
         run = gr.Dropdown(names, value=names[0] if names else None, label=label, elem_id=f"{prefix}-run", scale=3)
+        # custom values allowed: its choices as built go stale as runs appear, and it is an input of the run's
+        # change (Gradio would refuse a value outside them); resolve_checkpoint checks whatever arrives
         ckpt = gr.Dropdown(checkpoint_choices(ctx, names[0] if names else None), value="last", label="Checkpoint",
-                           elem_id=f"{prefix}-ckpt", scale=1)
+                           elem_id=f"{prefix}-ckpt", scale=1, allow_custom_value=True)
         weights = gr.Radio(["ema", "online"], value="ema", label="Weights", elem_id=f"{prefix}-weights", scale=1)
-    run.change(lambda r: gr.update(choices=checkpoint_choices(ctx, r), value="last"), run, ckpt, queue=False)
+    run.change(lambda r, c: keep_checkpoint(ctx, r, c), [run, ckpt], ckpt, queue=False)
     app.load(lambda r: run_choices(ctx, r), run, run, queue=False)
     run.focus(lambda r: run_choices(ctx, r), run, run, queue=False)  # runs made since the page opened
     ckpt.focus(lambda r, c: gr.update(choices=checkpoint_choices(ctx, r), value=c), [run, ckpt], ckpt, queue=False)
