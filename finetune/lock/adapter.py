@@ -54,8 +54,8 @@ def check_targets(model, targets) -> None:
         if not isinstance(target, str) or not TARGET.fullmatch(target):
             raise UserError(f"adapter.targets: {target!r} is not a module name (letters, digits, _ and dots)")
         if not any(n == target or n.endswith("." + target) for n in names):
-            block = sorted({n.split(".", 3)[-1] for n in names if re.search(r"\.0\.[^.]+", n)
-                            and type(model.get_submodule(n)).__name__ == "Linear"})
+            first = [re.match(r"transformer\.(transformer_blocks|layers)\.0\.(.+)", n) for n in names]
+            block = [m.group(2) for m in first if m and type(model.get_submodule(m.group(0))).__name__ == "Linear"]
             raise UserError(f"adapter.targets: {target!r} names no module of this model; the linear layers of a "
                             f"block are {', '.join(block[:12])}")
 
