@@ -48,6 +48,7 @@ def load_run(run_dir, ckpt: str = "last", weights: str = "ema", device="cpu", al
     """The run's model with the chosen checkpoint loaded: nothing but the run folder (and, for a LoRA run,
     its base) is read. merge=True: a LoRA run's adapter merged into the base (a plain model)."""
     run_dir = Path(run_dir)
+    read_manifest(run_dir)  # first: a folder that is no run is named as such, not as one without checkpoints
     path = pick_checkpoint(run_dir, ckpt)
     model, manifest = load_checkpoint(run_dir, path, weights, allow_foreign, merge)
     return model.to(device).eval(), manifest, path
