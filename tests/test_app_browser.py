@@ -155,9 +155,16 @@ def page(site, shared_page):
 def open_run(page, name: str) -> None:
     tab(page, "runs")
     wait_row(page, "runs-table", name, 0, ".")
-    row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
-    page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
-    wait_text(page, "run-state", "^" + re.escape(name) + ":")
+    # the table refreshes on a timer and may reorder between finding the row and clicking it: click again
+    for attempt in range(3):
+        row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
+        page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
+        try:
+            wait_text(page, "run-state", "^" + re.escape(name) + ":", timeout=20)
+            return
+        except AssertionError:
+            if attempt == 2:
+                raise
 
 
 SETTINGS = ("train-max-updates", "train-save-every", "optim-lr", "optim-warmup-updates", "data-frames-per-batch",
