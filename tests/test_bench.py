@@ -10,7 +10,7 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__"
 
 # script -> (main's arguments for its smallest case, text its last line starts with)
 SMALLEST = {
-    "train_throughput": ({"repeat": 1, "cases": [("f5tts_tiny", 2)]}, "training throughput, ours/upstream"),
+    "train_throughput": ({"repeat": 1, "cases": [("f5tts_tiny", 3)]}, "training throughput, ours/upstream"),
     "infer_cold_start": ({"repeat": 1, "models": ("f5tts_tiny",)}, "inference cold start, ours/upstream"),
     "load_memory": ({"repeat": 1, "model": "f5tts_tiny"}, "load memory: ours"),
     "preflight": ({"repeat": 1, "model_name": "f5tts_tiny"}, "pre-flight / upstream full load"),
@@ -20,6 +20,7 @@ SMALLEST = {
     "memory": ({"models": ("f5tts_tiny",), "budgets": (600, 1200)}, "f5tts_tiny"),
     "kill_trials": ({"n": 1, "races": False}, "kill trials: trials 1"),
     "slice_speed": ({"minutes": 0.3, "repeat": 1}, "re-run / first run"),
+    "lora": ({"models": ("f5tts_tiny",), "updates": 2}, "f5tts (Base), from shapes"),
     "validation_cost": ({"models": ("f5tts_tiny",), "held": 2, "repeat": 1, "updates": 2, "save_every": 1}, "validation cost"),
 }
 NOT_RUN = {"upstream_infer": "upstream's side of infer_cold_start, run by it"}
