@@ -153,10 +153,10 @@ def page(site, shared_page):
 
 
 def open_run(page, name: str) -> None:
-    tab(page, "runs")
-    wait_row(page, "runs-table", name, 0, ".")
-    # the table refreshes on a timer and may reorder between finding the row and clicking it: click again
+    # the table refreshes on a timer and may reorder between finding the row and clicking it: try again
     for attempt in range(3):
+        tab(page, "runs")
+        wait_row(page, "runs-table", name, 0, ".")
         row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
         page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
         try:
