@@ -12,7 +12,20 @@ class Layout(str, Enum):
 
 
 @dataclass
-class InferConfig:
+class Sampling:
+    """How speech is sampled: the keys inference and scoring share."""
+    seed: int = key(0, ge=0, lt=SEED_END)
+    nfe_step: int = key(32, gt=0)
+    cfg_strength: float = 2.0
+    sway_sampling_coef: float = -1.0
+    speed: float = key(1.0, gt=0)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
+    vocoder_path: Optional[str] = None
+
+
+@dataclass
+class InferConfig(Sampling):
     run: Optional[str] = None
     model_file: Optional[str] = None  # an exported .safetensors (weights + manifest + vocab)
     gen_text: Optional[str] = None  # None: a default sentence
@@ -24,14 +37,6 @@ class InferConfig:
     accept_unknown: bool = False  # speak symbols the vocab lacks as nothing (token 0), as upstream does silently
     out: Optional[str] = None  # a .wav file; default: runs/<name>/samples/<time>-<ckpt>-seed<N>.wav
     overwrite: bool = False  # replace an existing out= that this tool did not write
-    seed: int = key(0, ge=0, lt=SEED_END)
-    nfe_step: int = key(32, gt=0)
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    speed: float = key(1.0, gt=0)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
-    vocoder_path: Optional[str] = None
     layout: Layout = Layout.f5tune  # export only: f5tune | upstream
     adapter_only: bool = False  # export only: a LoRA run's adapter alone (its manifest names the base); else merged
 
@@ -51,17 +56,9 @@ class ScoreSpeaker:
 
 
 @dataclass
-class ScoreConfig:
+class ScoreConfig(Sampling):
     """python -m infer.score's keys (asr.* and speaker.* are read into the two sections above)."""
     run: Optional[str] = None
     ckpt: str = "all"  # all | last | <update>[,<update>...]
     weights: str = "ema,online"  # ema | online | ema,online
     max_clips: Optional[int] = key(None, gt=0)  # synthesise at most this many held-out clips; the loss uses all
-    seed: int = key(0, ge=0, lt=SEED_END)
-    nfe_step: int = key(32, gt=0)
-    cfg_strength: float = 2.0
-    sway_sampling_coef: float = -1.0
-    speed: float = key(1.0, gt=0)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
-    vocoder_path: Optional[str] = None
