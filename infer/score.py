@@ -28,7 +28,7 @@ from finetune.lock.errors import UserError, user_errors
 from finetune.lock.files import sha256_bytes
 from finetune.lock.manifest import read_manifest
 from finetune.lock.schema import from_argv
-from finetune.lock.scores import best_row, merge, read_scores, write_scores
+from finetune.lock.scores import best_row, describe_setup, merge, read_scores, write_scores
 
 from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
 
@@ -206,13 +206,7 @@ def table(scores: dict, run_dir: Path) -> str:
         star = "*" if (r["update"], r["weights"]) == (best["update"], best["weights"]) else " "
         lines.append(f"{star} {r['update']:>8} {r['weights']:<8} {r['val_loss']:>9.4f} {num(r['wer'], '7.3f'):>7} "
                      f"{num(r['cer'], '7.3f'):>7} {num(r['speaker_similarity'], '8.3f'):>8}  {marks[r['setup']]}")
-    for setup, mark in marks.items():
-        d = scores["setups"][setup]
-        asr = d["asr"]["model"] if d["asr"] else "none"
-        spk = d["speaker"]["model"] if d["speaker"] else "none"
-        s = d["synthesis"]
-        lines.append(f"  setup {mark}: recogniser {asr}; speaker model {spk}; seed {s['seed']}, "
-                     f"nfe_step {s['nfe_step']}, vocoder {s['vocoder']}")
+    lines += [f"  {describe_setup(mark, scores['setups'][setup])}" for setup, mark in marks.items()]
     return "\n".join(lines)
 
 

@@ -151,3 +151,26 @@ def test_refusals_are_one_line(trained, tmp_path, capsys):
         assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
         assert all(n in err[0] for n in needles), err
     assert not (trained / "scores.json").exists() and not (plain / "scores.json").exists()
+
+
+@pytest.mark.parametrize("forge", ["setup is a list", "cer is text", "a setup is not a mapping", "wer is true"])
+def test_a_forged_scores_file_is_refused_in_one_line(tmp_path, forge):
+    from finetune.lock.scores import NAME, merge, read_scores
+
+    row = {"update": 4, "weights": "ema", "val_loss": 1.5, "wer": 0.2, "cer": 0.1, "speaker_similarity": 0.9}
+    data = merge(None, [row], "s1", {"asr": "tiny"}, {"manifest_sha256": "abc"})
+    (tmp_path / NAME).write_text(json.dumps(data))
+    assert read_scores(tmp_path, "abc")["rows"][0]["cer"] == 0.1  # the unforged file reads
+    r = data["rows"][0]
+    if forge == "setup is a list":
+        r["setup"] = ["s1"]
+    elif forge == "cer is text":
+        r["cer"] = "0.1"
+    elif forge == "a setup is not a mapping":
+        data["setups"]["s1"] = "tiny"
+    else:
+        r["wer"] = True
+    (tmp_path / NAME).write_text(json.dumps(data))
+    with pytest.raises(UserError, match="not a f5tune-scores/1 file; delete it and score the run again") as e:
+        read_scores(tmp_path, "abc")
+    assert "\n" not in str(e.value)

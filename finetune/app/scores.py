@@ -29,17 +29,11 @@ def _num(value, places: int) -> str:
     return "" if value is None else f"{float(value):.{places}f}"
 
 
-def _setup(n: int, d: dict) -> str:
-    asr, speaker, synth = d.get("asr") or {}, d.get("speaker") or {}, d.get("synthesis") or {}
-    return (f"setup {n}: recogniser {asr.get('model', 'none')}; speaker model {speaker.get('model', 'none')}; "
-            f"seed {synth.get('seed')}, nfe_step {synth.get('nfe_step')}, vocoder {synth.get('vocoder')}")
-
-
 def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], tuple[str | None, str | None]]:
     """(what to say, the table's rows, the rows as (label, value) choices, the default A and B values).
     A run without scores says how to make them."""
     from finetune.lock.checkpoints import list_checkpoints
-    from finetune.lock.scores import best_row, read_scores
+    from finetune.lock.scores import best_row, describe_setup, read_scores
 
     m, problem = runs.manifest(run_dir)
     if m is None:
@@ -70,7 +64,7 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
     held = len((scores.get("held_out") or {}).get("rows") or [])
     lines = [f"{len(rows)} scored rows ({held} held-out clips); {BEST} best: update {best['update']}, "
              f"{best['weights']} weights, by {BY.get(by, by)}"]
-    lines += [_setup(n, scores["setups"][name]) for name, n in setups.items()]
+    lines += [describe_setup(n, scores["setups"][name]) for name, n in setups.items()]
     gone = sorted({r["update"] for r in rows} - set(present))
     if gone:
         lines.append(f"checkpoints no longer in the run: {', '.join(map(str, gone))}")

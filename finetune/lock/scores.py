@@ -25,6 +25,10 @@ def scores_path(run_dir) -> Path:
     return Path(run_dir) / NAME
 
 
+def _number_or_none(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
 def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
     """The run's scores, or None when it has none yet; refuses a file that is malformed or belongs to another run."""
     path = scores_path(run_dir)
@@ -35,17 +39,25 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); delete it and score the run again")
     ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("rows"), list) \
-        and isinstance(data.get("setups"), dict) and all(
+        and isinstance(data.get("setups"), dict) and all(isinstance(v, dict) for v in data["setups"].values()) \
+        and all(
             isinstance(r, dict) and isinstance(r.get("update"), int) and r.get("weights") in ("ema", "online")
-            and isinstance(r.get("val_loss"), (int, float)) and r.get("setup") in data["setups"]
-            and (r.get("wer") is None or isinstance(r["wer"], (int, float)))
-            and isinstance(r.get("scored"), str) for r in data["rows"])
+            and isinstance(r.get("val_loss"), (int, float)) and isinstance(r.get("setup"), str)
+            and r["setup"] in data["setups"] and isinstance(r.get("scored"), str)
+            and all(_number_or_none(r.get(k)) for k in ("wer", "cer", "speaker_similarity")) for r in data["rows"])
     if not ok:
         raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score")
     if manifest_sha and data.get("manifest_sha256") != manifest_sha:
         raise UserError(f"{path}: scores of another run (manifest {str(data.get('manifest_sha256'))[:12]}, this "
                         f"run's is {manifest_sha[:12]}); delete it and score this run again")
     return data
+
+
+def describe_setup(mark, d: dict) -> str:
+    """One line saying how the rows of a setup were scored."""
+    asr, speaker, synth = d.get("asr") or {}, d.get("speaker") or {}, d.get("synthesis") or {}
+    return (f"setup {mark}: recogniser {asr.get('model', 'none')}; speaker model {speaker.get('model', 'none')}; "
+            f"seed {synth.get('seed')}, nfe_step {synth.get('nfe_step')}, vocoder {synth.get('vocoder')}")
 
 
 def best_row(rows: list[dict]) -> tuple[dict, str] | None:
