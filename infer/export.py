@@ -10,7 +10,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from finetune.lock.checkpoints import check_binding, header, load_weights, pick_checkpoint, weights_in
+from finetune.lock.checkpoints import (check_binding, header, load_weights, pick_checkpoint, tensors_hash,
+                                      weights_in)
 from finetune.lock.diagnose import check_fits
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
@@ -67,12 +68,20 @@ def export(cfg: dict) -> Path:
     else:
         extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
                  "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),
-                 "manifest_sha256": manifest["sha256"], **merged}
+                 "manifest_sha256": manifest["sha256"], f"{weights}_sha256": tensors_hash(tensors), **merged}
         if cfg["adapter_only"]:
             extra |= {"adapter": adapter["kind"], "base_sha256": manifest["pretrained"]["sha256"],
                       "base_source": manifest["pretrained"]["source"]}
-    if cfg["layout"] == "upstream":
-        atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
+    written = []
+    try:
+        if cfg["layout"] == "upstream":
+            atomic_write(vocab_out, lambda tmp: Path(tmp).write_bytes(vocab))
+            written.append(vocab_out)
+        atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=extra))
+    except BaseException:  # no vocab file left alone: a retry would be refused as an overwrite
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
+    if written:
         print(f"vocab: {vocab_out}", file=sys.stderr)
-    atomic_write(out, lambda tmp: save_file(tensors, str(tmp), metadata=extra))
     return out

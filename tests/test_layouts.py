@@ -69,16 +69,9 @@ def test_files_that_are_not_state_dicts_are_refused_in_one_line(tmp_path, conten
 
 def test_a_flipped_bit_in_tensor_data_is_caught(runs, tmp_path):
     """The header is intact, so shapes check out: only the recorded tensor hash can tell."""
-    import json
-    import struct
-
     run = shutil.copytree(runs["f5"], tmp_path / "r")
     path = list_checkpoints(run)[4]
-    data = bytearray(path.read_bytes())
-    n = struct.unpack("<Q", data[:8])[0]
-    start, end = json.loads(data[8:8 + n])["ema.transformer.proj_out.weight"]["data_offsets"]
-    data[8 + n + (start + end) // 2] ^= 0x01  # one bit inside an EMA tensor
-    path.write_bytes(bytes(data))
+    flip(path, "ema.transformer.proj_out.weight")
     with pytest.raises(DamagedFile, match="its ema weights do not match the sha256 recorded"):
         load_weights(path, "ema")
     assert load_weights(path, "online")  # the other set is intact
@@ -88,3 +81,20 @@ def test_a_flipped_bit_in_tensor_data_is_caught(runs, tmp_path):
         infer("export", f"run={run}", f"out={tmp_path / 'x.safetensors'}")
     with pytest.raises(DamagedFile):
         finetune(tmp_path, "from-flipped", "f5tts_tiny", f"pretrained={run}")
+
+    exported = infer("export", f"run={runs['f5']}", f"out={tmp_path / 'e.safetensors'}")  # an export is checked too
+    flip(exported, "transformer.proj_out.weight")
+    with pytest.raises(DamagedFile, match="its ema weights do not match the sha256 recorded"):
+        infer(f"model_file={exported}", "nfe_step=1", f"out={tmp_path / 'e.wav'}")
+
+
+def flip(path, key: str) -> None:
+    """One bit flipped in the middle of a tensor's data; the header stays intact."""
+    import json
+    import struct
+
+    data = bytearray(path.read_bytes())
+    n = struct.unpack("<Q", data[:8])[0]
+    start, end = json.loads(data[8:8 + n])[key]["data_offsets"]
+    data[8 + n + (start + end) // 2] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -260,3 +260,18 @@ def test_version_drift_warning(capsys):
     warn_version_drift({"versions": {"f5-tts": "0.9.0", "torch": torch.__version__.split("+")[0]}})
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "f5-tts 0.9.0 (run) vs 1.1.22 (installed)" in err
+
+
+def test_an_export_that_fails_midway_leaves_nothing_and_can_be_retried(runs, tmp_path, monkeypatch):
+    out = tmp_path / "up.safetensors"
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("infer.export.save_file", full_disk)
+    with pytest.raises((UserError, OSError)):
+        infer("export", f"run={runs['f5']}", f"out={out}", "layout=upstream")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # the vocab file written first was taken back
+    monkeypatch.undo()
+    assert infer("export", f"run={runs['f5']}", f"out={out}", "layout=upstream") == out
+    assert (tmp_path / "up_vocab.txt").is_file()
