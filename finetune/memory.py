@@ -142,16 +142,19 @@ def choose_budget(model, clips, cfg: dict, accelerator, optimizer_cls) -> dict:
         mid = (good + bad) // 2
         tried[mid] = measure(model, clips, mid, cfg, accelerator, optimizer_cls)
         good, bad = (mid, bad) if tried[mid] is not None and tried[mid] <= limit else (good, mid)
-    if good is None:
+    # the smallest any rank affords; gathered before any refusal, so that no rank waits for one that stopped
+    chosen = int(min(accelerator.gather(torch.tensor([good or 0], device=device))))
+    if not chosen:
         peak = tried[longest]
-        raise UserError(f"data.frames_per_batch=auto: even one longest clip ({longest} frames) needs "
-                        f"{'more than the memory there is' if peak is None else f'{peak:.0f} MB'} against a cap of "
-                        f"{limit:.0f} MB; try {OOM_ADVICE.split(', ', 1)[1]}, or prepare shorter clips")
-    chosen = int(min(accelerator.gather(torch.tensor([good], device=device))))  # the smallest any rank affords
-    record = {"frames_per_batch": chosen, "peak_mb": round(tried[good], 1), "limit_mb": round(limit, 1),
+        needs = ("more than the memory there is" if peak is None else f"{peak:.0f} MB") if good is None else \
+            "more than another process's cap"
+        raise UserError(f"data.frames_per_batch=auto: even one longest clip ({longest} frames) needs {needs} against "
+                        f"a cap of {limit:.0f} MB; try {OOM_ADVICE.split(', ', 1)[1]}, or prepare shorter clips")
+    peak = tried.get(chosen) or tried[good]  # else this rank's figure at its own larger choice: an upper bound
+    record = {"frames_per_batch": chosen, "peak_mb": round(peak, 1), "limit_mb": round(limit, 1),
               "in_use_mb": round(in_use_mb(device), 1),
               "tried": {int(b): (None if p is None else round(p, 1)) for b, p in sorted(tried.items())}}
     if accelerator.is_main_process:
-        print(f"data.frames_per_batch=auto: {chosen} frames (an update adds {tried[good]:.0f} MB; cap "
+        print(f"data.frames_per_batch=auto: {chosen} frames (an update adds {peak:.0f} MB; cap "
               f"{limit:.0f} MB on {device.type})", file=sys.stderr)
     return record

@@ -171,11 +171,14 @@ def start(cfg: dict) -> tuple[Path, dict]:
         "fingerprint": fingerprint(trained_state(model)),  # a LoRA run's: its adapter's (the base's: pretrained)
         **({"batch_probe": probe} if probe else {}),
     }
-    lock = None
-    manifest = None
-    if accelerator.is_main_process:
-        manifest, lock = create_run(run_dir, body, vocab, reference, sr)
-    manifest = broadcast_object_list([manifest])[0]
+    created = {}
+
+    def create():
+        if accelerator.is_main_process:
+            created["manifest"], created["lock"] = create_run(run_dir, body, vocab, reference, sr)
+
+    _on_every_rank(create)  # rank 0's refusal (a folder that appeared, no room) stops every rank
+    manifest, lock = broadcast_object_list([created.get("manifest")])[0], created.get("lock")
     try:
         result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held).fit()
     finally:
@@ -255,11 +258,12 @@ def _on_every_rank(check):
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
+    state = PartialState()
     try:
         check()
         error = None
     except UserError as e:
-        error = f"{e} (rank {PartialState().process_index})"
+        error = f"{e} (rank {state.process_index})" if state.num_processes > 1 else str(e)
     errors = [e for e in gather_object([error]) if e]
     if errors:
         raise UserError(errors[0])
