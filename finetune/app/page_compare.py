@@ -20,10 +20,9 @@ def diff_rows(ctx: Ctx, a: str, b: str, only_differing: bool) -> tuple[str, list
             raise UserError(problem)
         manifests.append(m)
     rows = runs.diff(*manifests)
-    differing = sum(1 for r in rows if not r[3])
-    if only_differing:
-        rows = [r for r in rows if not r[3]]
-    return message(f"{differing} keys differ, {sum(1 for r in runs.diff(*manifests) if r[3])} are the same"), rows
+    differing = [r for r in rows if not r[3]]
+    said = message(f"{len(differing)} keys differ, {len(rows) - len(differing)} are the same")
+    return said, differing if only_differing else rows
 
 
 def listen(ctx: Ctx, a: tuple, b: tuple, voice_values) -> tuple[str, str | None, str | None]:

@@ -155,6 +155,8 @@ def read_export(path) -> tuple[dict, list[str], dict]:
     if meta.get("format") != EXPORT_FORMAT:
         raise UserError(f"model_file={path}: not an f5tune export (no manifest in its metadata); "
                         "export one with python -m infer export run=... out=..., or adopt a foreign file")
+    if not all(isinstance(meta.get(k), str) for k in ("manifest", "vocab")):
+        raise UserError(f"model_file={path}: its metadata lacks the manifest or the vocab; export it again")
     manifest = parse_manifest(meta["manifest"], f"{path} (embedded manifest)")
     vocab = parse_vocab(meta["vocab"].encode("utf-8"), f"{path} (embedded vocab)")
     if vocab_bytes(vocab) != meta["vocab"].encode("utf-8"):
