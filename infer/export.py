@@ -10,9 +10,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from finetune.lock.checkpoints import (check_binding, header, load_weights, pick_checkpoint, tensors_hash,
-                                      weights_in)
-from finetune.lock.diagnose import check_fits
+from finetune.lock.checkpoints import (check_binding, check_weights, header, load_weights, pick_checkpoint,
+                                      tensors_hash)
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
 from finetune.lock.load import EXPORT_FORMAT, merged_manifest, model_from
@@ -45,9 +44,7 @@ def export(cfg: dict) -> Path:
     ckpt = pick_checkpoint(run_dir, which)
     shapes, meta = header(ckpt)
     check_binding(meta, manifest, run_dir, ckpt, cfg["allow_foreign"])
-    if not weights_in(shapes, weights) and weights == "online" and weights_in(shapes, "ema"):
-        raise UserError(f"{ckpt} holds only EMA weights (as hub and pruned files do); use weights=ema")
-    check_fits(manifest["fingerprint"], weights_in(shapes, weights), ckpt, f"the run {run_dir}")
+    check_weights(shapes, weights, manifest["fingerprint"], ckpt, f"the run {run_dir}")
     adapter = manifest["model"].get("adapter")
     if cfg["adapter_only"] and not adapter:
         raise UserError(f"adapter_only=true: the run {run_dir} is a full fine-tune, which has no adapter; "

@@ -248,12 +248,17 @@ def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: st
     if fingerprint(model.state_dict()) != manifest["fingerprint"]:
         raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
                         f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+    check_weights(shapes, weights, manifest["fingerprint"], path, target)
+    read_into(model, path, weights)
+    return model
+
+
+def check_weights(shapes: dict, weights: str, expected: dict, path, target: str) -> None:
+    """The file holds the `weights` set, of the shapes `expected` (a fingerprint), or says why not."""
     found = weights_in(shapes, weights)
     if not found and weights == "online" and weights_in(shapes, "ema"):
         raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
-    check_fits(manifest["fingerprint"], found, path, target)
-    read_into(model, path, weights)
-    return model
+    check_fits(expected, found, path, target)
 
 
 # ---- files of any layout: ours, upstream's trainer and hub files, pruned files --------------------

@@ -10,7 +10,7 @@ import torch
 
 from .adapter import adapter_state, merge_into_base, wrap
 from .builder import build_model, fingerprint
-from .checkpoints import (check_binding, header, model_for, pick_checkpoint, read_into, read_upstream,
+from .checkpoints import (check_binding, check_weights, header, model_for, pick_checkpoint, read_into, read_upstream,
                           resolve_pretrained, weights_in)
 from .diagnose import check_fits
 from .errors import UserError
@@ -70,10 +70,7 @@ def model_from(manifest: dict, vocab: list, path: Path, shapes: dict, weights: s
     spec = manifest["model"]
     if not spec.get("adapter"):
         return model_for(manifest, vocab, path, shapes, weights, target)
-    found = weights_in(shapes, weights)
-    if not found and weights == "online" and weights_in(shapes, "ema"):
-        raise UserError(f"{path} holds only EMA weights; use weights=ema")
-    check_fits(manifest["fingerprint"], found, path, target)  # the adapter's shapes, before the base is read
+    check_weights(shapes, weights, manifest["fingerprint"], path, target)  # the adapter's, before the base is read
     wrapped = wrap(base_model(manifest, vocab, target), spec["adapter"])
     model = wrapped.base_model.model
     adapter = adapter_state(model.state_dict(keep_vars=True))
