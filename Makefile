@@ -1,6 +1,6 @@
 # make demo: create the environment, fine-tune a tiny model on the bundled clips, synthesise from that run.
 # make test: the test suite (CPU only, a few minutes).
-# make bench: the benchmarks against upstream f5-tts (about 11 minutes on 2 cores; not part of CI).
+# make bench: the benchmarks, against upstream f5-tts where it has a side (about 40 minutes on 2 cores; not part of CI).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -34,3 +34,8 @@ bench: install
 	$(BIN)/python bench/load_memory.py
 	$(BIN)/python bench/preflight.py
 	$(BIN)/python bench/prepare_speed.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/lora.py
+	$(BIN)/python bench/validation_cost.py f5tts_tiny,f5tts_small 8 2
+	$(BIN)/python bench/slice_speed.py 10 3
+	$(BIN)/python bench/kill_trials.py 20
