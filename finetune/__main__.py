@@ -72,16 +72,27 @@ def main(cfg: DictConfig) -> dict:
 
 def cli(argv: list[str]) -> None:
     without_upstream_trainer()
-    with user_errors():
-        done = run(argv)
+    try:
+        with user_errors():
+            done = run(argv)
+            if done is None:
+                precompose("finetune", argv, "python -m finetune model=<name> --help")
         if done is None:
-            precompose("finetune", argv, "python -m finetune model=<name> --help")
-    if done is None:
-        main()
-    elif int(os.environ.get("RANK", "0")) == 0:
-        if done[1].get("verified"):
-            print(done[1]["verified"])
-        print(f"run: {done[0]}")
+            main()
+        elif int(os.environ.get("RANK", "0")) == 0:
+            if done[1].get("verified"):
+                print(done[1]["verified"])
+            print(f"run: {done[0]}")
+    finally:
+        close_process_group()
+
+
+def close_process_group() -> None:
+    """Leave the process group before exiting, refusal included: gloo's threads torn down at interpreter exit
+    can abort the process ("terminate called without an active exception") instead of exiting 2."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

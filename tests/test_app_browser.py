@@ -226,9 +226,10 @@ def test_diff_of_two_runs_lists_differing_model_keys(site, page, tmp_path):
     page.locator("#cmp-only input[type=checkbox]").check()
     click(page, "cmp-go")  # (ticking the box compares too)
     wait_text(page, "cmp-summary", r"\d+ keys differ")
+    # the table draws its rows after the summary shows: wait for them
+    assert wait_row(page, "cmp-diff", "model.backbone", 2, "^UNetT$")[1] == "DiT"
     rows = table_rows(page, "cmp-diff")
     shown = {r[0]: r for r in rows}
-    assert shown["model.backbone"][1:3] == ["DiT", "UNetT"], rows
     assert shown["model.name"][1:3] == ["f5tts_tiny", "e2tts_tiny"]
     assert all(r[3] == "false" for r in rows), rows  # only differing keys, as asked
 
