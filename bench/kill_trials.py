@@ -1,11 +1,11 @@
 """Crash and concurrency trials, the figures behind README's "What it guarantees".
 
-Kill trials: a tiny fine-tune is killed with SIGKILL at a random moment, uniform over the time its run folder
-exists (from the manifest's appearance to the process's exit, as timed on an uninterrupted run: a kill during
-start-up leaves nothing to check), then every file it left is checked (each listed checkpoint's header, tensor
-hashes and training state read whole; nothing half-written under a checkpoint's name) and the run is resumed
-to its end, unless its last checkpoint is already the final one (killed during the verified finish); its final
-weights are compared with an uninterrupted run's, bit for bit.
+Kill trials: a tiny fine-tune is killed with SIGKILL at a random moment, uniform from its manifest's
+appearance to half a second after its final checkpoint's, as timed on an uninterrupted run (a kill during
+start-up leaves nothing to check; one late in the verified finish, only a complete run). Then every file it
+left is checked (each listed checkpoint's header, tensor hashes and training state read whole; nothing
+half-written under a checkpoint's name) and the run is resumed to its end, unless its last checkpoint is
+already the final one; its final weights are compared with an uninterrupted run's, bit for bit.
 Concurrency trials: two writers at once on one folder, each way they can meet; exactly one must proceed and
 the other be refused in one line, with nothing of the first one's touched.
 Usage: python bench/kill_trials.py [kill trials] [seed]
@@ -71,12 +71,15 @@ def kill_trials(root: Path, n: int, rng: random.Random) -> dict:
 
     started = time.monotonic()
     proc = finetune(*RUN, f"run.root={root}", "run.name=reference", wait=False)
-    while not (root / "reference" / "manifest.yaml").exists() and proc.poll() is None:
-        time.sleep(0.02)
-    folder = time.monotonic() - started
+    marks = []
+    ref = root / "reference"
+    for path in (ref / "manifest.yaml", ref / "checkpoints" / "model_00000024.safetensors"):
+        while not path.exists() and proc.poll() is None:
+            time.sleep(0.02)
+        marks.append(time.monotonic() - started)
     _, err = proc.communicate()
     assert proc.returncode == 0, err[-2000:]
-    span = time.monotonic() - started
+    folder, span = marks[0], marks[1] + 0.5  # to just after the final save: training, saves and the finish's start
     reference = final_weights(root / "reference")
     totals = {"trials": 0, "files checked": 0, "damaged files": 0, "resumed": 0, "already complete": 0,
               "bit-identical": 0, "refused": 0}
