@@ -104,18 +104,24 @@ def choose(page, elem_id: str, value: str) -> None:
     """A dropdown: open it and click the option; where custom values are allowed and no option matches,
     type the value and press Enter."""
     box = page.locator(f"#{elem_id} input[role=combobox]")
-    box.click()
-    option = page.locator(f"[role=option][aria-label={json.dumps(value)}]")
-    try:  # the list opens with every choice at once, or has none
-        page.locator("[role=option]").first.wait_for(timeout=1500)
-    except Exception:
-        pass
-    if option.count():
-        option.first.click()
-    else:
-        box.fill(value)
-        box.press("Enter")
-    box.blur()
+    for _ in range(3):  # a busy page can drop the choice (the list still filtered by the old text): again
+        box.click()
+        option = page.locator(f"[role=option][aria-label={json.dumps(value)}]")
+        try:  # the list opens with every choice at once, or has none
+            page.locator("[role=option]").first.wait_for(timeout=1500)
+        except Exception:
+            pass
+        if option.count():
+            option.first.click()
+        else:
+            box.fill(value)
+            box.press("Enter")
+        box.blur()
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            if box.input_value() == value:
+                return
+            time.sleep(0.1)
 
 
 def choose_starting(page, elem_id: str, prefix: str) -> str:
