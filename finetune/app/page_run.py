@@ -91,8 +91,8 @@ def signature(ctx: Ctx, run: str | None):
 
 
 def command(ctx: Ctx, run: str | None) -> str:
-    """The reproduce command: its own event, since composing the config options the first time takes a
-    second or two and the rest of the page need not wait for it."""
+    """The reproduce command (composing the config options takes a second or two the first time, then is
+    cached)."""
     try:
         run_dir = ctx.roots.run_dir(run)
     except UserError:
@@ -159,9 +159,14 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         console = gr.Textbox(lines=12, max_lines=12, interactive=False, show_label=False, elem_id="run-console")
     seen = gr.State(None)
 
-    parts = [verified, state, *curves, ckpts, samples, amend, manifest, console]
-    run.change(lambda r: (*show(ctx, r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
-    gr.on([app.load, run.change, amend.change], lambda r: command(ctx, r), run, reproduce, show_progress="hidden")
+    # the reproduce command comes in the same response as the rest: as an event of its own, a slow first
+    # compose for the run shown at load could land after a newer run's page and show the wrong command
+    parts = [verified, state, *curves, ckpts, samples, amend, manifest, console, reproduce]
+
+    def page(r):
+        return (*show(ctx, r), command(ctx, r))
+
+    run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
     run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
     app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
 
@@ -169,7 +174,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         now = signature(ctx, r)
         if now == before:
             return [gr.skip()] * (len(parts) + 1)
-        return [*show(ctx, r), now]
+        return [*page(r), now]
 
     gr.Timer(REFRESH).tick(tick, [run, seen], [*parts, seen], show_progress="hidden")
 
