@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .config import apply_overrides
 from .data import check_frame_budget
-from .lock.adapter import adapter_spec, adapter_state, load_trained, trained_state, with_adapter
+from .lock.adapter import adapter_spec, load_trained, trained_state, with_adapter
 from .lock.audio import load_audio
 from .lock.builder import build_model, fingerprint, model_spec
 from .lock.checkpoints import (
@@ -336,13 +336,9 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
     update, state, online, ema, damaged = latest_intact(run_dir, manifest)
     if update and spec.get("adapter"):  # the base the manifest names (verified), the adapter on top
-        from .lock.load import base_model
+        from .lock.load import adapter_model
 
-        model = with_adapter(base_model(manifest, vocab, f"the run {run_dir}"), spec["adapter"],
-                             cfg["adapter"]["dropout"])
-        if fingerprint(adapter_state(model.state_dict())) != manifest["fingerprint"]:
-            raise UserError(f"the installed peft builds a different adapter than the run {run_dir} recorded "
-                            f"(peft {manifest['versions'].get('peft')}); install that version")
+        model = adapter_model(manifest, vocab, f"the run {run_dir}", cfg["adapter"]["dropout"]).base_model.model
     elif update:
         model = build_model(spec, vocab, init_weights=False)  # every tensor is read below
         if fingerprint(model.state_dict()) != manifest["fingerprint"]:

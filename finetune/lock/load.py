@@ -71,14 +71,20 @@ def model_from(manifest: dict, vocab: list, path: Path, shapes: dict, weights: s
     if not spec.get("adapter"):
         return model_for(manifest, vocab, path, shapes, weights, target)
     check_weights(shapes, weights, manifest["fingerprint"], path, target)  # the adapter's, before the base is read
-    wrapped = wrap(base_model(manifest, vocab, target), spec["adapter"])
+    wrapped = adapter_model(manifest, vocab, target)
     model = wrapped.base_model.model
-    adapter = adapter_state(model.state_dict(keep_vars=True))
-    if fingerprint(adapter) != manifest["fingerprint"]:
+    read_into(model, path, weights, adapter_state(model.state_dict(keep_vars=True)))
+    return merge_into_base(wrapped) if merge else model
+
+
+def adapter_model(manifest: dict, vocab: list, target: str, dropout: float = 0.0):
+    """A LoRA run's model before its adapter's weights are read (peft's wrapper): the verified base with the
+    adapter the manifest records injected, checked against the manifest's fingerprint."""
+    wrapped = wrap(base_model(manifest, vocab, target), manifest["model"]["adapter"], dropout)
+    if fingerprint(adapter_state(wrapped.base_model.model.state_dict())) != manifest["fingerprint"]:
         raise UserError(f"the installed peft builds a different adapter than {target} recorded (written with peft "
                         f"{manifest['versions'].get('peft')}); install that version")
-    read_into(model, path, weights, adapter)
-    return merge_into_base(wrapped) if merge else model
+    return wrapped
 
 
 # ---- a LoRA run's base --------------------------------------------------------------------------
