@@ -51,12 +51,10 @@ def export(cfg: dict) -> Path:
                         "leave adapter_only out to export its model")
     if cfg["adapter_only"] and cfg["layout"] == "upstream":
         raise UserError("adapter_only=true: upstream's layout has no place for an adapter; use layout=f5tune")
-    merged = {}
     if adapter and not cfg["adapter_only"]:  # the base, verified, with the adapter merged into it
         model = model_from(manifest, symbols, ckpt, shapes, weights, f"the run {run_dir}", merge=True)
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        merged = {"merged_from_manifest_sha256": manifest["sha256"]}
-        manifest = merged_manifest(manifest)
+        manifest = merged_manifest(manifest)  # records the run's manifest hash under merged:
     else:
         tensors = {k: v.contiguous() for k, v in load_weights(ckpt, weights).items()}
     if cfg["layout"] == "upstream":
@@ -65,7 +63,7 @@ def export(cfg: dict) -> Path:
     else:
         extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
                  "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),
-                 "manifest_sha256": manifest["sha256"], f"{weights}_sha256": tensors_hash(tensors), **merged}
+                 "manifest_sha256": manifest["sha256"], f"{weights}_sha256": tensors_hash(tensors)}
         if cfg["adapter_only"]:
             extra |= {"adapter": adapter["kind"], "base_sha256": manifest["pretrained"]["sha256"],
                       "base_source": manifest["pretrained"]["source"]}
