@@ -5,7 +5,7 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from .lock.errors import UserError
+from .lock.errors import UserError, first_line
 from .lock.schema import FinetuneConfig, check
 from .prepare_schema import PrepareConfig
 
@@ -59,7 +59,7 @@ def plain(cfg, schema) -> dict:
         data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
     except CONFIG_ERRORS as e:  # OmegaConf's errors name the key; keep only that line
         where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
-        raise UserError(f"config: {where}{str(e).strip().splitlines()[0]}")
+        raise UserError(f"config: {where}{first_line(e)}")
     check(data, schema)
     return data
 

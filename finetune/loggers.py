@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from .lock.errors import first_line
+
 
 def _wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
@@ -59,7 +61,7 @@ class RunLogger:
             try:
                 self.backend = wandb.init(**args, mode=wandb_mode())
             except wandb.errors.Error as e:  # a rejected key, a server error: the run goes on offline
-                print(f"warning: wandb: {str(e).splitlines()[0][:150]}; logging offline", file=sys.stderr)
+                print(f"warning: wandb: {first_line(e, 150)}; logging offline", file=sys.stderr)
                 self.backend = wandb.init(**args, mode="offline")
             if self.backend.disabled:
                 return

@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from . import recordings, slicing, transcribe
 from .config import plain, precompose, register
 from .lock.dataset import DATASET_FORMAT, dataset_hash, read_dataset
-from .lock.errors import UserError, user_errors
+from .lock.errors import UserError, first_line, user_errors
 from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
 from .prepare_schema import PrepareConfig, check_ranges
 from .sources import Problem, read_rows
@@ -82,7 +82,7 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
             samples, sr = decode(data)
         except Exception as e:  # soundfile raises several types for corrupt input
             return {"kind": "unreadable", "detail": f"cannot decode {Path(audio).name} "
-                                                    f"({str(e).strip().splitlines()[0][:80]}); use wav, flac or ogg"}
+                                                    f"({first_line(e, 80)}); use wav, flac or ogg"}
         if samples.size == 0:
             return {"kind": "empty_audio", "detail": f"{Path(audio).name} has no samples"}
         problem = slicing.level_problem(samples, bounds)  # NaN, inf, or far over full scale: never cached

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 
 from . import slicing, transcribe
-from .lock.errors import UserError
+from .lock.errors import UserError, first_line
 from .lock.files import atomic_write_bytes, sha256_file
 from .sources import AUDIO_EXTENSIONS, HEADER_NAMES, Problem
 from .workers import pmap
@@ -214,7 +214,7 @@ def read_state(out: Path) -> dict:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise UserError(f"{out / STATE}: unreadable ({str(e).splitlines()[0][:80]}); delete it and "
+        raise UserError(f"{out / STATE}: unreadable ({first_line(e, 80)}); delete it and "
                         f"{out / METADATA} to start again from the recogniser's text")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{out / STATE}: not written by this tool; delete it and {out / METADATA} to start again")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .lock.errors import first_line
 from .lock.files import atomic_write_bytes, sha256_bytes
 
 VERSION = 1  # part of every clip's key: a change to the cutting rules cuts again
@@ -121,7 +122,7 @@ def slice_recording(path: str, clips_dir: str, settings: dict, bounds: dict) -> 
         y, sr = decode(data)
     except Exception as e:  # soundfile raises several types for corrupt input
         return {"kind": "unreadable", "detail": f"cannot decode {path.name} "
-                                                f"({str(e).strip().splitlines()[0][:80]}); use wav, flac or ogg"}
+                                                f"({first_line(e, 80)}); use wav, flac or ogg"}
     if y.size == 0:
         return {"kind": "empty_audio", "detail": f"{path.name} has no samples"}
     problem = level_problem(y, bounds)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .lock.errors import UserError
+from .lock.errors import UserError, first_line
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 HEADER_NAMES = {"audio_file", "audio_path", "audio", "path", "file", "filename", "wav", "id"}
@@ -153,7 +153,7 @@ def _upstream(folder: Path):
             table = pa.ipc.open_stream(source).read_all()
         records = table.select(["audio_path", "text"]).to_pylist()
     except Exception as e:
-        raise UserError(f"{folder / 'raw.arrow'}: cannot read ({str(e).splitlines()[0][:100]}); "
+        raise UserError(f"{folder / 'raw.arrow'}: cannot read ({first_line(e, 100)}); "
                         "prepare the folder again with upstream's tools, or give the original metadata file")
     rows, problems = [], []
     for n, rec in enumerate(records, start=1):

@@ -17,7 +17,7 @@ import torch
 from .data import ClipDataset, FrameBatches, collate
 from .lock.adapter import adapter_keys, ema_copy, has_adapter, load_trained, trained_state
 from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
-from .lock.errors import UserError
+from .lock.errors import UserError, first_line
 from .loggers import RunLogger
 from .memory import OOM_ADVICE, is_oom, peak_mb, reset_peak
 from .runfolder import METRICS, now, write_status
@@ -207,7 +207,7 @@ class Trainer:
                 if main:
                     self.logger.close()
                     write_status(self.run_dir, "crashed", update=p.update,
-                                 message=(str(e).splitlines() or [""])[0][:300] or type(e).__name__)
+                                 message=first_line(e, 300))
                 raise e
         a.wait_for_everyone()
         if main:

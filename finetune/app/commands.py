@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from finetune.config import CONF_DIR, CONFIG_ERRORS
-from finetune.lock.errors import UserError
+from finetune.lock.errors import UserError, first_line
 from finetune.lock.schema import flatten
 
 PYTHON = [sys.executable, "-m"]
@@ -48,7 +48,7 @@ def hydra_value(value) -> str:
     try:
         back = _hydra_parses(quoted)
     except CONFIG_ERRORS as e:
-        raise UserError(f"{text!r}: cannot be passed as one Hydra value ({str(e).splitlines()[0]})")
+        raise UserError(f"{text!r}: cannot be passed as one Hydra value ({first_line(e)})")
     if back != text:
         raise UserError(f"{text!r}: cannot be passed as one Hydra value unchanged (it reads back as {back!r})")
     return quoted

@@ -10,7 +10,7 @@ hash and fingerprint serve adapter checkpoints and whole ones alike.
 import copy
 import re
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 # what peft names an adapter's own tensors: LoRA's two factors, and the rows of the text embedding that
 # a vocab extension appends (peft's trainable tokens), which train whole
@@ -77,7 +77,7 @@ def wrap(model, spec: dict, dropout: float = 0.0, seed: int | None = None):
         try:
             wrapped = get_peft_model(model, _lora_config(spec, dropout))
         except (ValueError, TypeError, NotImplementedError) as e:  # peft's refusal of a module type it cannot wrap
-            raise UserError(f"adapter.targets={spec['targets']}: peft cannot wrap them ({(str(e) or type(e).__name__).splitlines()[0][:200]})")
+            raise UserError(f"adapter.targets={spec['targets']}: peft cannot wrap them ({first_line(e, 200)})")
     inner = wrapped.base_model.model
     trainable = {n for n, p in inner.named_parameters() if p.requires_grad}
     if trainable != set(adapter_keys(n for n, _ in inner.named_parameters())):

@@ -10,7 +10,7 @@ import json
 import re
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .files import sha256_bytes, sha256_file
 
 FETCHED = ["*.json", "*.safetensors", "*.txt", "*.tiktoken"]  # config, tokenizer, weights: no pickles
@@ -55,7 +55,7 @@ def _fetch(repo_id: str, key: str, example: str) -> Path:
         if constants.HF_HUB_OFFLINE:
             raise UserError(f"{key}={repo_id}: not in the local hub cache and HF_HUB_OFFLINE is set; {fix}, "
                             "or fetch it once with the hub reachable")
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise UserError(f"{key}={repo_id}: cannot download it ({reason[:120]}); {fix}")
 
 
@@ -67,7 +67,7 @@ def _quiet_transformers():
 
 
 def _cannot_load(key: str, model: str, folder: Path, e: Exception) -> UserError:
-    reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = first_line(e)
     return UserError(f"{key}={model}: cannot load it from {folder} ({reason[:160]})")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
@@ -32,7 +32,7 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
     try:
         samples, sr = decode(path.read_bytes())
     except Exception as e:  # soundfile raises several types for unreadable input
-        raise UserError(f"{path}: cannot read audio ({str(e).strip().splitlines()[0]}); use wav, flac or ogg")
+        raise UserError(f"{path}: cannot read audio ({first_line(e)}); use wav, flac or ogg")
     if samples.shape[0] == 0:
         raise UserError(f"{path}: audio has no samples")
     return resample(torch.from_numpy(samples), sr, sample_rate)

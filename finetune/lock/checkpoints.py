@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from .builder import build_model, fingerprint
 from .diagnose import check_fits
-from .errors import UserError
+from .errors import UserError, first_line
 from .files import atomic_write
 from .hub import hub_file
 from .layouts import OURS, tensor_desc, weight_keys
@@ -103,7 +103,7 @@ def load_train_state(path: Path) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch's loader raises plain exceptions of several types
         raise UserError(f"{path}: a whole file that torch {torch.__version__} will not load "
-                        f"({type(e).__name__}: {(str(e) or type(e).__name__).splitlines()[0][:120]}); resume with the torch the run used")
+                        f"({type(e).__name__}: {first_line(e, 120)}); resume with the torch the run used")
 
 
 def list_checkpoints(run_dir) -> dict[int, Path]:

@@ -12,7 +12,7 @@ import torch
 
 from .audio import demo_rows, load_audio, mel_spectrogram
 from .checkpoints import header
-from .errors import UserError
+from .errors import UserError, first_line
 from .files import sha256_bytes, sha256_file
 from .vocab import tokenize
 
@@ -32,7 +32,7 @@ def read_dataset(folder) -> dict:
     except FileNotFoundError:
         raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); prepare the dataset again")
+        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); prepare the dataset again")
     if not isinstance(ds, dict) or not isinstance(ds.get("summary"), dict) or ds["summary"].get("format") != DATASET_FORMAT:
         raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
     problem = _dataset_problem(ds)

@@ -1,7 +1,7 @@
 """Files from the Hugging Face hub, failing with one line that says what to pass instead."""
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 
 def hub_file(repo_id: str, filename: str, instead: str) -> Path:
@@ -12,5 +12,5 @@ def hub_file(repo_id: str, filename: str, instead: str) -> Path:
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as e:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise UserError(f"cannot download {repo_id}/{filename} ({reason[:120]}); {instead}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from .adapter import TARGET
-from .errors import UserError
+from .errors import UserError, first_line
 from .files import atomic_write_bytes, sha256_bytes
 from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, complete,
                      problems)
@@ -61,7 +61,7 @@ def load_yaml(text: str, source, what: str = "manifest") -> object:
     try:
         return yaml.load(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError) as e:
-        raise UserError(f"{source}: not a valid {what} ({str(e).splitlines()[0][:100]}); restore the original")
+        raise UserError(f"{source}: not a valid {what} ({first_line(e, 100)}); restore the original")
 
 
 def write_manifest(run_dir: Path, body: dict) -> dict:

@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .files import atomic_write_bytes
 
 NAME = "scores.json"
@@ -37,7 +37,7 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:80]}); delete it and score the run again")
+        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); delete it and score the run again")
     ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("rows"), list) \
         and isinstance(data.get("setups"), dict) and all(isinstance(v, dict) for v in data["setups"].values()) \
         and all(

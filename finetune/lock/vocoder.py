@@ -3,7 +3,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .hub import hub_file
 from .manifest import load_yaml
 
@@ -90,5 +90,5 @@ def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32, path_key:
     try:
         vocoder.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{weights}: does not fit the model {config} describes ({str(e).splitlines()[0][:120]})")
+        raise UserError(f"{weights}: does not fit the model {config} describes ({first_line(e, 120)})")
     return vocoder.eval().to(device)
