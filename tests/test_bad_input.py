@@ -70,3 +70,11 @@ def test_export_refusals(runs, tmp_path):
         with pytest.raises(UserError, match=needle):
             infer("export", *([f"run={runs['f5']}"] if args else []), *args)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_exception_without_a_message_still_gives_a_one_line_reason():
+    from finetune.lock.errors import first_line
+
+    assert first_line(ValueError()) == "ValueError"  # peft and torch raise some without a message
+    assert first_line(ValueError("\n  first\nsecond")) == "first"
+    assert first_line(OSError("a" * 500), 80) == "a" * 80
