@@ -89,7 +89,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         except UserError as e:
             return error(e), []
 
-    gr.on([go.click, only.change], compare, [a, b, only], [summary, table], queue=False)
+    gr.on([go.click, only.change], compare, [a, b, only], [summary, table], queue=False, trigger_mode="always_last")
     for dd in (a, b):
         dd.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)
         app.load(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)

@@ -57,7 +57,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         except UserError as e:
             return f"# error: {e}"
 
-    gr.on([app.load, *(c.change for c in form)], show, form, command, queue=False, show_progress="hidden")
+    gr.on([app.load, *(c.change for c in form)], show, form, command, queue=False, show_progress="hidden",
+          trigger_mode="always_last")
     source.focus(lambda s: gr.update(choices=datasets.inputs(roots.data), value=s), source, source, queue=False)
 
     def prepare(*values):

@@ -126,8 +126,10 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown) -> Non
         except UserError as e:
             return f"# error: {e}"
 
+    # always_last: led by app.load, gr.on defaults to "once", which drops the edits made while a compose is
+    # pending and leaves the command of an older form on show
     gr.on([app.load, *(c.change for c in form if not isinstance(c, gr.State))], show_command, form, command,
-          queue=False, show_progress="hidden")
+          queue=False, show_progress="hidden", trigger_mode="always_last")
 
     def pick_data(d):
         if not d or d == DEMO:
@@ -138,7 +140,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown) -> Non
             return f"error: {e}", gr.update(visible=False)
         return datasets.describe(s), gr.update(value=rep or "(no skipped rows)", visible=True)
 
-    gr.on([app.load, data.change], pick_data, data, [summary, report], queue=False)
+    gr.on([app.load, data.change], pick_data, data, [summary, report], queue=False, trigger_mode="always_last")
     app.load(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
     data.focus(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
     pretrained.change(lambda p: (gr.update(visible=p == PRETRAINED[2]), gr.update(visible=p == PRETRAINED[3],
