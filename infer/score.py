@@ -28,7 +28,7 @@ from finetune.lock.errors import UserError, user_errors
 from finetune.lock.files import sha256_bytes
 from finetune.lock.manifest import read_manifest
 from finetune.lock.schema import from_argv
-from finetune.lock.scores import best_row, describe_setup, merge, read_scores, write_scores
+from finetune.lock.scores import best_row, describe_setup, merge_into, read_scores
 
 from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
 
@@ -266,9 +266,7 @@ def score(cfg: dict) -> tuple[Path, dict]:
 
     head = {"run": run_dir.name, "manifest_sha256": manifest["sha256"],
             "held_out": {"rows": [c.where for c in held], "audio_sha256": [c.sha for c in held]}}
-    # read again just before writing: scores another process wrote meanwhile are kept
-    scores = merge(read_scores(run_dir, manifest["sha256"]), rows, setup, described, head)
-    return write_scores(run_dir, scores), scores
+    return merge_into(run_dir, manifest["sha256"], rows, setup, described, head)
 
 
 def main(argv=None) -> None:

@@ -174,3 +174,24 @@ def test_a_forged_scores_file_is_refused_in_one_line(tmp_path, forge):
     with pytest.raises(UserError, match="not a f5tune-scores/1 file; delete it and score the run again") as e:
         read_scores(tmp_path, "abc")
     assert "\n" not in str(e.value)
+
+
+def test_two_scorings_of_one_run_at_once_keep_both_rows(tmp_path):
+    """A scoring that finishes while another holds scores.json waits for it, then merges into what it wrote;
+    without the lock the later write would drop the earlier one's row."""
+    import threading
+
+    from finetune.lock.files import FolderLock
+    from finetune.lock.scores import merge, merge_into, read_scores, write_scores
+
+    head = {"manifest_sha256": "abc"}
+    row = {"update": 2, "weights": "ema", "val_loss": 1.5, "wer": None, "cer": None, "speaker_similarity": None}
+    other = FolderLock(tmp_path, "another scoring", name=".scores.lock").acquire()
+    second = threading.Thread(target=merge_into, args=(tmp_path, "abc", [row | {"update": 4}], "s1", {}, head))
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting for the first scoring to finish
+    write_scores(tmp_path, merge(read_scores(tmp_path, "abc"), [row], "s1", {}, head))  # the first one's write
+    other.release()
+    second.join(10)
+    assert [r["update"] for r in read_scores(tmp_path, "abc")["rows"]] == [2, 4]

@@ -60,12 +60,13 @@ class FolderLock:
     process ends, however it ends (kill -9 included). flock conflicts between any two open files, in one
     process or many; on NFS, Linux carries it out as a POSIX lock that the server enforces across hosts
     (NFSv4, or NFSv3 with lockd), so hosts sharing a runs folder exclude each other too. The file holds the
-    holder's PID and host, for the refusal message."""
+    holder's PID and host, for the refusal message. `name` picks another lock file in the folder, for a
+    writer that must not wait on the folder's main one (scores.json is written while a run trains)."""
 
     NAME = ".lock"
 
-    def __init__(self, folder, what: str):
-        self.folder, self.what, self.fd = Path(folder), what, None
+    def __init__(self, folder, what: str, name: str = NAME):
+        self.folder, self.what, self.name, self.fd = Path(folder), what, name, None
 
     def acquire(self, wait: float = 1.0) -> "FolderLock":
         import fcntl
@@ -74,7 +75,7 @@ class FolderLock:
 
         from .errors import UserError
 
-        fd = os.open(self.folder / self.NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.folder / self.name, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + wait  # a reader's brief probe (holder()) must not refuse a writer
         while True:
             try:
@@ -83,7 +84,8 @@ class FolderLock:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(fd)
-                    raise UserError(f"{self.folder} is in use by {holder(self.folder) or 'another process'}; "
+                    who = holder(self.folder, self.name) or "another process"
+                    raise UserError(f"{self.folder} is in use by {who}; "
                                     f"{self.what} needs it alone: wait for that process to end or stop it")
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
@@ -103,12 +105,12 @@ class FolderLock:
         self.release()
 
 
-def holder(folder) -> str | None:
+def holder(folder, name: str = FolderLock.NAME) -> str | None:
     """Who holds the folder's lock ("pid N on host"), or None when nobody does. Never blocks."""
     import fcntl
 
     try:
-        fd = os.open(Path(folder) / FolderLock.NAME, os.O_RDONLY)
+        fd = os.open(Path(folder) / name, os.O_RDONLY)
     except OSError:
         return None
     try:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import UserError, first_line
-from .files import atomic_write_bytes
+from .files import FolderLock, atomic_write_bytes
 
 NAME = "scores.json"
 FORMAT = "f5tune-scores/1"
@@ -90,6 +90,18 @@ def write_scores(run_dir, data: dict) -> Path:
     path = scores_path(run_dir)
     atomic_write_bytes(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
+
+
+def merge_into(run_dir, manifest_sha: str, rows: list[dict], setup: str, described: dict,
+               head: dict) -> tuple[Path, dict]:
+    """Read, merge and write scores.json under a lock of its own, so that two scorings of one run at once both
+    keep their rows. Not the run's lock: that one is the trainer's, and a run is scored while it trains."""
+    lock = FolderLock(run_dir, "writing scores.json", name=".scores.lock").acquire(wait=120)
+    try:
+        scores = merge(read_scores(run_dir, manifest_sha), rows, setup, described, head)
+        return write_scores(run_dir, scores), scores
+    finally:
+        lock.release()
 
 
 def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
