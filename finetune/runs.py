@@ -68,9 +68,13 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> tuple[P
         raise UserError(f"pretrained={run_dir} is a {other['family']} {other['name']} run; model={wanted} differs "
                         f"({'; '.join(diffs)}); pass model={other['name']} to continue from it")
     path = pick_checkpoint(run_dir, "last")
-    error = binding_error(header(path)[1], manifest, Path(run_dir), path)
+    meta = header(path)[1]
+    error = binding_error(meta, manifest, Path(run_dir), path)
+    if not error and meta.get("manifest_sha256") != manifest["sha256"]:  # inference would refuse it as a LoRA base
+        error = f"{path} carries no run binding, so nothing says it is that run's model"
     if error:
-        raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run")
+        raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run "
+                        f"(or name the file itself: pretrained=<its path>)")
     return path, manifest
 
 

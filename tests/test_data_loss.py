@@ -82,6 +82,13 @@ def test_a_checkpoint_bound_to_another_run_is_left_alone(runs, tmp_path):
     assert stray.read_bytes() == before and not list(run.glob("checkpoints/*.damaged"))
     with pytest.raises(UserError, match="pretrained=.*belongs to run 'e2'"):
         finetune(tmp_path, "from-mixed", "f5tts_tiny", f"pretrained={run}")
+    # unbound (hand-placed): a LoRA run from it would train, then be refused by inference, so refused here
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(list_checkpoints(run)[4]), stray, metadata={"format": "pt"})
+    with pytest.raises(UserError, match="pretrained=.*carries no run binding.*pretrained=<its path>"):
+        finetune(tmp_path, "from-unbound", "f5tts_tiny", f"pretrained={run}", "adapter=lora")
+    assert not (tmp_path / "from-unbound").exists()
 
 
 def test_resume_checks_it_can_write_before_training(runs, tmp_path):
