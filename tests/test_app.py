@@ -94,6 +94,19 @@ def test_paths_outside_the_roots_are_refused(roots, tmp_path):
             roots.confine(bad, "input")
 
 
+def test_a_typed_model_is_a_hub_id_or_a_folder_under_the_roots(roots, tmp_path):
+    (roots.data / "whisper").mkdir()
+    (roots.data / "org" / "model").mkdir(parents=True)
+    (roots.data / "link").symlink_to(tmp_path / "elsewhere")
+    assert roots.model("  ", "asr.model") is None
+    assert roots.model("openai/whisper-large-v3-turbo", "asr.model") == "openai/whisper-large-v3-turbo"
+    assert roots.model("whisper", "asr.model") == str(roots.data / "whisper")
+    assert roots.model("org/model", "asr.model") == str(roots.data / "org" / "model")  # the folder, not the hub id
+    for typed in ("/etc", "../elsewhere", "link", "link/x", "./../elsewhere/x"):
+        with pytest.raises(UserError, match="^asr.model=.*refused.*outside"):
+            roots.model(typed, "asr.model")
+
+
 def test_run_names_are_one_folder_under_the_runs_root(roots, tmp_path):
     for name in ("../elsewhere", "a/b", ".launch", "..", ""):
         with pytest.raises(UserError):

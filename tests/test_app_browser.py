@@ -118,17 +118,17 @@ def prepare_here(*overrides: str) -> None:
 
 
 def transcribed_dataset(top) -> None:
-    """A recording at 16 kHz with three stretches of speech, cut and transcribed by a tiny random Whisper into
-    data/talk (prepare with transcribe=true)."""
+    """A recording at 16 kHz with three stretches of speech in data/recordings, cut and transcribed by a tiny
+    random Whisper (data/whisper) into data/talk (prepare with transcribe=true)."""
     from tiny_whisper import write_tiny_whisper
 
     sr, parts = 16000, [np.zeros(6400, np.float32)]
     for seconds, seed in ((2.0, 7), (2.5, 8), (2.2, 9)):
         parts += [speechlike(seconds, sr, seed), np.zeros(int(0.8 * sr), np.float32)]
-    (top / "recordings").mkdir()
-    sf.write(top / "recordings" / "talk.wav", np.concatenate(parts), sr)
-    whisper = write_tiny_whisper(top / "whisper")
-    prepare_here(f"input={top / 'recordings'}", f"out={top / 'data' / 'talk'}", "transcribe=true",
+    (top / "data" / "recordings").mkdir()
+    sf.write(top / "data" / "recordings" / "talk.wav", np.concatenate(parts), sr)
+    whisper = write_tiny_whisper(top / "data" / "whisper")
+    prepare_here(f"input={top / 'data' / 'recordings'}", f"out={top / 'data' / 'talk'}", "transcribe=true",
                  f"asr.model={whisper}", "slice.min_seconds=1")
 
 
@@ -380,6 +380,25 @@ def test_prepare_a_folder_of_clips_then_browse_it(site, page, tmp_path):
 
 
 @screenshot_on_failure
+def test_transcribe_recordings_from_the_data_form(site, page, tmp_path):
+    """Recordings without transcripts, cut with the form's slice lengths and transcribed by the Whisper named by
+    its folder under data_root, become a dataset whose text came from the recogniser."""
+    tab(page, "data")
+    choose(page, "prep-input", "recordings")
+    fill(page, "prep-out", "talk2")
+    page.locator("#prep-transcribe input").check()
+    fill(page, "prep-asr", "whisper")
+    fill(page, "prep-slice-min", 1)
+    command = wait_text(page, "prep-command", re.escape(f"asr.model={site.data / 'whisper'}"))
+    assert "transcribe=true" in command and "slice.min_seconds=1" in command, command
+    result = click_then(page, "prep-go", "prep-result", r"\A(dataset|error):", 180)
+    assert "3 clips" in result, result
+    clips = json.loads((site.data / "talk2" / "dataset.json").read_text())["clips"]
+    assert len(clips) == 3 and {c["text_by"] for c in clips} == {"asr"}
+    page.locator("#prep-transcribe input").uncheck()  # the page is shared: the next test prepares clips
+
+
+@screenshot_on_failure
 def test_export_offers_the_file(site, page, tmp_path):
     tab(page, "export")
     choose(page, "exp-run", "alpha")
@@ -421,17 +440,20 @@ def test_review_edits_a_transcript_and_drops_a_clip(site, page, tmp_path):
 
 @screenshot_on_failure
 def test_score_table_marks_the_best_and_plays_two_rows(site, page, tmp_path):
-    """A run with held-out clips: the page says how to score it; scored (validation loss only), its rows show
-    with the best marked, and two rows go through the A/B path into two players."""
-    from finetune.lock.scores import best_row
-    from infer.score import parse, score
+    """A run with held-out clips: the page says how to score it; a recogniser outside the roots is refused;
+    scored from the page (validation loss only), its rows show with the best marked, and two rows go through
+    the A/B path into two players."""
+    from finetune.lock.scores import best_row, read_scores
 
     run = site.runs / "scored"
     tab(page, "compare")
     choose(page, "sc-run", "scored")
     wait_text(page, "sc-msg", re.escape(f"python -m infer.score run={run}"))
-    _, scores = score(parse([f"run={run}", "device=cpu"]))
-    click_then(page, "sc-reload", "sc-msg", "4 scored rows")
+    fill(page, "sc-asr", "/etc")
+    assert "outside" in click_then(page, "sc-score", "sc-msg", r"\Aerror:")
+    fill(page, "sc-asr", "")
+    click_then(page, "sc-score", "sc-msg", "4 scored rows", 180)
+    scores = read_scores(run)
     rows = table_rows(page, "sc-table")
     assert [(r[1], r[2]) for r in rows] == [("2", "ema"), ("2", "online"), ("4", "ema"), ("4", "online")], rows
     best, _ = best_row(scores["rows"])

@@ -97,6 +97,10 @@ def export_args(settings: dict) -> list[str]:
     return [*PYTHON, "infer", "export", *(f"{k}={text_value(v)}" for k, v in settings.items() if v is not None)]
 
 
+def score_args(settings: dict) -> list[str]:
+    return [*PYTHON, "infer.score", *(f"{k}={text_value(v)}" for k, v in settings.items() if v is not None)]
+
+
 def prepare_args(settings: dict) -> list[str]:
     return [*PYTHON, "finetune.prepare",
             *(f"{k}={hydra_value(v)}" for k, v in settings.items() if v is not None)]

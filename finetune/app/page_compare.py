@@ -5,7 +5,7 @@ import gradio as gr
 
 from finetune.lock.errors import UserError
 
-from . import launch, runs, scores
+from . import commands, launch, runs, scores
 from .page_synth import synth_args, voice_inputs
 from .widgets import Ctx, checkpoint_choices, checkpoint_picker, error, message, run_choices
 
@@ -46,6 +46,12 @@ def score_section(ctx: Ctx, app: gr.Blocks):
     with gr.Row():
         run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="sc-run", scale=4)
         reload = gr.Button("Reload", elem_id="sc-reload", scale=1)
+    with gr.Row():
+        asr = gr.Textbox(label="recogniser for WER/CER (asr.model: a Whisper folder under data_root or a hub id; "
+                               "empty: loss only)", elem_id="sc-asr", scale=2)
+        speaker = gr.Textbox(label="speaker model for similarity (speaker.model; empty: none)", elem_id="sc-speaker",
+                             scale=2)
+        score_btn = gr.Button("Score every checkpoint", elem_id="sc-score", scale=1)
     said = gr.HTML(elem_id="sc-msg")
     table = gr.Dataframe(headers=scores.HEADERS, interactive=False, max_height=400, elem_id="sc-table")
     with gr.Row():
@@ -63,8 +69,26 @@ def score_section(ctx: Ctx, app: gr.Blocks):
                 gr.update(choices=choices, value=a if a in values else first),
                 gr.update(choices=choices, value=b if b in values else second))
 
+    def score(name, recogniser, speaker_model, a, b):
+        """python -m infer.score on every checkpoint of the run, followed; then the table again."""
+        try:
+            argv = commands.score_args({"run": str(ctx.roots.run_dir(name)),
+                                        "asr.model": ctx.roots.model(recogniser, "asr.model"),
+                                        "speaker.model": ctx.roots.model(speaker_model, "speaker.model")})
+        except UserError as e:
+            yield error(e), *[gr.skip()] * 3
+            return
+        for kind, text in launch.run_tool(argv):
+            if kind == "running":
+                yield message(f"scoring: {text}"), *[gr.skip()] * 3
+            elif kind == "refused":
+                yield error(text), *[gr.skip()] * 3
+            else:
+                yield show(name, a, b)
+
     outputs = [said, table, row_a, row_b]
     gr.on([run.change, reload.click], show, [run, row_a, row_b], outputs, queue=False)
+    score_btn.click(score, [run, asr, speaker, row_a, row_b], outputs, concurrency_limit=None)
     app.load(lambda v: run_choices(ctx, v), run, run, queue=False).then(show, [run, row_a, row_b], outputs,
                                                                           queue=False)
     run.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), run, run, queue=False)

@@ -1,5 +1,6 @@
-"""Data: prepare a dataset from a folder or metadata file under data_root (python -m finetune.prepare, its
-progress and report of skipped rows), and browse a prepared dataset's clips with audio and text."""
+"""Data: prepare a dataset from a folder or metadata file under data_root, or from recordings without
+transcripts (python -m finetune.prepare [transcribe=true], its progress and report of skipped rows), and
+browse a prepared dataset's clips with audio and text."""
 import gradio as gr
 
 from finetune.lock.errors import UserError
@@ -24,6 +25,15 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         strict = gr.Checkbox(False, label="strict (fail on any bad row)", elem_id="prep-strict")
         min_s = gr.Number(0.3, label="min_seconds", elem_id="prep-min")
         max_s = gr.Number(30.0, label="max_seconds", elem_id="prep-max")
+    with gr.Row():
+        transcribe = gr.Checkbox(False, label="transcribe: the input is recordings without transcripts (cut at "
+                                              "silences, then a Whisper writes the text; review it below)",
+                                 elem_id="prep-transcribe", scale=2)
+        asr = gr.Textbox(label="recogniser (asr.model: a Whisper folder under data_root or a hub id; empty: "
+                               "openai/whisper-large-v3-turbo)", elem_id="prep-asr", scale=2)
+        language = gr.Textbox(label="asr.language (empty: detected per clip)", elem_id="prep-language", scale=1)
+        slice_min = gr.Number(3.0, label="slice.min_seconds", elem_id="prep-slice-min", scale=1)
+        slice_max = gr.Number(15.0, label="slice.max_seconds", elem_id="prep-slice-max", scale=1)
     command = gr.Code(label="Equivalent command", language="shell", interactive=False, elem_id="prep-command")
     go = gr.Button("Prepare", variant="primary", elem_id="prep-go")
     result = gr.HTML(elem_id="prep-result")
@@ -41,15 +51,20 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         audio = gr.Audio(label="clip", interactive=False, elem_id="browse-audio", scale=2)
         said = gr.HTML(elem_id="browse-text")
 
-    def args(src, dst, mdl, strict_, lo, hi):
+    def args(src, dst, mdl, strict_, lo, hi, transcribe_, recogniser, lang, cut_lo, cut_hi):
         folder = roots.confine(src, "input", roots=(roots.data,))
         target = roots.confine(dst, "out", roots=(roots.data,))
         if target == roots.data or inside(roots.runs, target):
             raise UserError(f"out={dst}: give a new folder under data_root for the dataset")
-        return commands.prepare_args({"input": str(folder), "out": str(target), "model": mdl,
-                                      "strict": bool(strict_), "min_seconds": lo, "max_seconds": hi})
+        settings = {"input": str(folder), "out": str(target), "model": mdl, "strict": bool(strict_),
+                    "min_seconds": lo, "max_seconds": hi}
+        if transcribe_:
+            settings |= {"transcribe": True, "asr.model": roots.model(recogniser, "asr.model"),
+                         "asr.language": (lang or "").strip() or None, "slice.min_seconds": cut_lo,
+                         "slice.max_seconds": cut_hi}
+        return commands.prepare_args(settings)
 
-    form = [source, out, model, strict, min_s, max_s]
+    form = [source, out, model, strict, min_s, max_s, transcribe, asr, language, slice_min, slice_max]
 
     def show(*values):
         try:

@@ -1,4 +1,6 @@
 """The folders the app may touch, and the one check every typed or uploaded path goes through."""
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,17 @@ class Roots:
             raise UserError(f"{what}={raw}: refused, it resolves to {real}, outside {self.describe(roots)}; "
                             "this app only reads and writes under those folders")
         return real
+
+    def model(self, text, what: str) -> str | None:
+        """A model typed in a form (a recogniser, a speaker model): None when empty; a hub id (`org/name`) as
+        typed, unless data_root holds something named `org`; otherwise a folder under the roots, confined."""
+        raw = str(text or "").strip()
+        if not raw:
+            return None
+        org = raw.split("/")[0]
+        if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", raw) and not os.path.lexists(self.data / org):
+            return raw
+        return str(self.confine(raw, what))
 
     def describe(self, roots) -> str:
         names = {self.runs: "runs", self.data: "data_root", self.uploads: "the upload folder"}

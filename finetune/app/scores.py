@@ -43,9 +43,9 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
         if not (m.get("data") or {}).get("val"):
             return (f"{run_dir.name} holds no clips out of training, so it cannot be scored: train with "
                     "data.val_clips=N (for example 8), then score the run with python -m infer.score"), [], [], (None, None)
-        return (f"{run_dir.name} has no scores yet; make them with\n  python -m infer.score run={run_dir}\n(validation "
-                "loss; add asr.model=<a Whisper> for WER and CER, speaker.model=<a speaker-verification model> for "
-                "speaker similarity)"), [], [], (None, None)
+        return (f"{run_dir.name} has no scores yet: press Score, or run\n  python -m infer.score run={run_dir}\n"
+                "(validation loss; add asr.model=<a Whisper> for WER and CER, speaker.model=<a speaker-verification "
+                "model> for speaker similarity)"), [], [], (None, None)
     rows = scores["rows"]
     best, by = best_row(rows)
     setups = {name: n for n, name in enumerate(scores["setups"], 1)}
