@@ -25,10 +25,10 @@ from finetune.lock.builder import without_upstream_trainer
 from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.dataset import load_clips, split
 from finetune.lock.errors import UserError, user_errors
-from finetune.lock.files import sha256_bytes
+from finetune.lock.files import check_writable, sha256_bytes
 from finetune.lock.manifest import read_manifest
 from finetune.lock.schema import from_argv
-from finetune.lock.scores import best_row, describe_setup, merge_into, read_scores
+from finetune.lock.scores import best_row, describe_setup, merge_into, read_scores, scores_path
 
 from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
 
@@ -221,7 +221,8 @@ def score(cfg: dict) -> tuple[Path, dict]:
         raise UserError(f"run= is required: {COMMAND} run=runs/<name>")
     run_dir = Path(cfg["run"])
     manifest = read_manifest(run_dir)
-    read_scores(run_dir, manifest["sha256"])  # a file it cannot merge into is refused before any work
+    read_scores(run_dir, manifest["sha256"])  # a file it cannot merge into, or write, is refused before any work
+    check_writable(scores_path(run_dir), "run")
     held = held_out(run_dir, manifest)
     chosen, sets = pick(run_dir, cfg["ckpt"], cfg["weights"])
     device = pick_device(cfg["device"])

@@ -112,11 +112,12 @@ def test_one_writer_per_run_folder(tmp_path):
     run = tmp_path / "live"
     proc = start(tmp_path, run.name, "train.max_updates=400", "train.save_every=1000")
     try:
-        wait_for(proc, lambda: (run / "status.json").is_file(), "its status file")
-        before = sorted(p.name for p in run.rglob("*"))
+        # after its first log line: from there it adds no file before its final save at 400
+        wait_for(proc, lambda: (run / "metrics.jsonl").is_file() and (run / "train.log").is_file(), "its first log")
+        before = sorted(p.name for p in run.rglob("*")), (run / "manifest.yaml").read_bytes()
         with pytest.raises(UserError, match=f"in use by pid {proc.pid} on .*resume needs it alone"):
             resume(run, "train.max_updates=500")
-        assert sorted(p.name for p in run.rglob("*")) == before
+        assert (sorted(p.name for p in run.rglob("*")), (run / "manifest.yaml").read_bytes()) == before
     finally:
         proc.kill()
         proc.wait()

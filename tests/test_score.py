@@ -195,3 +195,9 @@ def test_two_scorings_of_one_run_at_once_keep_both_rows(tmp_path):
     other.release()
     second.join(10)
     assert [r["update"] for r in read_scores(tmp_path, "abc")["rows"]] == [2, 4]
+    (tmp_path / ".scores.lock").unlink()
+    (tmp_path / ".scores.lock").mkdir()  # a lock that cannot be opened: one line, scores.json as it was
+    before = (tmp_path / "scores.json").read_bytes()
+    with pytest.raises(UserError, match="cannot take its lock"):
+        merge_into(tmp_path, "abc", [row | {"update": 6}], "s1", {}, head)
+    assert (tmp_path / "scores.json").read_bytes() == before

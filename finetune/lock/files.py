@@ -75,7 +75,11 @@ class FolderLock:
 
         from .errors import UserError
 
-        fd = os.open(self.folder / self.name, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.folder / self.name, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"{self.folder}: cannot take its lock ({e.strerror or type(e).__name__}); {self.what} "
+                            "needs a writable folder")
         deadline = time.monotonic() + wait  # a reader's brief probe (holder()) must not refuse a writer
         while True:
             try:
@@ -99,7 +103,7 @@ class FolderLock:
             self.fd = None
 
     def __enter__(self):
-        return self.acquire()
+        return self if self.fd is not None else self.acquire()
 
     def __exit__(self, *exc):
         self.release()

@@ -96,12 +96,9 @@ def merge_into(run_dir, manifest_sha: str, rows: list[dict], setup: str, describ
                head: dict) -> tuple[Path, dict]:
     """Read, merge and write scores.json under a lock of its own, so that two scorings of one run at once both
     keep their rows. Not the run's lock: that one is the trainer's, and a run is scored while it trains."""
-    lock = FolderLock(run_dir, "writing scores.json", name=".scores.lock").acquire(wait=120)
-    try:
+    with FolderLock(run_dir, "writing scores.json", name=".scores.lock").acquire(wait=120):
         scores = merge(read_scores(run_dir, manifest_sha), rows, setup, described, head)
         return write_scores(run_dir, scores), scores
-    finally:
-        lock.release()
 
 
 def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
