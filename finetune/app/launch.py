@@ -25,14 +25,15 @@ PENDING = ".launch"  # under the runs root: the output of launches whose run fol
 class Job:
     """One started tool: its process and the file its output goes to (from `offset` on)."""
 
-    def __init__(self, argv: list[str], console: Path, append: bool = False, env: dict | None = None):
+    def __init__(self, argv: list[str], console: Path, append: bool = False, env: dict | None = None,
+                 cwd: Path | None = None):
         self.argv, self.console = argv, Path(console)
         # "x": the console file is created here or the start is refused (two launches of one run name)
         mode = "ab" if append else "xb"
         with open(self.console, mode) as out:
             self.offset = out.tell()
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True, close_fds=True,
+                                         start_new_session=True, close_fds=True, cwd=cwd,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
         threading.Thread(target=self.proc.wait, daemon=True).start()  # reap it whenever it ends
 
@@ -209,10 +210,11 @@ def scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix="f5tune-app-"))
 
 
-def run_tool(argv: list[str], poll: float = 0.3):
-    """Start a tool detached and follow it: yields ("running", its last output line) while it runs, then
-    ("done", its whole output) or ("refused", its error line)."""
-    job = Job(argv, scratch() / "output.log")
+def run_tool(argv: list[str], cwd: Path, poll: float = 0.3):
+    """Start a tool detached in `cwd` and follow it: yields ("running", its last output line) while it runs,
+    then ("done", its whole output) or ("refused", its error line). A model named by a hub id is looked for
+    as a folder relative to `cwd` first: the pages pass data_root, where Roots.model checked for one."""
+    job = Job(argv, scratch() / "output.log", cwd=cwd)
     try:
         while not job.done():
             yield "running", progress_line(job.text())

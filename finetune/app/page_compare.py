@@ -78,7 +78,7 @@ def score_section(ctx: Ctx, app: gr.Blocks):
         except UserError as e:
             yield error(e), *[gr.skip()] * 3
             return
-        for kind, text in launch.run_tool(argv):
+        for kind, text in launch.run_tool(argv, ctx.roots.data):
             if kind == "running":
                 yield message(f"scoring: {text}"), *[gr.skip()] * 3
             elif kind == "refused":

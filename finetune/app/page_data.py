@@ -83,7 +83,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         except UserError as e:
             yield error(e), "", gr.skip()
             return
-        for kind, text in launch.run_tool(argv):
+        for kind, text in launch.run_tool(argv, roots.data):
             if kind == "running":
                 yield message(f"preparing: {text}"), gr.skip(), gr.skip()
             elif kind == "refused":
