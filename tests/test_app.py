@@ -32,8 +32,8 @@ def test_hydra_value_reads_back_unchanged(text):
 def test_a_hostile_run_name_reaches_the_config_as_one_value(tmp_path):
     hostile = NASTY[0]
     argv = commands.finetune_args("f5tts_tiny", {"data": "demo", "run.root": str(tmp_path), "run.name": hostile})
-    assert argv[:3] == [sys.executable, "-m", "finetune"] and sum(hostile in a for a in argv) == 1
-    assert finetune_config(argv[3:])["run"]["name"] == hostile
+    assert argv[:4] == [sys.executable, "-P", "-m", "finetune"] and sum(hostile in a for a in argv) == 1
+    assert finetune_config(argv[4:])["run"]["name"] == hostile
     assert list(tmp_path.iterdir()) == []  # composing ran nothing
 
 
@@ -42,7 +42,7 @@ def test_infer_receives_text_as_it_is(text):
     from infer.__main__ import parse as infer_parse
 
     argv = commands.infer_args({"run": "runs/x", "gen_text": text, "seed": 3})
-    assert infer_parse(argv[3:])["gen_text"] == text
+    assert infer_parse(argv[4:])["gen_text"] == text
 
 
 def test_reproduce_command_composes_each_run_config_again(runs):
@@ -50,9 +50,9 @@ def test_reproduce_command_composes_each_run_config_again(runs):
         config = read_manifest(run_dir)["config"]
         argv, warning = commands.reproduce_args(config)
         assert warning is None
-        assert argv[:4] == [sys.executable, "-m", "finetune", f"model={config['model']['name']}"]
-        assert len(argv) <= 4 + len(TINY) + 1  # group options and changed keys, not every key
-        again = flatten(finetune_config(argv[3:]))
+        assert argv[:5] == [sys.executable, "-P", "-m", "finetune", f"model={config['model']['name']}"]
+        assert len(argv) <= 5 + len(TINY) + 1  # group options and changed keys, not every key
+        again = flatten(finetune_config(argv[4:]))
         assert {k: v for k, v in again.items() if k != "run.name"} == \
             {k: v for k, v in flatten(config).items() if k != "run.name"}
 
@@ -64,7 +64,7 @@ def test_reproduce_command_names_changed_keys_and_group_options():
     assert warning is None
     assert {"data=custom", "train=demo", 'data.path="/data/my voice"', "optim.lr=0.002", "train.save_every=7"} \
         <= set(argv)
-    again = finetune_config(argv[3:])
+    again = finetune_config(argv[4:])
     assert again["data"] == config["data"] and again["train"] == config["train"] and again["optim"] == config["optim"]
 
 
@@ -188,6 +188,15 @@ def test_stop_needs_a_running_process(roots):
     (roots.runs / "idle").mkdir()
     with pytest.raises(UserError, match="not running"):
         launch.stop(roots.runs / "idle")
+
+
+def test_a_tool_run_in_data_root_imports_nothing_from_it(roots):
+    """prepare and score run in data_root: a package there named like one the tools import is not imported."""
+    for name in ("infer", "finetune", "yaml"):
+        (roots.data / name).mkdir()
+        (roots.data / name / "__init__.py").write_text('raise SystemExit("error: imported from data_root")')
+    said = list(launch.run_tool(commands.score_args({}), roots.data, poll=0.05))[-1]
+    assert said == ("refused", "error: run= is required: python -m infer.score run=runs/<name>"), said
 
 
 def test_error_line_is_the_tools_own():

@@ -15,7 +15,9 @@ from finetune.config import CONF_DIR, CONFIG_ERRORS
 from finetune.lock.errors import UserError, first_line
 from finetune.lock.schema import flatten
 
-PYTHON = [sys.executable, "-m"]
+# -P: the working folder is not put first on sys.path, so a file or folder there named like a module the
+# tools import (`yaml/` under data_root, where prepare and score run) is never imported, let alone run
+PYTHON = [sys.executable, "-P", "-m"]
 
 
 # ---- quoting for each tool's parser ------------------------------------------------------------------
@@ -65,8 +67,8 @@ def text_value(value) -> str:
 def shell_line(argv: list[str]) -> str:
     """How a person would type the argument list in a shell (for display only: nothing runs a shell)."""
     args = list(argv)
-    if args[:2] == PYTHON:
-        args = ["python", "-m", *args[2:]]
+    if args[:len(PYTHON)] == PYTHON:
+        args = ["python", "-m", *args[len(PYTHON):]]
     return " ".join(shlex.quote(a) for a in args)
 
 
