@@ -1,6 +1,8 @@
 """End to end: tiny fine-tune -> run folder -> inference, loggers, samples, and the CLIs' exit contract."""
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import soundfile as sf
@@ -141,6 +143,17 @@ def test_the_clis_refuse_with_one_error_line_and_status_2(runs, tmp_path):
     r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "pretrained=hf://SWivid/F5-TTS/x/model.safetensors")
     assert_user_error(r, "pretrained=/path/to/file")
     assert not any(tmp_path.glob("f5tts_tiny-*"))
+
+
+def test_the_hub_is_offline_in_the_tests_and_their_processes():
+    """CI has no network: huggingface_hub (and transformers through it) must read HF_HUB_OFFLINE as set,
+    in this process (conftest sets it before anything imports the hub) and in every process a test starts."""
+    import huggingface_hub.constants
+
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is True
+    child = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
+                           env=os.environ, capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == "True", child.stderr[-2000:]
 
 
 def test_a_plain_cli_run_prints_its_folder_last(tmp_path):
