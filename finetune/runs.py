@@ -68,10 +68,8 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> tuple[P
         raise UserError(f"pretrained={run_dir} is a {other['family']} {other['name']} run; model={wanted} differs "
                         f"({'; '.join(diffs)}); pass model={other['name']} to continue from it")
     path = pick_checkpoint(run_dir, "last")
-    meta = header(path)[1]
-    error = binding_error(meta, manifest, Path(run_dir), path)
-    if not error and meta.get("manifest_sha256") != manifest["sha256"]:  # inference would refuse it as a LoRA base
-        error = f"{path} carries no run binding, so nothing says it is that run's model"
+    # strict: an unbound one too, as inference would refuse it as a LoRA base
+    error = binding_error(header(path)[1], manifest, Path(run_dir), path, strict=True)
     if error:
         raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run "
                         f"(or name the file itself: pretrained=<its path>)")
@@ -233,10 +231,10 @@ def latest_intact(run_dir: Path, manifest: dict):
     for update, path in sorted(list_checkpoints(run_dir).items(), reverse=True):
         try:
             shapes, meta = header(path)
-            error = binding_error(meta, manifest, run_dir, path)
-            if error or meta.get("manifest_sha256") != manifest["sha256"]:
-                raise UserError(f"{error or f'{path} carries no binding to this run'}: it does not belong in "
-                                f"{run_dir / CKPT_DIR}; move it out and resume again (it is left as it is)")
+            error = binding_error(meta, manifest, run_dir, path, strict=True)
+            if error:
+                raise UserError(f"{error}: it does not belong in {run_dir / CKPT_DIR}; move it out and resume again "
+                                "(it is left as it is)")
             state = load_train_state(state_path(run_dir, update))
             return update, state, load_weights(path, "online"), load_weights(path, "ema"), damaged
         except DamagedFile as e:

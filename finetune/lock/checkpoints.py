@@ -224,22 +224,24 @@ def read_into(model, path, weights: str, state: dict | None = None) -> None:
 
 # ---- from a manifest and a checkpoint file to a loaded model --------------------------------------
 
-def binding_error(meta: dict, manifest: dict, run_dir: Path, path: Path) -> str | None:
-    """Why a checkpoint bound to another run does not belong here (None when it is ours or unbound)."""
+def binding_error(meta: dict, manifest: dict, run_dir: Path, path: Path, strict: bool = False) -> str | None:
+    """Why a checkpoint does not belong to this run: it is bound to another run, or (strict) to none. None when
+    it is bound to this run, or unbound and not strict."""
     bound = meta.get("manifest_sha256")
-    if not bound or bound == manifest["sha256"]:
+    if bound == manifest["sha256"]:
         return None
+    if not bound:
+        return f"{path} carries no run binding, so nothing says it was trained as this run's model" if strict else None
     return (f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
             f"(manifest {manifest['sha256'][:12]})")
 
 
 def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_foreign: bool) -> None:
-    error = binding_error(meta, manifest, run_dir, path)
+    error = binding_error(meta, manifest, run_dir, path, strict=not allow_foreign)
     if error:
-        raise UserError(f"{error}; use it from its own run folder")
-    if meta.get("manifest_sha256") != manifest["sha256"] and not allow_foreign:
-        raise UserError(f"{path} carries no run binding, so nothing says it was trained as this run's model; "
-                        "pass allow_foreign=true to load it anyway (its shapes are still checked)")
+        fix = "use it from its own run folder" if meta.get("manifest_sha256") else \
+            "pass allow_foreign=true to load it anyway (its shapes are still checked)"
+        raise UserError(f"{error}; {fix}")
 
 
 def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
