@@ -35,12 +35,17 @@ class FrameBatches:
         self.batches.append(batch)
         self.seed, self.epoch = seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def shuffle_for(self, epoch: int) -> None:
+        """The epoch whose order __iter__ gives. Not named set_epoch: accelerate calls a batch sampler's
+        set_epoch with its own count of the loader's iterations, which a resumed run (iterating a
+        skip_first_batches copy) would not share with an uninterrupted one."""
         self.epoch = epoch
 
     def __iter__(self):
-        # upstream's DynamicBatchSampler order: the same seed gives the same batches in the same order
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        # upstream's order: its DynamicBatchSampler shuffles with seed + epoch, but accelerate resets that epoch
+        # to its loader's count of iterations, which the first epoch (upstream iterates a skip_first_batches copy
+        # there) does not advance: epochs 0, 1, 2, ... shuffle with seed, seed, seed + 1, ...
+        g = torch.Generator().manual_seed(self.seed + max(self.epoch - 1, 0))
         return iter([self.batches[i] for i in torch.randperm(len(self.batches), generator=g).tolist()])
 
     def __len__(self) -> int:

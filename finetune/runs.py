@@ -7,16 +7,18 @@ from .config import apply_overrides
 from .data import check_frame_budget
 from .lock.adapter import adapter_spec, load_trained, trained_state, with_adapter
 from .lock.audio import load_audio
-from .lock.builder import build_model, fingerprint, model_spec
+from .lock.builder import build_model, fingerprint, model_spec, runtime_spec
 from .lock.checkpoints import (
     CKPT_DIR,
     DamagedFile,
     binding_error,
+    ema_counters,
     header,
     list_checkpoints,
     load_train_state,
     load_weights,
     pick_checkpoint,
+    read_state,
     read_upstream,
     resolve_pretrained,
     state_path,
@@ -26,7 +28,7 @@ from .lock.diagnose import check_fits
 from .lock.errors import UserError
 from .lock.files import FolderLock, sha256_file
 from .lock.manifest import read_manifest, versions
-from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of
+from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of, unseen_keys
 from .lock.vocab import (
     EMBED,
     default_vocab_path,
@@ -78,17 +80,21 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> tuple[P
 
 def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, seed: int, sha256=None,
                   dropout: float = 0.0):
-    """The model a run starts from: built (random init from the seeded RNG), then the pretrained weights,
-    their text embedding first grown by the `grow` symbols appended to the vocab. With `sha256` (a run
-    started again from update 0) the pretrained file must be the one the manifest recorded.
+    """The model a run starts from, and the EMA it starts with (None: a copy of the model, counters at 0).
+
+    Built (random init from the seeded RNG), then the pretrained weights, their text embedding first grown
+    by the `grow` symbols appended to the vocab. As upstream's Trainer does: the model starts from the file's
+    online weights where it has them (else its EMA), and the EMA from the file's EMA with its counters, so
+    it continues warm. With `sha256` (a run started again from update 0) the file must be the one the
+    manifest recorded.
 
     pretrained=<run folder> starts from that run's model: a LoRA run's is its adapter merged into its base.
-    With an adapter in `spec`, those weights are the frozen base, and the adapter (initialised from `seed`)
+    With an adapter in `spec`, the EMA weights are the frozen base, and the adapter (initialised from `seed`)
     goes on top; the base is recorded (where its file is, its model's fingerprint) for inference to find."""
     adapter = spec.get("adapter")
     model = build_model(spec, vocab, init_weights=not adapter)  # a LoRA base is always loaded whole below
     if not source:
-        return model, None
+        return model, None, None
     from_run = Path(source).is_dir()
     if from_run:
         path, other = pretrained_run_checkpoint(Path(source), spec, wanted)
@@ -101,19 +107,36 @@ def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, 
     if other is not None and other["model"].get("adapter"):  # a LoRA run: its adapter merged into its base
         from .lock.load import load_checkpoint
 
-        sd = load_checkpoint(Path(source), path, "ema", merge=True)[0].state_dict()
+        ema = online = load_checkpoint(Path(source), path, "ema", merge=True)[0].state_dict()
+        counters = {}
     else:
-        sd = read_upstream(path)
-    if grow and EMBED in sd:
-        sd = grow_text_embedding(sd, grow, seed)
-    check_fits(fingerprint(model.state_dict()), fingerprint(sd), path, f"model={wanted}")
-    model.load_state_dict(sd, strict=True)
-    pretrained = {"source": source, "file": path.name, "sha256": digest}
+        ema = read_upstream(path)
+        online = read_state(path, "online") or ema
+        counters = _counters(path, other)
+    if grow and EMBED in ema:  # the same seed: both sets gain the same new rows
+        ema, online = (grow_text_embedding(sd, grow, seed) for sd in (ema, online))
+    expected = fingerprint(model.state_dict())
+    for sd in (online, ema):
+        check_fits(expected, fingerprint(sd), path, f"model={wanted}")
+    pretrained = {"source": source, "file": path.name, "sha256": digest,
+                  # what the file's shapes cannot show is taken from the model config: recorded as assumed
+                  "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]}}
     if adapter:
+        model.load_state_dict(ema, strict=True)
         pretrained |= {"path": str(path.resolve()), "fingerprint": fingerprint(model.state_dict()),
                        **({"run": str(Path(source).resolve())} if from_run else {})}
-        model = with_adapter(model, adapter, dropout, seed)
-    return model, pretrained
+        return with_adapter(model, adapter, dropout, seed), pretrained, None
+    model.load_state_dict(online, strict=True)
+    return model, pretrained, {"weights": ema, **counters}
+
+
+def _counters(path: Path, run_manifest) -> dict:
+    """The EMA counters of a pretrained file: upstream's keep them in the file, our runs' in the training state."""
+    if run_manifest is None:
+        return ema_counters(path)
+    update = int(path.stem.split("_")[1])
+    state = load_train_state(state_path(path.parent.parent, update))
+    return {"step": state["ema_step"], "initted": state["ema_initted"]}
 
 
 def sample_writer(cfg: dict, mel: dict, clip, accelerator):
@@ -154,8 +177,8 @@ def start(cfg: dict) -> tuple[Path, dict]:
         spec["vocab"]["extended_from"] = {**base_spec["vocab"], "added": added}
     if lora:  # the rows of appended symbols train whole (text-embedding row i + 1 is symbol i; row 0 is filler)
         spec["adapter"] = adapter_spec(cfg["adapter"], list(range(len(base_vocab) + 1, len(vocab) + 1)))
-    model, pretrained = initial_model(spec, vocab, cfg["pretrained"], name, len(added), cfg["train"]["seed"],
-                                      dropout=cfg["adapter"]["dropout"])
+    model, pretrained, ema_start = initial_model(spec, vocab, cfg["pretrained"], name, len(added),
+                                                 cfg["train"]["seed"], dropout=cfg["adapter"]["dropout"])
     cfg, probe = fit_budget(cfg, model, clips, accelerator, optimizer_cls, hop / sr)
     samples = sample_writer(cfg, spec["mel"], first, accelerator)
     reference = load_audio(data.pop("reference"), sr)
@@ -182,7 +205,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
     _on_every_rank(create)  # rank 0's refusal (a folder that appeared, no room) stops every rank
     manifest, lock = broadcast_object_list([created.get("manifest")])[0], created.get("lock")
     try:
-        result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held).fit()
+        result = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held, ema_start).fit()
     finally:
         if lock:
             lock.release()
@@ -334,13 +357,14 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     from accelerate.utils import set_seed
 
     set_seed(cfg["train"]["seed"])
-    spec = manifest["model"]
+    spec = runtime_spec(manifest["model"], cfg)  # amended runtime and training switches take effect
     vocab, _ = read_vocab(run_dir / spec["vocab"]["file"])
     update, state, online, ema, damaged = latest_intact(run_dir, manifest)
+    ema_start = None
     if update and spec.get("adapter"):  # the base the manifest names (verified), the adapter on top
         from .lock.load import adapter_model
 
-        model = adapter_model(manifest, vocab, f"the run {run_dir}", cfg["adapter"]["dropout"]).base_model.model
+        model = adapter_model({**manifest, "model": spec}, vocab, f"the run {run_dir}", cfg["adapter"]["dropout"]).base_model.model
     elif update:
         model = build_model(spec, vocab, init_weights=False)  # every tensor is read below
         if fingerprint(model.state_dict()) != manifest["fingerprint"]:
@@ -348,8 +372,8 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
                             f"(f5-tts {manifest['versions'].get('f5-tts')}); install that version")
     else:  # killed before its first save: the manifest holds all it takes to start it again, exactly
         added = len(spec["vocab"].get("extended_from", {}).get("added", []))
-        model, _ = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],
-                                 (manifest["pretrained"] or {}).get("sha256"), cfg["adapter"]["dropout"])
+        model, _, ema_start = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],
+                                            (manifest["pretrained"] or {}).get("sha256"), cfg["adapter"]["dropout"])
     if update:
         check_fits(manifest["fingerprint"], fingerprint(online), list_checkpoints(run_dir)[update], f"the run {run_dir}")
         load_trained(model, online)
@@ -366,7 +390,7 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     if asked == "auto":  # the amendment records the number measured, not the word
         changed["data.frames_per_batch"] = (changed["data.frames_per_batch"][0], cfg["data"]["frames_per_batch"])
     samples = sample_writer(cfg, spec["mel"], first, accelerator)
-    trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held)
+    trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held, ema_start)
     if state is not None:
         trainer.restore(state, ema)
     if trainer.total <= update:

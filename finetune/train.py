@@ -88,9 +88,10 @@ class NonFinite(UserError):
 
 
 class Trainer:
-    def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None, held=()):
+    def __init__(self, cfg, accelerator, model, clips, run_dir, manifest, samples=None, held=(), ema_start=None):
         """Set up: batches, data loader, EMA (rank 0), optimizer, schedule; `samples`: a SampleWriter
-        (rank 0, train.log_samples=true); `held`: the held-out clips that rank 0 validates on."""
+        (rank 0, train.log_samples=true); `held`: the held-out clips that rank 0 validates on; `ema_start`:
+        the pretrained file's EMA weights and counters (step, initted) to continue, as upstream's Trainer does."""
         self.cfg, self.accelerator, self.run_dir, self.manifest, self.samples = cfg, accelerator, run_dir, manifest, samples
         self.held = list(held)
         tcfg, ocfg, dcfg = cfg["train"], cfg["optim"], cfg["data"]
@@ -100,6 +101,8 @@ class Trainer:
         if accelerator.is_main_process:
             self.ema = make_ema(model, tcfg["ema"])
             self.ema.to(accelerator.device)
+            if ema_start:
+                self._set_ema(ema_start["weights"], ema_start.get("step"), ema_start.get("initted"))
         # a generator of its own: starting an epoch's iterator must not draw from the global RNG,
         # or a resumed run (which starts its iterator mid-epoch) would drift from an uninterrupted one
         loader = torch.utils.data.DataLoader(ClipDataset(clips), batch_sampler=self.batches, collate_fn=collate,
@@ -121,9 +124,7 @@ class Trainer:
         """Continue from a saved training state and the EMA weights saved with it."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
-            load_trained(self.ema.ema_model, ema_weights)
-            self.ema.step.copy_(state["ema_step"])
-            self.ema.initted.copy_(state["ema_initted"])
+            self._set_ema(ema_weights, state["ema_step"], state["ema_initted"])
         if self.accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
             self.accelerator.scaler.load_state_dict(state["grad_scaler"])
         self.progress = Progress(state["update"], state["epoch"], state["batches_in_epoch"], state.get("seconds", 0.0))
@@ -133,6 +134,15 @@ class Trainer:
             print(f"note: the frame budget changed: epoch {self.progress.epoch} starts over with the new batches",
                   file=sys.stderr)
         restore_rng(state, self.accelerator.process_index)
+
+    def _set_ema(self, weights: dict, step=None, initted=None) -> None:
+        """The EMA's weights and, where known, its counters (absent: they stay at 0, and the EMA copies the
+        model until ema.update_after_step)."""
+        load_trained(self.ema.ema_model, weights)
+        if step is not None:
+            self.ema.step.copy_(step)
+        if initted is not None:
+            self.ema.initted.copy_(initted)
 
     # ---- the loop -----------------------------------------------------------------------------------
 
@@ -156,7 +166,7 @@ class Trainer:
         with _stop_signals(self), _tqdm(self.total, p.update, main) as bar:
             try:
                 while p.update < self.total:
-                    self.batches.set_epoch(p.epoch)
+                    self.batches.shuffle_for(p.epoch)
                     skip = p.seen
                     for batch in (a.skip_first_batches(self.loader, skip) if skip else self.loader):
                         p.seen += 1

@@ -10,14 +10,26 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from finetune.lock.checkpoints import (check_binding, check_weights, header, load_weights, pick_checkpoint,
-                                      tensors_hash)
+from finetune.lock.checkpoints import (check_binding, check_weights, header, load_train_state, load_weights,
+                                      pick_checkpoint, state_path, tensors_hash)
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
 from finetune.lock.load import EXPORT_FORMAT, merged_manifest, model_from
 from finetune.lock.manifest import dump, read_manifest
 from finetune.lock.scores import resolve_ckpt
 from finetune.lock.vocab import read_vocab
+
+
+def ema_counters_of(run_dir: Path, update: int) -> dict:
+    """The EMA's counters at a checkpoint, as upstream's EMA state dict keeps them (initted, step): from the
+    training state saved with it; a checkpoint without one (adopted) counts its update, initted."""
+    import torch
+
+    path = state_path(run_dir, update)
+    if path.is_file():
+        state = load_train_state(path)
+        return {"initted": state["ema_initted"].reshape(()), "step": state["ema_step"].reshape(())}
+    return {"initted": torch.tensor(True), "step": torch.tensor(update)}
 
 
 def export(cfg: dict) -> Path:
@@ -60,6 +72,8 @@ def export(cfg: dict) -> Path:
     if cfg["layout"] == "upstream":
         prefix = "ema_model." if weights == "ema" else ""
         tensors, extra = {prefix + k: v for k, v in tensors.items()}, {}
+        if weights == "ema":  # upstream's Trainer fine-tunes from a file only with the EMA's counters in it
+            tensors |= ema_counters_of(run_dir, int(meta.get("update", 0)))
     else:
         extra = {"format": EXPORT_FORMAT, "manifest": dump(manifest), "vocab": vocab.decode("utf-8"),
                  "weights": weights, "source_checkpoint": ckpt.name, "update": meta.get("update", "unknown"),

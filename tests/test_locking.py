@@ -206,6 +206,17 @@ def test_export_round_trips_ours_and_upstreams(runs, tmp_path):
         expected = load_weights(list_checkpoints(run)[ckpt], weights)
         assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected), weights
 
+    # and upstream's Trainer fine-tunes from the EMA export: its EMA state, counters included, loads strictly
+    from f5_tts.model import Trainer
+
+    folder = tmp_path / "upstream_ckpts"
+    folder.mkdir()
+    shutil.copy(theirs, folder / "pretrained_up.safetensors")
+    trainer = Trainer(model, epochs=1, learning_rate=1e-5, checkpoint_path=str(folder), logger=None)
+    assert trainer.load_checkpoint() == 0
+    saved = torch.load(run / "checkpoints" / "state_00000002.pt", weights_only=True)
+    assert int(trainer.ema_model.step) == int(saved["ema_step"]) > 0 and bool(trainer.ema_model.initted)
+
 
 def test_export_reads_the_weights_once(runs, tmp_path, monkeypatch):
     """Checked from the header, then read once: no model load, one pass over the chosen set."""

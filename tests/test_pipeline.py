@@ -10,6 +10,7 @@ import yaml
 
 from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
+from finetune.lock.manifest import FORMAT
 from tests.conftest import TINY, assert_user_error, cli, finetune, infer
 from tests.helpers import wandb_records
 from tests.make_data import write_vocos
@@ -23,7 +24,7 @@ def test_run_folder_contents(runs):
         assert sorted(list_checkpoints(run)) == [2, 4]
         assert (run / "checkpoints" / "state_00000004.pt").is_file()
         manifest = yaml.safe_load((run / "manifest.yaml").read_text())
-        assert manifest["format"] == "f5tune-manifest/2"
+        assert manifest["format"] == FORMAT
         shapes, meta = header(list_checkpoints(run)[4])
         assert meta["manifest_sha256"] == manifest["sha256"] and meta["update"] == "4"
         assert len(meta["ema_sha256"]) == 64 and len(meta["online_sha256"]) == 64

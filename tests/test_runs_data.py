@@ -78,13 +78,16 @@ def test_growing_keeps_old_rows_bit_identical(runs):
     vocab, _ = read_vocab(runs["f5"] / "vocab.txt")
     grown_vocab = vocab + ["ɐ", "¤", "ʘ"]
     spec = model_spec(read_manifest(runs["f5"])["config"]["model"], grown_vocab)
-    model, _ = initial_model(spec, grown_vocab, str(runs["f5"]), "f5tts_tiny", grow=3, seed=11)
-    source = load_weights(list_checkpoints(runs["f5"])[4], "ema")
-    grown = model.state_dict()
-    assert torch.equal(grown[EMBED][: len(vocab) + 1], source[EMBED])
-    assert torch.equal(grown[EMBED][len(vocab) + 1:], torch.randn(3, source[EMBED].shape[1],
-                                                                   generator=torch.Generator().manual_seed(11)))
-    assert all(torch.equal(grown[k], v) for k, v in source.items() if k != EMBED)
+    model, _, ema_start = initial_model(spec, grown_vocab, str(runs["f5"]), "f5tts_tiny", grow=3, seed=11)
+    new_rows = torch.randn(3, model.state_dict()[EMBED].shape[1], generator=torch.Generator().manual_seed(11))
+    # as upstream's Trainer: the model from the online weights, the EMA from the EMA weights; both grown alike
+    for weights, grown in (("online", model.state_dict()), ("ema", ema_start["weights"])):
+        source = load_weights(list_checkpoints(runs["f5"])[4], weights)
+        assert torch.equal(grown[EMBED][: len(vocab) + 1], source[EMBED])
+        assert torch.equal(grown[EMBED][len(vocab) + 1:], new_rows)
+        assert all(torch.equal(grown[k], v) for k, v in source.items() if k != EMBED)
+    saved = torch.load(runs["f5"] / "checkpoints" / "state_00000004.pt", weights_only=True)
+    assert torch.equal(ema_start["step"], saved["ema_step"])  # the run's EMA continues where it was
 
 
 def test_runs_refuse_other_mel_settings_and_a_small_frame_budget(prepared, tmp_path):

@@ -20,7 +20,7 @@ from .diagnose import check_fits
 from .errors import UserError, first_line
 from .files import atomic_write
 from .hub import hub_file
-from .layouts import OURS, tensor_desc, weight_keys
+from .layouts import EMA_COUNTERS, OURS, tensor_desc, weight_keys
 
 CKPT_DIR = "checkpoints"
 FORMAT = "f5tune-ckpt/2"  # 2 added the tensor hashes (<set>_sha256); /1 files load without that check
@@ -322,5 +322,23 @@ def read_state(path, weights: str = "ema") -> dict:
 
 
 def read_upstream(path) -> dict:
-    """The weights a fine-tune starts from: EMA where the file has them, else its online set."""
+    """One whole model of a file: EMA where the file has them, else its online set."""
     return read_state(path, "ema") or read_state(path, "online")
+
+
+def ema_counters(path) -> dict:
+    """The EMA counters (step, initted) a file of upstream's layout keeps beside its EMA weights; {} when it has
+    none. Upstream's Trainer continues them when it fine-tunes from the file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        shapes, _ = header(path)
+        names = [k for k in EMA_COUNTERS if k in shapes]
+        if not names:
+            return {}
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in names}
+    tensors, _ = _pt_tensors(path)
+    for prefix in (OURS["ema"], ""):  # an ema_model_state_dict group, or a bare EMA state dict
+        if all(prefix + k in tensors for k in EMA_COUNTERS):
+            return {k: tensors[prefix + k] for k in EMA_COUNTERS}
+    return {}

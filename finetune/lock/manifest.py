@@ -17,11 +17,14 @@ import yaml
 from .adapter import TARGET
 from .errors import UserError, first_line
 from .files import atomic_write_bytes, sha256_bytes
-from .schema import (ArchConfig, Backbone, FinetuneConfig, MelConfig, Tokenizer, Weights, complete,
+from .builder import check_recorded, upgrade_spec
+from .schema import (ArchConfig, Backbone, CfmConfig, FinetuneConfig, MelConfig, Tokenizer, Weights, complete,
                      problems)
 
-FORMAT = "f5tune-manifest/2"  # 2 dropped copies of other fields (text_num_embeds, top-level vocoder, data config)
-READABLE = ("f5tune-manifest/1", FORMAT)
+# 2 dropped copies of other fields (text_num_embeds, top-level vocoder, data config); 3 records every constructor
+# argument of upstream's backbone, CFM and mel spectrogram, defaults filled in (model.arch, model.cfm, model.mel)
+FORMAT = "f5tune-manifest/3"
+READABLE = ("f5tune-manifest/1", "f5tune-manifest/2", FORMAT)
 NAME = "manifest.yaml"
 MAX_BYTES = 1 << 20  # a real manifest is a few kB; anything near this is not one
 PACKAGES = ("f5-tts", "torch", "torchaudio", "accelerate", "hydra-core", "omegaconf", "safetensors", "ema-pytorch",
@@ -106,7 +109,11 @@ def parse_manifest(text: str, source) -> dict:
     """Load, verify and check a manifest's text (from a run folder or an exported file's metadata); a
     format 1 manifest comes back in format 2's shape."""
     body = load_yaml(text, source)
-    if not isinstance(body, dict) or body.get("format") not in READABLE or "sha256" not in body:
+    fmt = body.get("format") if isinstance(body, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("f5tune-manifest/") and fmt not in READABLE:
+        raise UserError(f"{source}: format {fmt} was written by a newer f5tune (this one reads up to {FORMAT}); "
+                        "upgrade f5tune to use this run")
+    if fmt not in READABLE or "sha256" not in body:
         raise UserError(f"{source}: not an {FORMAT} manifest; restore it from a backup")
     actual = content_hash(body)
     if actual != body["sha256"]:
@@ -115,14 +122,19 @@ def parse_manifest(text: str, source) -> dict:
             "the manifest was edited after the run wrote it: restore the original (manifests are never edited)"
         )
     check_manifest(body, source)
-    return _current(body)
+    body = _current(body)
+    check_recorded(body["model"], body["versions"].get("f5-tts"))
+    return body
 
 
 def _current(body: dict) -> dict:
-    """Format 2's shape: the config completed with keys added since (their defaults); format 1's copies
-    (text_num_embeds, the top-level vocoder, the data config inside `data`) dropped."""
+    """Format 3's shape: the config completed with keys added since (their defaults); format 1-2's model
+    filled with upstream's arguments; format 1's copies (text_num_embeds, the top-level vocoder, the data
+    config inside `data`) dropped."""
     body = {**body, "config": complete(body["config"], FinetuneConfig)}
     if body["format"] != FORMAT:
+        body["model"] = upgrade_spec(body["model"])
+    if body["format"] == READABLE[0]:
         body["model"] = {k: v for k, v in body["model"].items() if k != "text_num_embeds"}
         body.pop("vocoder", None)
         if body.get("data"):
@@ -146,6 +158,8 @@ def manifest_problems(body: dict) -> list[str]:
         if not ok:
             found.append(f"model.{key}={model.get(key)!r}: not valid")
     found += problems(model.get("arch"), ArchConfig, "model.arch.") + problems(model.get("mel"), MelConfig, "model.mel.")
+    if body.get("format") == FORMAT:
+        found += problems(model.get("cfm"), CfmConfig, "model.cfm.")
     vocab = model.get("vocab")
     if not (isinstance(vocab, dict) and _file_name(vocab.get("file")) and SHA256.fullmatch(str(vocab.get("sha256")))
             and isinstance(vocab.get("size"), int) and not isinstance(vocab.get("size"), bool) and vocab["size"] > 0):

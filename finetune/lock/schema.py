@@ -85,19 +85,41 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ff.0.0", "ff.2"]  # attenti
 
 @dataclass
 class ArchConfig:
+    """Every constructor argument of upstream's backbones (DiT, UNetT, MMDiT) but the two the builder derives
+    (text_num_embeds from the vocab, mel_dim from the mel settings); tests/test_upstream_args.py fails when the
+    installed f5-tts has one this lacks. None: the installed upstream's default for the chosen backbone, which
+    the manifest records filled in. `shapes=False`: a checkpoint's tensor shapes cannot show the value."""
     KIND: ClassVar[str] = MODEL
     dim: int = key(MISSING, gt=0)
     depth: int = key(MISSING, gt=0)
     heads: int = key(MISSING, gt=0)
     ff_mult: int = key(MISSING, gt=0)
+    dim_head: Optional[int] = key(None, gt=0)
     text_dim: Optional[int] = key(None, gt=0)  # None: the backbone's default (E2: the mel dim)
-    text_mask_padding: bool = True
+    text_mask_padding: Optional[bool] = key(None, shapes=False)  # F5-TTS v1: true; v0 and E2: false
+    # text embedding upsampled by averaging (upstream 1.1.8): the same shapes, other math; needs text_mask_padding
+    text_embedding_average_upsampling: Optional[bool] = key(None, shapes=False)
     qk_norm: Optional[str] = None
     conv_layers: Optional[int] = key(None, ge=0)
-    pe_attn_head: Optional[int] = key(None, ge=0)
+    pe_attn_head: Optional[int] = key(None, ge=0, shapes=False)
+    long_skip_connection: Optional[bool] = None
+    skip_connect_type: Optional[str] = None  # UNetT: add | concat | none
+    attn_mask_enabled: Optional[bool] = key(None, shapes=False)
+    dropout: Optional[float] = key(None, TRAINING, ge=0, lt=1)  # training only: inference runs in eval mode
     attn_backend: Optional[str] = key(None, RUNTIME)
-    attn_mask_enabled: Optional[bool] = None
     checkpoint_activations: Optional[bool] = key(None, RUNTIME)  # recompute activations: less memory, same math
+
+
+@dataclass
+class CfmConfig:
+    """Every constructor argument of upstream's CFM but those the builder derives (transformer, num_channels,
+    mel_spec_module, mel_spec_kwargs, vocab_char_map). None: the installed upstream's default."""
+    KIND: ClassVar[str] = MODEL
+    sigma: Optional[float] = None
+    odeint_kwargs: Optional[dict[str, Any]] = None  # how sampling integrates ({method: euler})
+    audio_drop_prob: Optional[float] = key(None, TRAINING, ge=0, le=1)  # the training objective's dropouts
+    cond_drop_prob: Optional[float] = key(None, TRAINING, ge=0, le=1)
+    frac_lengths_mask: Optional[list[float]] = key(None, TRAINING)
 
 
 @dataclass
@@ -118,6 +140,7 @@ class ModelConfig:
     upstream: Optional[str] = key(None, FIXED)  # upstream config this mirrors (F5TTS_v1_Base, ...)
     backbone: Backbone = MISSING
     arch: ArchConfig = key(factory=ArchConfig)
+    cfm: CfmConfig = key(factory=CfmConfig)
     mel: MelConfig = key(factory=MelConfig)
     tokenizer: Tokenizer = Tokenizer.pinyin
     vocab: Optional[str] = key(None, FIXED)  # None: the vocab.txt that f5-tts ships (2545 symbols)
@@ -248,6 +271,12 @@ def kind_of(dotted: str, schema=FinetuneConfig) -> str:
     return kind
 
 
+def unseen_keys() -> list[str]:
+    """The arch keys that change the model while a checkpoint's tensor shapes cannot show them: only a manifest
+    (or an upstream training config) says what a file was trained with."""
+    return [f.name for f in fields(ArchConfig) if f.metadata.get("shapes") is False]
+
+
 def model_keys() -> set[str]:
     """Top-level names that would change the model: inference, where the manifest decides, refuses them."""
     return {"model", "pretrained", "adapter"} | {f.name for f in fields(ModelConfig)}
@@ -267,6 +296,11 @@ def _optional(t) -> tuple[bool, object]:
 
 
 def _type_error(value, t) -> Optional[str]:
+    if typing.get_origin(t) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return "must be a mapping of names to values"
+        errors = [e for e in (_type_error(v, str) for v in value.values() if isinstance(v, str)) if e]
+        return errors[0] if errors else None
     if typing.get_origin(t) is list:
         if not isinstance(value, list):
             return "must be a list"
