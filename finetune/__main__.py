@@ -1,6 +1,6 @@
 """python -m finetune model=<name> [experiment=demo] [data=...] [pretrained=...] [train.max_updates=...]
    python -m finetune resume=runs/<name> [train.max_updates=...] [optim.lr=...]
-   python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name>] [run.name=...]
+   python -m finetune adopt ckpt=<file> [vocab=<file>] [model=<name> | config=<upstream training yaml>] [run.name=...]
    python -m finetune -m model=a,b optim.lr=1e-5,3e-5 ...   (a sweep: Hydra's multirun)"""
 import os
 import sys

@@ -11,11 +11,14 @@ from .lock.diagnose import arch_of, check_fits, describe, misfit
 from .lock.errors import UserError
 from .lock.files import sha256_file
 from .lock.manifest import versions
+from .lock.schema import unseen_keys
 from .lock.vocab import default_vocab_path, read_vocab
 from .runfolder import create_run, now, run_path
 
-KEYS = {"ckpt", "vocab", "model", "run.name", "run.root"}
+KEYS = {"ckpt", "vocab", "model", "config", "run.name", "run.root"}
 SIZES = ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
+UPSTREAM_CONFIG = "an upstream training config (the .hydra/config.yaml upstream's train.py leaves beside a run, " \
+                  "or one of f5_tts/configs/*.yaml)"
 
 
 def expected_fingerprint(cfg: dict, vocab: list[str]) -> tuple[dict, dict]:
@@ -24,20 +27,69 @@ def expected_fingerprint(cfg: dict, vocab: list[str]) -> tuple[dict, dict]:
         return spec, fingerprint(build_model(spec, vocab).state_dict())
 
 
-def sizes_hint(found: dict, configs: dict) -> str:
-    """The command that adopts a file of a size no config names: the config of its family whose sizes
-    differ least, with the sizes the file has as overrides."""
+def unseen() -> str:
+    return ", ".join(unseen_keys())
+
+
+def sizes_hint(found: dict, configs: dict, specs: dict) -> str:
+    """The command that adopts a file of a size no config names: for each family of its backbone, the config
+    whose sizes differ least, with the sizes the file has as overrides. Where the backbone has several
+    families (F5-TTS v0 and v1), shapes cannot choose: the hint says so and asks for the training config."""
     arch = arch_of(found)
-    same_family = {m: c for m, c in configs.items() if c["model"]["backbone"] == arch["backbone"]}
-    if not same_family:
+    families = {}
+    for m, c in sorted(configs.items()):
+        if c["model"]["backbone"] == arch["backbone"]:
+            families.setdefault(specs[m]["family"], {})[m] = c
+    if not families:
         return ""
 
     def overrides(cfg):  # a size the config leaves to the backbone (None) is not overridden
         return [f"model.arch.{k}={arch[k]}" for k in SIZES
                 if arch.get(k) is not None and cfg["model"]["arch"].get(k) not in (None, arch[k])]
 
-    name, cfg = min(same_family.items(), key=lambda mc: (len(overrides(mc[1])), mc[0]))
-    return f"; to adopt it anyway as {name} at its own size: model={name} {' '.join(overrides(cfg))}"
+    picks = {f: min(cs.items(), key=lambda mc: (len(overrides(mc[1])), mc[0])) for f, cs in families.items()}
+    commands = {f: " ".join([f"model={name}", *overrides(cfg)]) for f, (name, cfg) in picks.items()}
+    if len(commands) == 1:
+        (name, _), = picks.values()
+        return f"; to adopt it anyway as {name} at its own size: {next(iter(commands.values()))}"
+    return (f"; its shapes cannot tell {' from '.join(commands)} apart ({unseen()} leave no trace in the weights), so "
+            f"adopt will not guess: pass config=<{UPSTREAM_CONFIG}>, or the command of the family it was trained as: "
+            + " | ".join(f"{cmd} ({f})" for f, cmd in commands.items()))
+
+
+def upstream_model_config(path: Path, base: dict) -> dict:
+    """`base` (a composed config) with its model section read from an upstream training config: backbone,
+    arch, mel_spec and tokenizer. Read as data: no interpolation is resolved, no class path followed."""
+    from dataclasses import fields
+
+    from .lock.manifest import load_yaml
+    from .lock.schema import ArchConfig, MelConfig, ModelConfig, problems
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"config={path}: cannot be read ({getattr(e, 'strerror', None) or e}); pass {UPSTREAM_CONFIG}")
+    data = load_yaml(text, path, "training config")
+    model = data.get("model") if isinstance(data, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("arch"), dict):
+        raise UserError(f"config={path}: no model.arch section; pass {UPSTREAM_CONFIG}")
+    for section, schema in (("arch", ArchConfig), ("mel_spec", MelConfig)):
+        names = {f.name for f in fields(schema)}
+        unknown = [k for k in model.get(section) or {} if k not in names]
+        if unknown:
+            raise UserError(f"config={path}: model.{section}.{unknown[0]} is not an argument this f5tune records; "
+                            "it was written for another f5-tts than the installed one")
+    tokenizer = model.get("tokenizer", "pinyin")
+    if tokenizer == "custom":  # upstream's custom vocab file with its pinyin text processing
+        tokenizer = "pinyin"
+    name = str(model.get("name") or path.stem)
+    mel = {k: v for k, v in (model.get("mel_spec") or {}).items() if k in {f.name for f in fields(MelConfig)}}
+    cfg = {**base["model"], "name": name, "upstream": name, "backbone": model.get("backbone"),
+           "arch": model["arch"], "mel": {**base["model"]["mel"], **mel}, "tokenizer": tokenizer, "pretrained": None}
+    found = problems(cfg, ModelConfig, "model.")
+    if found:
+        raise UserError(f"config={path}: {found[0]}")
+    return {**base, "model": cfg}
 
 
 def adopt(argv: list[str]) -> Path:
@@ -60,32 +112,38 @@ def adopt(argv: list[str]) -> Path:
     root = args.get("run.root", "runs")
     if "run.name" in args:
         run_path(root, args["run.name"])  # a bad or taken name stops before any work
+    if "config" in args and ("model" in args or model_overrides):
+        raise UserError("config= gives the whole model: leave out model= and model.* overrides")
     vocab, _ = read_vocab(args.get("vocab") or default_vocab_path())
     ema = read_upstream(path)
     found = fingerprint(ema)
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     if "model" in args and args["model"] not in models:
         raise UserError(f"model={args['model']}: unknown model; choose one of {', '.join(models)}")
-    names = [args["model"]] if "model" in args else models
-    configs = {m: finetune_config([f"model={m}", *model_overrides]) for m in names}
+    if "config" in args:
+        cfg = upstream_model_config(Path(args["config"]), finetune_config([f"model={models[0]}"]))
+        configs = {cfg["model"]["name"]: cfg}
+    else:
+        names = [args["model"]] if "model" in args else models
+        configs = {m: finetune_config([f"model={m}", *model_overrides]) for m in names}
 
-    fits = {}
+    fits, specs = {}, {}
     for name, cfg in configs.items():
-        spec, expected = expected_fingerprint(cfg, vocab)
+        specs[name], expected = expected_fingerprint(cfg, vocab)
         if not misfit(expected, found):
-            fits[name] = (cfg, spec, expected)
-    if "model" in args and not fits:
-        check_fits(expected, found, path, f"model={args['model']}")
+            fits[name] = (cfg, specs[name], expected)
+    if ("model" in args or "config" in args) and not fits:
+        check_fits(expected, found, path, f"config={args['config']}" if "config" in args else f"model={args['model']}")
     if not fits:
         rows = arch_of(found).get("vocab_rows")
         hint = (f"; its {rows} text rows need a vocab of {rows - 1} symbols: pass vocab=<the vocab.txt it was "
-                f"trained with>" if rows and rows != len(vocab) + 1 else sizes_hint(found, configs))
+                f"trained with>" if rows and rows != len(vocab) + 1 else sizes_hint(found, configs, specs))
         raise UserError(f"{path} fits none of the model configs ({', '.join(models)}): it is {describe(found)}{hint}")
     if len(fits) > 1:
         names = ", ".join(sorted(fits))
-        raise UserError(f"{path} fits {names} equally: their tensor shapes are identical (F5TTS_Base and "
-                        "F5TTS_v1_Base differ only in text_mask_padding and pe_attn_head, which no weight "
-                        f"records), so adopt will not guess; pass model= one of {names}")
+        raise UserError(f"{path} fits {names} equally: their tensor shapes are identical ({unseen()} leave no trace "
+                        f"in the weights), so adopt will not guess; pass config=<{UPSTREAM_CONFIG}>, or model= one "
+                        f"of {names}")
     (name, (cfg, spec, expected)), = fits.items()
     run_dir = run_path(root, args.get("run.name", f"adopted-{name}-{path.stem}"))
     online = read_state(path, "online") if path.suffix == ".pt" else {}  # a trainer .pt keeps them
@@ -97,7 +155,10 @@ def adopt(argv: list[str]) -> Path:
         "created": now(),
         "adopted": True,  # no training happened here: the weights are the file's
         "model": spec,
-        "pretrained": {"source": str(path), "file": path.name, "sha256": sha256_file(path)},
+        "pretrained": {"source": str(path), "file": path.name, "sha256": sha256_file(path),
+                       # what the shapes cannot show came from the config: recorded as assumed
+                       "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]},
+                       **({"config": str(args["config"])} if "config" in args else {})},
         "data": None,
         "reference": {"audio": "reference.wav", "text": ref_text},
         "recommended_weights": "ema",

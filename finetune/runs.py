@@ -7,7 +7,7 @@ from .config import apply_overrides
 from .data import check_frame_budget
 from .lock.adapter import adapter_spec, load_trained, trained_state, with_adapter
 from .lock.audio import load_audio
-from .lock.builder import build_model, fingerprint, model_spec, runtime_spec
+from .lock.builder import build_model, check_trainable, fingerprint, model_spec, runtime_spec
 from .lock.checkpoints import (
     CKPT_DIR,
     DamagedFile,
@@ -152,6 +152,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
     exists; rank 0 writes the folder and hands the manifest to the other ranks (which never read it)."""
     from accelerate.utils import broadcast_object_list, set_seed
 
+    check_trainable()
     lora = cfg["adapter"]["kind"] == "lora"
     if lora and not cfg["pretrained"]:
         raise UserError("adapter=lora trains an adapter on a pretrained base, and pretrained=null gives it none; pass "
@@ -328,6 +329,7 @@ def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
     from accelerate import PartialState
 
     run_dir = Path(run_dir)
+    check_trainable()
     PartialState(cpu=not torch.cuda.is_available())  # the process group, as make_accelerator will ask for it
     # every rank reads the run folder: without shared storage on a multi-node launch, say so on all ranks
     _on_every_rank(lambda: _visible(run_dir))

@@ -36,6 +36,29 @@ def test_inherited_configs_keep_upstream_architectures():
     assert arch["f5tts_v0_tiny"]["dim"] == 64 and arch["f5tts_v0_tiny"]["text_mask_padding"] is False
 
 
+MIRRORS = [m for m in MODELS if finetune_config([f"model={m}"])["model"]["upstream"]]
+
+
+@pytest.mark.parametrize("model", MIRRORS)
+def test_a_config_naming_an_upstream_config_builds_that_model(model):
+    """`upstream: X` means f5_tts/configs/X.yaml of the installed f5-tts, read here: the same backbone and
+    tokenizer, and every constructor argument (both sides filled with upstream's defaults) and mel setting."""
+    from importlib.resources import files
+
+    import yaml
+
+    from finetune.lock.builder import model_spec
+    from tests.helpers import VOCAB
+
+    ours = finetune_config([f"model={model}"])["model"]
+    theirs = yaml.safe_load((files("f5_tts") / "configs" / f"{ours['upstream']}.yaml").read_text())["model"]
+    assert (ours["backbone"], ours["tokenizer"]) == (theirs["backbone"], theirs["tokenizer"])
+    mine = model_spec(ours, VOCAB)
+    upstream = model_spec({**ours, "arch": theirs["arch"], "mel": theirs["mel_spec"]}, VOCAB)
+    assert (mine["arch"], mine["mel"]) == (upstream["arch"], upstream["mel"])
+    assert set(MIRRORS) >= {"f5tts", "f5tts_v0", "f5tts_small", "e2tts", "e2tts_small"}
+
+
 def test_real_models_name_their_upstream_checkpoint():
     for model, url in [("f5tts", "F5TTS_v1_Base/"), ("f5tts_v0", "F5TTS_Base/"), ("e2tts", "E2TTS_Base/")]:
         pretrained = finetune_config([f"model={model}"])["pretrained"]

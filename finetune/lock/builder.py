@@ -101,6 +101,18 @@ def pinned_upstream() -> str:
     return pins[0] if pins else "the release pyproject.toml pins"
 
 
+# releases of f5-tts whose training is known to be broken, and why (inference from them is fine)
+BROKEN_TRAINING = {"1.1.19": "its EMA copy fails at the first update (fixed in 1.1.20)"}
+
+
+def check_trainable() -> None:
+    """Refuse to train with an installed f5-tts whose training is known to be broken."""
+    installed = upstream_version()
+    if installed in BROKEN_TRAINING:
+        raise UserError(f"f5-tts {installed} is installed, and {BROKEN_TRAINING[installed]}: "
+                        f"pip install f5-tts=={pinned_upstream()}")
+
+
 def unknown_args() -> list[str]:
     """`Class.argument` for every constructor argument of the installed upstream that the schema does not
     record: each one could change the model without a trace in the manifest."""
