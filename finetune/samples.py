@@ -41,7 +41,7 @@ class SampleWriter:
         gen_path, ref_path = folder / f"update_{update:08d}_gen.wav", folder / f"update_{update:08d}_ref.wav"
         sr = self.mel["target_sample_rate"]
         ckpt = ckpt_path(run_dir, update)
-        source = dict(run=run_dir, checkpoint=ckpt.name, update=update, device=device,
+        source = dict(run=Path(run_dir).absolute(), checkpoint=ckpt.name, update=update, device=device,
                       manifest_sha256=header(ckpt)[1].get("manifest_sha256"), ref_audio=self.clip.audio,
                       ref_text=self.clip.text, **self.vocoder_record)
         # speed does not apply: the sample lasts twice the reference clip, whose text it speaks again after it

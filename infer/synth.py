@@ -179,9 +179,11 @@ def synthesize(cfg: dict) -> Path:
                    gen_text, cfg, str(ref_audio))
 
     out = out or check_out(default_out, False)
-    settings = record("inference", run=cfg["run"], checkpoint=ckpt.name if cfg["run"] else ckpt,
-                      update=header(ckpt)[1].get("update"), manifest_sha256=manifest["sha256"],
-                      weights=cfg["weights"], ref_audio=ref_audio, ref_text=ref_text, gen_text=gen_text,
+    # absolute paths: the command inspect prints for this wav works from any folder
+    settings = record("inference", run=cfg["run"] and run_dir.absolute(),
+                      checkpoint=ckpt.name if cfg["run"] else ckpt.absolute(), update=header(ckpt)[1].get("update"),
+                      manifest_sha256=manifest["sha256"], weights=cfg["weights"], ref_audio=ref_audio.absolute(),
+                      ref_text=ref_text, gen_text=gen_text,
                       **{f.name: cfg[f.name] for f in fields(Sampling)} | {"device": device}
                       | vocoder_choice(manifest, cfg))
     atomic_write(out, lambda tmp: write_wav(tmp, wav, sr, settings))

@@ -112,3 +112,12 @@ def test_checkpoint_samples_record_their_settings(tmp_path):
     assert gen["ref_text"] == gen["gen_text"] == manifest["reference"]["text"]
     ref = wav_settings(run / "samples" / "update_00000001_ref.wav")
     assert "vocoder alone" in ref["kind"] and ref["seed"] is None and ref["manifest_sha256"] == manifest["sha256"]
+
+
+def test_a_wav_from_an_exported_file_names_it_and_reproduces(runs, tmp_path):
+    model_file = infer("export", f"run={runs['f5']}", f"out={tmp_path / 'voice.safetensors'}")
+    out = infer(f"model_file={model_file}", "nfe_step=2", "seed=3", f"out={tmp_path / 'a.wav'}")
+    got = wav_settings(out)
+    assert (got["run"], got["checkpoint"], got["update"], got["weights"]) == (None, str(model_file), 4, "ema")
+    again = infer(*reproduce_args(got), f"out={tmp_path / 'again.wav'}")
+    assert (sf.read(str(again))[0] == sf.read(str(out))[0]).all()
