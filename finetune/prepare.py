@@ -32,9 +32,10 @@ from .prepare_schema import PrepareConfig, check_ranges
 from .sources import Problem, read_rows
 from .workers import pmap
 
-# reported, not counted against strict=true: a header row, speech too short to cut into a clip, the
-# clips a person dropped, an edited metadata file kept aside
-NOT_COUNTED = ("header", "short_pieces", "dropped", "replaced")
+# reported, not counted against strict=true: a header row, a row whose quotes changed its text (read as
+# upstream reads it), speech too short to cut into a clip, the clips a person dropped, an edited metadata
+# file kept aside
+NOT_COUNTED = ("header", "quoted", "short_pieces", "dropped", "replaced")
 SHOWN = 20  # problem lines printed; report.txt has them all
 OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, recordings.METADATA}  # what prepare writes in out=
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from . import slicing, transcribe
 from .lock.errors import UserError, first_line
 from .lock.files import atomic_write_bytes, sha256_file
-from .sources import AUDIO_EXTENSIONS, HEADER_NAMES, Problem
+from .sources import AUDIO_EXTENSIONS, HEADER_NAMES, Problem, format_row, split_rows
 from .workers import pmap
 
 METADATA = "metadata.csv"
@@ -178,23 +178,17 @@ def read_metadata(meta: Path, with_lines: bool = False):
         return None
     except OSError as e:
         raise UserError(f"{meta}: cannot read ({e.strerror})")
-    rows, where, first = {}, {}, True
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        raw = raw.rstrip(b"\r").removeprefix(b"\xef\xbb\xbf" if n == 1 else b"")
-        if not raw.strip():
+    records, bad = split_rows(data, source=str(meta))  # as prepare and upstream read it: CSV quoting
+    if bad:
+        raise UserError(f"{meta}:{bad[0][0]}: byte {bad[0][1]} is not UTF-8; save the file as UTF-8")
+    rows, where = {}, {}
+    for i, record in enumerate(records):
+        n, cols = record.line, record.fields
+        if i == 0 and cols[0].lower() in HEADER_NAMES:
             continue
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{meta}:{n}: byte {e.start} is not UTF-8; save the file as UTF-8")
-        cols = [c.strip() for c in line.split("|")]
-        if first and cols[0].lower() in HEADER_NAMES:
-            first = False
-            continue
-        first = False
         if len(cols) != 2 or not cols[0]:
-            raise UserError(f"{meta}:{n}: {line[:60]!r} is not audio_file|text; fix the line (it is merged with "
-                            "new clips, so the whole file must read)")
+            raise UserError(f"{meta}:{n}: {record.text[:60]!r} is not audio_file|text; fix the line (it is merged "
+                            "with new clips, so the whole file must read)")
         audio = str((meta.parent / cols[0]).resolve())
         if audio in rows:
             raise UserError(f"{meta}:{n}: {cols[0]} is listed again (line {where[audio]}); keep one row")
@@ -203,7 +197,8 @@ def read_metadata(meta: Path, with_lines: bool = False):
 
 
 def write_metadata(meta: Path, lines: list[tuple[str, str]]) -> None:
-    data = ("audio_file|text\n" + "".join(f"{a}|{t}\n" for a, t in lines)).encode()
+    """Quoted where a field needs it, so that read_metadata, prepare and upstream read back these texts."""
+    data = ("audio_file|text\n" + "".join(format_row([a, t]) + "\n" for a, t in lines)).encode()
     if not meta.is_file() or meta.read_bytes() != data:  # untouched when nothing changed
         atomic_write_bytes(meta, data)
 

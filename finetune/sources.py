@@ -1,9 +1,11 @@
 """Transcript sources: the four input layouts read into rows, and the text-level problems of each row.
 
 Layouts: a metadata file of `audio_path|text` rows (upstream's prepare_csv_wavs format, header
-optional), an LJSpeech folder (`metadata.csv` of `id|text|normalized`, audio in `wavs/`), a folder
+optional, read with CSV quoting as upstream reads it), an LJSpeech folder (`metadata.csv` of `id|text|normalized`, audio in `wavs/`), a folder
 of audio files each beside a same-named `.txt`, and a folder upstream already prepared (`raw.arrow`).
 """
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,76 @@ class Row:
 class Problem:
     where: str
     kind: str  # missing_file, unreadable, empty_audio, non_finite, too_loud, too_short, too_long, silent, empty_text,
-    detail: str  # not_utf8, control_char, text_too_long, bad_columns, duplicate, header (reported, not counted)
+    detail: str  # not_utf8, control_char, text_too_long, bad_columns, duplicate; header, quoted (reported, not counted)
+
+
+@dataclass
+class Record:
+    line: int  # where the row starts (1-based)
+    end: int  # where it ends: a quoted field may hold line breaks
+    fields: list  # stripped, as upstream strips them
+    text: str  # the row's lines as written
+
+
+def split_rows(data: bytes, quoted: bool = True, source: str = "the metadata file") -> tuple[list[Record], list]:
+    """The non-blank rows of a `|`-separated file, and (line, byte) of each line that is not UTF-8 (left out).
+
+    quoted=True reads them as upstream's prepare_csv_wavs does (Python's csv, delimiter |): a field that starts
+    with a quote ends at its closing quote, possibly lines later, and "" inside it is one quote; anything after
+    the closing quote is kept. quoted=False splits each line at every | (upstream's LJSpeech reader)."""
+    lines, bad = [], []
+    for n, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(keepends=True), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            bad.append((n, e.start))
+            lines.append(raw[len(raw.rstrip(b"\r\n")):].decode())  # its line end alone: the numbering holds
+    if quoted:
+        # bytes.splitlines and newline="" cut at the same line ends (\n, \r\n, \r): line_num counts ours
+        text = "".join(lines)
+        reader, spans, last = csv.reader(io.StringIO(text, newline=""), delimiter="|"), [], 0
+        limit = csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))  # a long text is a row's problem
+        try:
+            for fields in reader:
+                spans.append((last + 1, reader.line_num, fields))
+                last = reader.line_num
+        except csv.Error as e:
+            raise UserError(f"{source}:{last + 1}: {e}; a quote opened there may never close: check the quotes")
+        finally:
+            csv.field_size_limit(limit)
+    else:
+        spans = [(n, n, line.rstrip("\r\n").split("|")) for n, line in enumerate(lines, start=1)]
+    return [Record(start, end, [f.strip() for f in fields], "".join(lines[start - 1:end]).rstrip("\r\n"))
+            for start, end, fields in spans if any(f.strip() for f in fields)], bad
+
+
+def format_row(fields) -> str:
+    """One row of a metadata file that split_rows reads back as `fields`: plain where that reads the same,
+    CSV-quoted where not (a field that starts with a quote, or holds | or a line break)."""
+    plain = "|".join(fields)
+    if [r.fields for r in split_rows(plain.encode())[0]] == [list(fields)]:
+        return plain
+    out = io.StringIO()
+    csv.writer(out, delimiter="|", lineterminator="").writerow(fields)
+    return out.getvalue()
+
+
+def quoting_note(record: Record, names=("audio", "text")) -> str | None:
+    """What CSV quoting changed in a row, against splitting its line at every |; None when nothing, or when the
+    row is quoted just as format_row writes its fields (whole fields in quotes, inner quotes doubled: meant)."""
+    plain = [c.strip() for c in record.text.split("|")]
+    if plain == record.fields or record.text == format_row(record.fields):
+        return None
+    how = "as upstream's csv reader reads it"
+    if record.end > record.line:
+        return (f"a quote opened on line {record.line} runs to line {record.end}: the lines read as one row, {how}; "
+                "close the quote where the field ends, or double each quote inside a quoted field")
+    if len(plain) != len(record.fields):
+        return f"{record.text[:80]!r} reads as the columns {record.fields!r}, {how}"
+    changed = [f"{name} {a!r} reads as {b!r}" for name, a, b in zip(names, plain, record.fields) if a != b]
+    text = plain[1]
+    hint = f"; to keep its quotes write the text as {format_row([text])!r}" if text != record.fields[1] else ""
+    return f"{', '.join(changed)}, {how}{hint}"
 
 
 def detect(path: Path) -> str:
@@ -52,7 +123,8 @@ def read_rows(path, fmt: str = "auto") -> tuple[str, list[Row], list[Problem]]:
         rows, problems = _delimited(meta, meta.parent, columns=(2,), audio_of=lambda cols: cols[0])
     elif fmt == "ljspeech":
         # id|text|normalized: the normalized column spells numbers out; some LJSpeech-style sets omit it
-        rows, problems = _delimited(path / "metadata.csv", path / "wavs", columns=(2, 3),
+        # upstream's LJSpeech reader splits at every | (LJSpeech's texts hold quotes, unescaped)
+        rows, problems = _delimited(path / "metadata.csv", path / "wavs", columns=(2, 3), quoted=False,
                                     audio_of=lambda cols: cols[0] + ".wav", text_of=lambda cols: cols[-1] or cols[1])
     elif fmt == "folder":
         rows, problems = _folder(path)
@@ -76,35 +148,28 @@ def _drop_control(rows: list[Row], problems: list[Problem]) -> list[Row]:
     return kept
 
 
-def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda cols: cols[1]):
+def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda cols: cols[1], quoted=True):
     try:
         data = meta.read_bytes()
     except OSError as e:
         raise UserError(f"{meta}: cannot read ({e.strerror}); give a metadata file of audio_path|text rows")
-    rows, problems = [], []
-    seen_content = False
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        where = f"{meta.name}:{n}"
-        raw = raw.rstrip(b"\r")
-        if n == 1:
-            raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
-        if not raw.strip():
-            continue
-        first, seen_content = not seen_content, True
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            problems.append(Problem(where, "not_utf8", f"byte {e.start} is not UTF-8; save the file as UTF-8"))
-            continue
-        cols = [c.strip() for c in line.split("|")]
+    records, bad = split_rows(data, quoted, str(meta))
+    problems = [Problem(f"{meta.name}:{n}", "not_utf8", f"byte {at} is not UTF-8; save the file as UTF-8")
+                for n, at in bad]
+    rows = []
+    for i, record in enumerate(records):
+        where, cols = f"{meta.name}:{record.line}", record.fields
         if len(cols) not in columns:
             expected = " or ".join(map(str, columns))
             problems.append(Problem(where, "bad_columns", f"{len(cols)} column(s) where {expected} separated by | "
-                                    f"are expected: {line[:60]!r}"))
+                                    f"are expected: {record.text[:60]!r}"))
             continue
-        if first and cols[0].lower() in HEADER_NAMES:
-            problems.append(Problem(where, "header", f"header row {line[:60]!r} skipped"))
+        if i == 0 and cols[0].lower() in HEADER_NAMES:
+            problems.append(Problem(where, "header", f"header row {record.text[:60]!r} skipped"))
             continue
+        note = quoting_note(record) if quoted else None
+        if note:
+            problems.append(Problem(where, "quoted", note))
         text = text_of(cols)
         if not cols[0]:
             problems.append(Problem(where, "missing_file", "the audio column is empty"))

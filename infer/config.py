@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
+from finetune.lock.sampling import upstream_default
 from finetune.lock.schema import SEED_END, VocoderKind, Weights, key
 
 
@@ -19,6 +20,7 @@ class Sampling:
     cfg_strength: float = 2.0
     sway_sampling_coef: float = -1.0
     speed: float = key(1.0, gt=0)
+    use_epss: bool = upstream_default("use_epss")  # upstream's Empirically Pruned Step Sampling; default: upstream's
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     vocoder: Optional[VocoderKind] = None  # default: the vocoder the run was trained with
     vocoder_path: Optional[str] = None

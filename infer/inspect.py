@@ -1,7 +1,11 @@
-"""python -m infer.inspect PATH: what a run folder, checkpoint or exported file holds, without loading tensors."""
+"""python -m infer.inspect PATH: what a run folder, checkpoint or exported file holds, without loading tensors;
+or the settings a synthesised wav was made with."""
+import json
+import shlex
 import sys
 from pathlib import Path
 
+from finetune.lock.audio import wav_settings
 from finetune.lock.checkpoints import DamagedFile, file_shapes, header, list_checkpoints, weights_in
 from finetune.lock.adapter import adapter_keys, describe_adapter
 from finetune.lock.diagnose import arch_of, describe, misfit
@@ -70,13 +74,49 @@ def run_report(run_dir: Path) -> list[str]:
     return lines
 
 
+def reproduce_args(settings: dict) -> list[str]:
+    """python -m infer's arguments that synthesise a wav again from the settings it records (inference's wavs)."""
+    from dataclasses import fields
+
+    from .config import Sampling
+
+    args = [f"run={settings['run']}", f"ckpt={settings['update']}"] if settings["run"] else \
+        [f"model_file={settings['checkpoint']}"]
+    chosen = {"weights": settings["weights"]} | {f.name: settings[f.name] for f in fields(Sampling)} | \
+        {k: settings[k] for k in ("ref_audio", "ref_text", "gen_text")}
+    return args + [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in chosen.items() if v is not None]
+
+
+def wav_report(path: Path) -> list[str]:
+    settings = wav_settings(path)
+    if settings is None:
+        raise UserError(f"{path}: holds no synthesis settings; only wavs written by python -m infer, the web app or "
+                        "a fine-tune's checkpoint samples (train.log_samples=true) record them")
+    def shown(v):  # a text with a line break or a tab in JSON's quoting, to keep one key a line
+        return json.dumps(v, ensure_ascii=False) if isinstance(v, str) and not v.isprintable() else v
+
+    lines = [f"wav: {path}"] + [f"{k}: {shown(v)}" for k, v in settings.items() if k not in ("format", "versions")]
+    lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()))
+    if settings["kind"] == "inference":
+        missing = [k for k in ("gen_text", "ref_text") if settings[k] is None]
+        if missing:
+            lines.append(f"reproduce: {' and '.join(missing)} too long to be held in the wav (see its sha256 above); "
+                         "pass the same text to python -m infer with the settings above")
+        else:
+            lines.append(f"reproduce: {shlex.join(['python', '-m', 'infer', *reproduce_args(settings)])}")
+    return lines
+
+
 def main(argv: list[str]) -> None:
     with user_errors():
         if len(argv) != 1:
-            raise UserError("usage: python -m infer.inspect PATH (a run folder, checkpoint or exported file)")
+            raise UserError("usage: python -m infer.inspect PATH (a run folder, checkpoint, exported file or "
+                            "synthesised wav)")
         path = Path(argv[0])
         if path.is_dir():
             print("\n".join(run_report(path)))
+        elif path.is_file() and path.suffix.lower() == ".wav":
+            print("\n".join(wav_report(path)))
         elif path.is_file():
             print("\n".join(file_report(path)))
         else:

@@ -235,8 +235,8 @@ def score(cfg: dict) -> tuple[Path, dict]:
         audio = {c.where: load_audio(c.audio, sr) for c in targets}
     vocoder_cfg = manifest["config"]["vocoder"]
     described = listeners.described | {
-        "synthesis": {k: cfg[k] for k in ("seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "speed",
-                                          "max_clips")}
+        "synthesis": {k: cfg[k] for k in ("seed", "nfe_step", "cfg_strength", "sway_sampling_coef", "use_epss",
+                                          "speed", "max_clips")}
         | {"vocoder": cfg["vocoder"] or vocoder_cfg["kind"],
            "vocoder_path": cfg["vocoder_path"] or vocoder_cfg.get("path"), "prompt": PROMPT_RULE},
         "validation": {"seed": manifest["config"]["train"]["seed"], "clips": len(held)}}

@@ -7,18 +7,23 @@ a file this tool did not write (unless overwrite=true).
 """
 import re
 import sys
+from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
 from finetune.lock.audio import demo_rows, load_audio, write_wav, written_here
+from finetune.lock.checkpoints import header
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable
 from finetune.lock.load import load_model_file, load_run, pick_device
 from finetune.lock.manifest import NAME
+from finetune.lock.sampling import record
 from finetune.lock.scores import resolve_ckpt
 from finetune.lock.vocab import tokenize
+
+from .config import Sampling
 
 DEFAULT_TEXT = "This voice was fine-tuned with f5tune, and rebuilt from its manifest."
 TARGET_RMS = 0.1  # upstream's loudness for the reference clip
@@ -78,21 +83,28 @@ def check_symbols(text: str, tokenizer: str, known: dict, what: str) -> None:
                         "speak them as nothing (token 0): remove them, or pass accept_unknown=true")
 
 
+def vocoder_choice(manifest: dict, cfg: dict) -> dict:
+    """The vocoder the run was trained with, unless vocoder= / vocoder_path= say otherwise: kind, path, n_iter."""
+    vocoder_cfg = manifest["config"]["vocoder"]
+    return {"vocoder": cfg["vocoder"] or vocoder_cfg["kind"],
+            "vocoder_path": cfg["vocoder_path"] or vocoder_cfg.get("path"),
+            "vocoder_n_iter": vocoder_cfg.get("n_iter", 32)}
+
+
 def load_run_vocoder(manifest: dict, cfg: dict, device):
-    """The vocoder the run was trained with, unless vocoder= / vocoder_path= say otherwise."""
     from finetune.lock.vocoder import load_vocoder
 
-    vocoder_cfg = manifest["config"]["vocoder"]
-    return load_vocoder(cfg["vocoder"] or vocoder_cfg["kind"], cfg["vocoder_path"] or vocoder_cfg.get("path"),
-                        manifest["model"]["mel"], device, vocoder_cfg.get("n_iter", 32))
+    chosen = vocoder_choice(manifest, cfg)
+    return load_vocoder(chosen["vocoder"], chosen["vocoder_path"], manifest["model"]["mel"], device,
+                        chosen["vocoder_n_iter"])
 
 
 def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, gen_text: str, cfg: dict,
           where: str) -> tuple[torch.Tensor, int]:
     """`gen_text` in the voice of `audio` (mono, at the model's rate; `ref_text` its transcript, `where` its name
     in errors): (the wav, how many pieces it was spoken in). cfg: seed, nfe_step, cfg_strength,
-    sway_sampling_coef, speed. `get_vocoder()` gives the vocoder once the text is planned, so that bad input is
-    refused before a vocoder is fetched. Writes nothing."""
+    sway_sampling_coef, use_epss, speed. `get_vocoder()` gives the vocoder once the text is planned, so that bad input
+    is refused before a vocoder is fetched. Writes nothing."""
     sr, hop = spec["mel"]["target_sample_rate"], spec["mel"]["hop_length"]
     device = next(model.parameters()).device
     ref_seconds = audio.shape[-1] / sr
@@ -125,7 +137,8 @@ def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, ge
             generated, _ = model.sample(cond=audio.unsqueeze(0).to(device),
                                         text=[tokenize(ref_text + piece, spec["tokenizer"])], duration=frames,
                                         steps=cfg["nfe_step"], cfg_strength=cfg["cfg_strength"],
-                                        sway_sampling_coef=cfg["sway_sampling_coef"], seed=cfg["seed"])
+                                        sway_sampling_coef=cfg["sway_sampling_coef"], use_epss=cfg["use_epss"],
+                                        seed=cfg["seed"])
             parts.append(vocoder.decode(generated[:, ref_frames:, :].permute(0, 2, 1).float())[0].cpu())
     wav = cross_fade(parts, int(CROSS_FADE_SECONDS * sr))
     if rms < TARGET_RMS:
@@ -166,7 +179,14 @@ def synthesize(cfg: dict) -> Path:
                    gen_text, cfg, str(ref_audio))
 
     out = out or check_out(default_out, False)
-    atomic_write(out, lambda tmp: write_wav(tmp, wav, sr))
+    # absolute paths: the command inspect prints for this wav works from any folder
+    settings = record("inference", run=cfg["run"] and run_dir.absolute(),
+                      checkpoint=ckpt.name if cfg["run"] else ckpt.absolute(), update=header(ckpt)[1].get("update"),
+                      manifest_sha256=manifest["sha256"], weights=cfg["weights"], ref_audio=ref_audio.absolute(),
+                      ref_text=ref_text, gen_text=gen_text,
+                      **{f.name: cfg[f.name] for f in fields(Sampling)} | {"device": device}
+                      | vocoder_choice(manifest, cfg))
+    atomic_write(out, lambda tmp: write_wav(tmp, wav, sr, settings))
     print(f"checkpoint: {ckpt} ({cfg['weights']}), {wav.shape[-1] / sr:.2f} s of audio in {n} "
           f"piece{'s' if n > 1 else ''}", file=sys.stderr)
     return out

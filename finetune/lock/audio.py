@@ -1,5 +1,7 @@
 """Audio in and out through soundfile (no FFmpeg needed), and the mel spectrogram training sees."""
+import hashlib
 import io
+import json
 from functools import lru_cache
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import soundfile as sf
 import torch
 
 from .errors import UserError, first_line
+from .sampling import FORMAT
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
@@ -39,12 +42,69 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
 
 
 SOFTWARE = "f5tune"  # the wav's INFO tag: marks files this tool wrote, which it may replace
+# The settings of synthesised speech go as JSON into the wav's INFO comment (ICMT), which libsndfile writes.
+# libsndfile 1.2.2 reads back a comment of at most 2045 bytes and writes a broken file past about 51 KB, so
+# the comment is read here from the RIFF chunks, and kept under a bound far from the writer's limit.
+MAX_SETTINGS_BYTES = 16384
+TEXTS = ("gen_text", "ref_text")  # what may make a record too long: dropped for their hash, longest first
 
 
-def write_wav(path, wav: torch.Tensor, sample_rate: int) -> None:
+def settings_json(settings: dict) -> str:
+    """The comment a wav's settings are written as: texts too long for it are replaced by their sha256 and length."""
+    text = json.dumps(settings, ensure_ascii=False)
+    for key in sorted(TEXTS, key=lambda k: -len(settings.get(k) or "")):
+        if len(text.encode()) <= MAX_SETTINGS_BYTES or not settings.get(key):
+            break
+        value = settings[key]
+        settings = settings | {key: None, f"{key}_sha256": hashlib.sha256(value.encode()).hexdigest(),
+                               f"{key}_chars": len(value)}
+        text = json.dumps(settings, ensure_ascii=False)
+    return text
+
+
+def write_wav(path, wav: torch.Tensor, sample_rate: int, settings: dict | None = None) -> None:
+    """A 16-bit mono wav tagged as this tool's; synthesised speech passes the settings it was made with
+    (finetune/lock/sampling.py record()), which wav_settings() reads back."""
+    comment = settings_json(settings) if settings is not None else None
     with sf.SoundFile(str(path), "w", sample_rate, 1, format="WAV", subtype="PCM_16") as f:
         f.software = SOFTWARE
+        if comment is not None:
+            f.comment = comment
         f.write(wav.detach().float().cpu().numpy())
+    if comment is not None and _info_comment(path) != comment:  # a libsndfile that drops or cuts it
+        raise RuntimeError(f"{path}: libsndfile did not write the settings comment whole")
+
+
+def _info_comment(path) -> str | None:
+    """The ICMT text of a RIFF wav's LIST/INFO chunk, read from the chunks (libsndfile's reader drops long ones)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:] != b"WAVE":
+            return None
+        while len(chunk := f.read(8)) == 8:
+            name, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if name != b"LIST" or size > 4 * MAX_SETTINGS_BYTES:
+                f.seek(size + size % 2, 1)
+                continue
+            body = f.read(size + size % 2)
+            if body[:4] != b"INFO":
+                continue
+            at = 4
+            while at + 8 <= len(body):
+                sub, length = body[at:at + 4], int.from_bytes(body[at + 4:at + 8], "little")
+                if sub == b"ICMT":
+                    return body[at + 8:at + 8 + length].rstrip(b"\0").decode("utf-8", "replace")
+                at += 8 + length + length % 2
+    return None
+
+
+def wav_settings(path) -> dict | None:
+    """The settings a synthesised wav records (write_wav's `settings`), or None for a wav without them."""
+    try:
+        found = json.loads(_info_comment(path) or "null")
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) and found.get("format") == FORMAT else None
 
 
 def written_here(path) -> bool:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Optional
 from omegaconf import MISSING
 
 from .errors import UserError
+from .sampling import upstream_default
 
 # What a key is to a run:
 MODEL = "model"  # shapes or changes what the model computes: fixed for a run, compared for pretrained=
@@ -187,6 +188,7 @@ class TrainConfig:
     keep_last_n: int = key(-1, ge=-1, ne=0)  # -1 keeps every checkpoint; N >= 1 keeps the newest N
     log_samples: bool = False  # at each checkpoint: a wav in samples/ and, with a logger, in the logger
     sample_nfe_step: int = key(16, gt=0)
+    sample_use_epss: bool = upstream_default("use_epss")  # CFM.sample's use_epss for the samples; default: upstream's
     log_every: int = key(10, gt=0)
     val_every: Optional[int] = key(None, gt=0)  # validation loss every N updates too (always at checkpoints)
     seed: int = key(666, ge=0, lt=SEED_END)
