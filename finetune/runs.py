@@ -134,8 +134,10 @@ def _counters(path: Path, run_manifest) -> dict:
     """The EMA counters of a pretrained file: upstream's keep them in the file, our runs' in the training state."""
     if run_manifest is None:
         return ema_counters(path)
-    update = int(path.stem.split("_")[1])
-    state = load_train_state(state_path(path.parent.parent, update))
+    state = state_path(path.parent.parent, int(path.stem.split("_")[1]))
+    if not state.is_file():  # an adopted run's checkpoint: no training happened, so no state was saved
+        return {}
+    state = load_train_state(state)
     return {"step": state["ema_step"], "initted": state["ema_initted"]}
 
 

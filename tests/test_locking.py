@@ -8,6 +8,7 @@ import torch
 
 from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
+from finetune.lock.manifest import read_manifest
 from tests.conftest import cli, finetune, infer
 from tests.helpers import tiny_state, write_layouts
 
@@ -135,7 +136,8 @@ def adopt(*args):
 
 def test_adopt_refuses_to_guess_between_v0_and_v1(tmp_path):
     paths = write_layouts(tmp_path, tiny_state())
-    with pytest.raises(UserError, match="f5tts_tiny, f5tts_v0_tiny.*identical.*pass model="):
+    with pytest.raises(UserError, match="f5tts_tiny, f5tts_v0_tiny.*identical.*text_mask_padding.*pass config=.*or "
+                                        "model= one of"):
         adopt(f"ckpt={paths['hub.safetensors']}", f"run.root={tmp_path}")
     run = adopt(f"ckpt={paths['hub.safetensors']}", "model=f5tts_v0_tiny", f"run.root={tmp_path}", "run.name=v0")
     text = (run / "manifest.yaml").read_text()
@@ -154,24 +156,52 @@ def test_adopt_with_the_wrong_vocab_says_which(tmp_path):
 
 
 def test_adopt_a_size_no_config_names(tmp_path):
-    """A checkpoint of another size: adopt says the exact overrides, and they work."""
+    """A DiT of another size: shapes cannot tell v0 from v1, so adopt names both commands and asks for the
+    training config; given upstream's config (as its train.py leaves it), adopt needs no hint. An E2 file of
+    another size gets the one command that adopts it."""
+    import yaml
     from safetensors.torch import save_file
 
+    from finetune.config import model_config
     from finetune.lock.builder import build_model, model_spec
     from tests.helpers import VOCAB, ema_prefixed
-    from finetune.config import model_config
 
-    cfg = model_config("f5tts_tiny")
-    cfg["arch"] = {**cfg["arch"], "dim": 48, "depth": 3}
-    sd = build_model(model_spec(cfg, VOCAB), VOCAB).state_dict()
-    path = tmp_path / "odd.safetensors"
-    save_file({k: v.contiguous() for k, v in ema_prefixed(sd).items()}, str(path))
+    def odd(name, **sizes):
+        cfg = model_config(name)
+        cfg["arch"] = {**cfg["arch"], **sizes}
+        path = tmp_path / f"{name}.safetensors"
+        save_file({k: v.contiguous() for k, v in ema_prefixed(build_model(model_spec(cfg, VOCAB), VOCAB).state_dict()).items()},
+                  str(path))
+        return path, cfg
+
+    path, cfg = odd("f5tts_v0_tiny", dim=48, depth=3)
+    with pytest.raises(UserError, match=r"cannot tell F5-TTS v1 from F5-TTS v0 apart.*adopt will not guess: pass "
+                                        r"config=.*model=f5tts_tiny model.arch.dim=48 model.arch.depth=3 \(F5-TTS v1\) "
+                                        r"\| model=f5tts_v0_tiny model.arch.dim=48 model.arch.depth=3 \(F5-TTS v0\)"):
+        adopt(f"ckpt={path}", f"run.root={tmp_path}")
+    hydra = {"hydra": {"run": {"dir": "ckpts/${model.name}"}},  # upstream's own interpolations: never resolved
+             "model": {"name": "my_v0", "tokenizer": "pinyin", "tokenizer_path": None, "backbone": "DiT",
+                       "arch": {k: cfg["arch"][k] for k in ("dim", "depth", "heads", "ff_mult", "text_dim",
+                                                             "text_mask_padding", "conv_layers", "pe_attn_head")},
+                       "mel_spec": {"target_sample_rate": 24000, "n_mel_channels": 100, "mel_spec_type": "vocos"}}}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(hydra))
+    run = adopt(f"ckpt={path}", f"config={config}", f"run.root={tmp_path}", "run.name=odd")
+    manifest = read_manifest(run)
+    assert (manifest["model"]["family"], manifest["model"]["arch"]["dim"]) == ("F5-TTS v0", 48)
+    assert manifest["pretrained"]["assumed"]["model.arch.text_mask_padding"] is False
+    assert infer(f"run={run}", "nfe_step=1", "vocoder=griffinlim", f"out={tmp_path / 'odd.wav'}").is_file()
+    with pytest.raises(UserError, match="does not fit config=.*F5TTS_v1_Base.yaml: a different size"):
+        from importlib.resources import files
+
+        adopt(f"ckpt={path}", f"config={files('f5_tts') / 'configs' / 'F5TTS_v1_Base.yaml'}", f"run.root={tmp_path}")
+
+    path, _ = odd("e2tts_tiny", dim=48)
     with pytest.raises(UserError) as e:
         adopt(f"ckpt={path}", f"run.root={tmp_path}")
     hint = str(e.value).split("at its own size: ", 1)[1].split()
-    assert hint[0] == "model=f5tts_tiny" and set(hint[1:]) == {"model.arch.dim=48", "model.arch.depth=3"}
-    run = adopt(f"ckpt={path}", *hint, f"run.root={tmp_path}", "run.name=odd")
-    assert infer(f"run={run}", "nfe_step=1", "vocoder=griffinlim", f"out={tmp_path / 'odd.wav'}").is_file()
+    assert hint == ["model=e2tts_tiny", "model.arch.dim=48"]
+    assert adopt(f"ckpt={path}", *hint, f"run.root={tmp_path}", "run.name=odd_e2").is_dir()
 
 
 def test_export_round_trips_ours_and_upstreams(runs, tmp_path):
