@@ -75,7 +75,7 @@ def make_run(root, model: str):
     from safetensors.torch import save_file
 
     from finetune.lock.builder import build_model
-    from tests.helpers import VOCAB, spec_of
+    from bench.makers import VOCAB, spec_of
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -41,8 +41,8 @@ def side_run(side: str, model_name: str, updates: int, mixed: str) -> dict:
     import torch
 
     from finetune.lock.builder import build_model
-    from finetune.lock.dataset import Clip
-    from tests.helpers import VOCAB, loop_config, spec_of
+    from finetune.media.dataset import Clip
+    from bench.makers import VOCAB, loop_config, spec_of
 
     spec = spec_of(model_name)
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.common import machine, make_run, wall  # noqa: E402
-from tests.make_data import write_vocos  # noqa: E402
+from bench.makers import write_vocos  # noqa: E402
 
 GEN_TEXT = "The quick brown fox jumps over the lazy dog."
 MODELS = ("f5tts_tiny", "f5tts_small")
@@ -23,7 +23,7 @@ MODELS = ("f5tts_tiny", "f5tts_small")
 def main(repeat: int = 3, models=MODELS) -> None:
     import json
 
-    from finetune.lock.audio import demo_rows
+    from finetune.media.audio import demo_rows
     from finetune.lock.vocab import default_vocab_path
 
     ref, ref_text = demo_rows()[0]

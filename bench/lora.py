@@ -40,7 +40,7 @@ def write_base(path: Path, model: str) -> Path:
     from safetensors.torch import save_file
 
     from finetune.lock.builder import build_model
-    from tests.helpers import VOCAB, ema_prefixed, spec_of
+    from bench.makers import VOCAB, ema_prefixed, spec_of
 
     torch.manual_seed(0)
     state = {k: v if v.any() else 0.02 * torch.randn_like(v) for k, v in build_model(spec_of(model), VOCAB).state_dict().items()}
@@ -76,7 +76,7 @@ def shape_ratio(model: str, rank: int) -> tuple[float, float]:
     from finetune.lock.adapter import adapter_spec, trained_state, with_adapter
     from finetune.lock.builder import build_model
     from finetune.lock.schema import LORA_TARGETS
-    from tests.helpers import VOCAB, spec_of
+    from bench.makers import VOCAB, spec_of
 
     with torch.device("meta"):
         base = build_model(spec_of(model), VOCAB, init_weights=False)

@@ -18,10 +18,10 @@ CLIP_FRAMES = 500  # ~5.3 s clips: the batch is as many as fit the budget
 
 def main(models=("f5tts_tiny", "f5tts_small", "e2tts_small"), budgets=(1000, 2000, 4000), mixed: str = "no") -> None:
     from finetune.lock.builder import build_model
-    from finetune.lock.dataset import Clip
+    from finetune.media.dataset import Clip
     from finetune.memory import measure
     from finetune.train import make_accelerator, optimizer_class
-    from tests.helpers import VOCAB, loop_config, spec_of
+    from bench.makers import VOCAB, loop_config, spec_of
 
     cfg = loop_config({"mixed_precision": mixed}, {}, {"frames_per_batch": max(budgets), "max_samples": 64})
     accelerator = make_accelerator(cfg)

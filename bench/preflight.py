@@ -20,7 +20,7 @@ from bench.common import machine, row, timed, timed_cold  # noqa: E402
 from finetune.lock.builder import build_model, fingerprint  # noqa: E402
 from finetune.lock.checkpoints import header, read_into, save_checkpoint, weights_in  # noqa: E402
 from finetune.lock.diagnose import check_fits  # noqa: E402
-from tests.helpers import VOCAB, spec_of  # noqa: E402
+from bench.makers import VOCAB, spec_of  # noqa: E402
 
 
 @contextmanager

@@ -47,11 +47,11 @@ def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
 def train_speed(dataset: Path, updates: int, repeat: int) -> None:
     import torch
 
-    from finetune.lock.audio import load_audio, mel_spectrogram
+    from finetune.media.audio import load_audio, mel_spectrogram
     from finetune.lock.builder import build_model
-    from finetune.lock.dataset import Clip, load_clips
+    from finetune.media.dataset import Clip, load_clips
     from finetune.train import Trainer, make_accelerator
-    from tests.helpers import VOCAB, loop_config, spec_of
+    from bench.makers import VOCAB, loop_config, spec_of
 
     class OnTheFly(Clip):  # upstream's way: decode, resample and STFT the audio for every batch
         def with_mel(self):

@@ -67,7 +67,7 @@ def rate(seconds_of_audio: float, times: list[float]) -> str:
 
 
 def slicing_speed(tmp: Path, minutes: float, repeat: int) -> float:
-    from finetune.lock.audio import decode
+    from finetune.media.audio import decode
     from finetune.slicing import find_clips, slice_recording
 
     recs = write_recordings(tmp / "recs", minutes)

@@ -33,7 +33,7 @@ def one(model_name: str, clips: list, held: list, updates: int, save_every: int,
 
     from finetune.lock.builder import build_model
     from finetune.train import Trainer, make_accelerator
-    from tests.helpers import VOCAB, loop_config, spec_of
+    from bench.makers import VOCAB, loop_config, spec_of
 
     cfg = loop_config({"max_updates": updates, "save_every": save_every, "log_every": 10**6, "seed": 0},
                       {"lr": 1e-4, "warmup_updates": 1}, {"frames_per_batch": frames, "max_samples": 64})
@@ -63,8 +63,8 @@ def one(model_name: str, clips: list, held: list, updates: int, save_every: int,
 
 def main(models=("f5tts_tiny", "f5tts_small"), held: int = 8, repeat: int = 3, updates: int = 6, save_every: int = 3,
          frames: int = 2000) -> None:
-    from finetune.lock.dataset import load_clips
-    from tests.helpers import spec_of
+    from finetune.media.dataset import load_clips
+    from bench.makers import spec_of
 
     print(f"machine: {machine()}; CPU, fp32; {updates} updates, a save every {save_every}; batches of {frames} frames; "
           f"{held} held-out clips (online + EMA validated at each save)")

@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 
 from .config import CONF_DIR, finetune_config
-from .lock.audio import demo_rows, load_audio
+from .media.audio import demo_rows, load_audio
 from .lock.builder import build_model, fingerprint, model_spec
 from .lock.checkpoints import read_state, read_upstream, save_checkpoint
 from .lock.diagnose import arch_of, check_fits, describe, misfit

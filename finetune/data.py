@@ -1,7 +1,7 @@
 """Training batches: clips in frame-budget batches, in upstream's order, collated as upstream's trainer does."""
 import torch
 
-from .lock.dataset import Clip, collate  # noqa: F401  (collate: the batches a DataLoader gives)
+from .media.dataset import Clip, collate  # noqa: F401  (collate: the batches a DataLoader gives)
 from .lock.errors import UserError
 
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from . import recordings, slicing, transcribe
 from .config import plain, precompose, register
-from .lock.dataset import DATASET_FORMAT, dataset_hash, read_dataset
+from .media.dataset import DATASET_FORMAT, dataset_hash, read_dataset
 from .lock.errors import UserError, first_line, user_errors
 from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
 from .prepare_schema import PrepareConfig, check_ranges
@@ -67,7 +67,7 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from .lock.audio import decode, mel_spectrogram, resample
+    from .media.audio import decode, mel_spectrogram, resample
 
     try:
         data = Path(audio).read_bytes()
@@ -193,7 +193,7 @@ def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
 
 
 def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path:
-    from .lock.audio import load_audio, write_wav
+    from .media.audio import load_audio, write_wav
 
     mel = cfg["model"]["mel"]
     bounds = {k: cfg[k] for k in ("min_seconds", "max_seconds", "silence_db", "loud_db", "max_chars_per_second")}

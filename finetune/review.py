@@ -29,7 +29,7 @@ def _folder(folder) -> tuple[Path, dict]:
 def review_clips(folder) -> list[dict]:
     """Per clip: audio, source, start, end, seconds, text (None when dropped), asr_text (the recogniser's),
     text_by ("asr" | "person" | None when dropped), dropped, in_dataset, problem (the report's reason or None)."""
-    from .lock.dataset import read_dataset
+    from .media.dataset import read_dataset
     from .recordings import METADATA, read_metadata
     from .transcribe import read_cache
 

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .lock.audio import write_wav
+from .media.audio import write_wav
 from .lock.errors import UserError
 from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
 from .lock.manifest import read_manifest, write_manifest

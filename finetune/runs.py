@@ -6,8 +6,9 @@ from pathlib import Path
 from .config import apply_overrides
 from .data import check_frame_budget
 from .lock.adapter import adapter_spec, load_trained, trained_state, with_adapter
-from .lock.audio import load_audio
-from .lock.builder import build_model, check_trainable, fingerprint, model_spec, runtime_spec
+from .media.audio import load_audio
+from .lock.builder import build_model, fingerprint, model_spec, runtime_spec
+from .lock.upstream import check_trainable
 from .lock.checkpoints import (
     CKPT_DIR,
     DamagedFile,
@@ -23,10 +24,11 @@ from .lock.checkpoints import (
     resolve_pretrained,
     state_path,
 )
-from .lock.dataset import load_clips, split, split_record
+from .media.dataset import load_clips, split, split_record
 from .lock.diagnose import check_fits
 from .lock.errors import UserError
 from .lock.files import FolderLock, sha256_file
+from .lock.load import adapter_model, build_checked, load_checkpoint, load_run
 from .lock.manifest import read_manifest, versions
 from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of, unseen_keys
 from .lock.vocab import (
@@ -105,8 +107,6 @@ def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, 
         raise UserError(f"pretrained {path}: sha256 {digest[:12]}, the run started from {sha256[:12]}; "
                         "put the original file back to restart this run from update 0")
     if other is not None and other["model"].get("adapter"):  # a LoRA run: its adapter merged into its base
-        from .lock.load import load_checkpoint
-
         ema = online = load_checkpoint(Path(source), path, "ema", merge=True)[0].state_dict()
         counters = {}
     else:
@@ -232,8 +232,6 @@ def finish(run_dir: Path, result: dict, accelerator) -> dict:
     """After training (finished or stopped), rank 0 loads the last checkpoint through inference's own path:
     manifest, the one builder, header pre-flight, binding, strict load with the tensor hashes, both weight
     sets. A failure is a bug of this tool, and says which check failed."""
-    from .lock.load import load_run
-
     if not accelerator.is_main_process:
         return result
     for weights in ("ema", "online"):
@@ -366,14 +364,9 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     update, state, online, ema, damaged = latest_intact(run_dir, manifest)
     ema_start = None
     if update and spec.get("adapter"):  # the base the manifest names (verified), the adapter on top
-        from .lock.load import adapter_model
-
         model = adapter_model({**manifest, "model": spec}, vocab, f"the run {run_dir}", cfg["adapter"]["dropout"]).base_model.model
     elif update:
-        model = build_model(spec, vocab, init_weights=False)  # every tensor is read below
-        if fingerprint(model.state_dict()) != manifest["fingerprint"]:
-            raise UserError(f"the installed f5-tts builds a different model than the run {run_dir} recorded "
-                            f"(f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+        model = build_checked(manifest, vocab, f"the run {run_dir}", spec=spec)  # every tensor is read below
     else:  # killed before its first save: the manifest holds all it takes to start it again, exactly
         added = len(spec["vocab"].get("extended_from", {}).get("added", []))
         model, _, ema_start = initial_model(spec, vocab, cfg["pretrained"], spec["name"], added, cfg["train"]["seed"],

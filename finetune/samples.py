@@ -3,9 +3,9 @@ from pathlib import Path
 
 import torch
 
-from .lock.audio import write_wav
+from .media.audio import write_wav
 from .lock.checkpoints import ckpt_path, header
-from .lock.sampling import record
+from .media.sampling import record
 
 CFG_STRENGTH, SWAY_SAMPLING_COEF = 2.0, -1.0  # upstream's trainer's
 
@@ -14,7 +14,7 @@ class SampleWriter:
     """Built before the run folder is written, so a vocoder that cannot load stops the run first."""
 
     def __init__(self, cfg: dict, mel: dict, clip, device):
-        from .lock.vocoder import load_vocoder
+        from .media.vocoder import load_vocoder
 
         self.mel, vocoder = mel, cfg["vocoder"]
         self.vocoder = load_vocoder(vocoder["kind"], vocoder["path"], mel, device, vocoder["n_iter"],

@@ -106,7 +106,7 @@ def _cut_long(y, a: int, b: int, limit: int, least: int, hop: int, frame: int) -
 def slice_recording(path: str, clips_dir: str, settings: dict, bounds: dict) -> dict:
     """Cut one recording (or find its clips already cut). Returns {"kind": "ok", "clips": [...], ...}
     or a problem {"kind": ..., "detail": ...} as the report names it."""
-    from .lock.audio import decode
+    from .media.audio import decode
 
     path, clips_dir = Path(path), Path(clips_dir)
     try:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 
 from .data import ClipDataset, FrameBatches, collate
-from .lock.adapter import adapter_keys, ema_copy, has_adapter, load_trained, trained_state
+from .lock.adapter import ema_copy, has_adapter, load_trained, trained_state
+from .lock.layouts import adapter_keys
 from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
 from .lock.errors import UserError, first_line
 from .loggers import RunLogger
@@ -256,7 +257,7 @@ class Trainer:
 
     def _validate(self, ema: bool) -> dict:
         """Validation loss of the online weights (and at checkpoints, of the EMA weights) on the held-out clips."""
-        from .lock.validation import validation_loss
+        from .media.validation import validation_loss
 
         seed = self.cfg["train"]["seed"]
         val = {"val_loss": validation_loss(self.accelerator.unwrap_model(self.model), self.held, seed)}

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .lock import asr as asr_models
+from .media import asr as asr_models
 from .lock.errors import UserError
 from .lock.files import sha256_bytes
 
@@ -114,7 +114,7 @@ def transcribe(audio: list[tuple[str, str]], asr: dict, folder: Path, key: str, 
 def _load(path: str) -> dict:
     import torch
 
-    from .lock.audio import decode, resample
+    from .media.audio import decode, resample
 
     samples, sr = decode(Path(path).read_bytes())
     return {"raw": resample(torch.from_numpy(samples), sr, SAMPLE_RATE).numpy(), "sampling_rate": SAMPLE_RATE}

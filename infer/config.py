@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Optional
 
-from finetune.lock.sampling import upstream_default
+from finetune.lock.upstream import upstream_default
 from finetune.lock.schema import SEED_END, VocoderKind, Weights, key
 
 

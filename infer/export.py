@@ -16,7 +16,7 @@ from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable, sha256_bytes
 from finetune.lock.load import EXPORT_FORMAT, merged_manifest, model_from
 from finetune.lock.manifest import dump, read_manifest
-from finetune.lock.scores import resolve_ckpt
+from finetune.media.scores import resolve_ckpt
 from finetune.lock.vocab import read_vocab
 
 

@@ -5,9 +5,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from finetune.lock.audio import wav_settings
+from finetune.media.audio import wav_settings
 from finetune.lock.checkpoints import DamagedFile, file_shapes, header, list_checkpoints, weights_in
-from finetune.lock.adapter import adapter_keys, describe_adapter
+from finetune.lock.adapter import describe_adapter
+from finetune.lock.layouts import adapter_keys
 from finetune.lock.diagnose import arch_of, describe, misfit
 from finetune.lock.errors import UserError, user_errors
 from finetune.lock.layouts import one_set, parameter_count, weight_sets

@@ -23,12 +23,12 @@ from pathlib import Path
 
 from finetune.lock.builder import without_upstream_trainer
 from finetune.lock.checkpoints import header, list_checkpoints
-from finetune.lock.dataset import load_clips, split
+from finetune.media.dataset import load_clips, split
 from finetune.lock.errors import UserError, user_errors
 from finetune.lock.files import check_writable, sha256_bytes
 from finetune.lock.manifest import read_manifest
 from finetune.lock.schema import from_argv
-from finetune.lock.scores import best_row, describe_setup, merge_into, read_scores, scores_path
+from finetune.media.scores import best_row, describe_setup, merge_into, read_scores, scores_path
 
 from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
 
@@ -115,7 +115,7 @@ class Listeners:
     """The recogniser and the speaker model (either may be absent), loaded once for every checkpoint."""
 
     def __init__(self, cfg: dict, device: str):
-        from finetune.lock import asr as models
+        from finetune.media import asr as models
 
         self.asr = self.speaker = None
         self.described = {"asr": None, "speaker": None}
@@ -140,7 +140,7 @@ class Listeners:
         return self.asr is not None or self.speaker is not None
 
     def hear(self, wavs: list, sr: int) -> list[str]:
-        from finetune.lock.audio import resample
+        from finetune.media.audio import resample
 
         inputs = [{"raw": resample(w, sr, self.rate).numpy(), "sampling_rate": self.rate} for w in wavs]
         out = self.asr(inputs, batch_size=self.batch_size, generate_kwargs=self.generate, return_timestamps=False)
@@ -149,7 +149,7 @@ class Listeners:
     def similarity(self, wav, sr: int, prompt, prompt_wav) -> float:
         import torch
 
-        from finetune.lock.audio import resample
+        from finetune.media.audio import resample
 
         rate = self.speaker.sample_rate
         if prompt.where not in self.prompts:
@@ -160,7 +160,7 @@ class Listeners:
 
 def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners, vocoder, audio: dict) -> dict:
     """Validation loss, and with listeners the synthesised speech's error rates and speaker similarity."""
-    from finetune.lock.validation import validation_loss
+    from finetune.media.validation import validation_loss
 
     from .synth import speak
 
@@ -212,7 +212,7 @@ def table(scores: dict, run_dir: Path) -> str:
 
 def score(cfg: dict) -> tuple[Path, dict]:
     """Score the chosen checkpoints and weight sets; (the scores file, its content)."""
-    from finetune.lock.audio import load_audio
+    from finetune.media.audio import load_audio
     from finetune.lock.load import load_run, pick_device
 
     from .synth import load_run_vocoder

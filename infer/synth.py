@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
-from finetune.lock.audio import demo_rows, load_audio, write_wav, written_here
+from finetune.media.audio import demo_rows, load_audio, write_wav, written_here
 from finetune.lock.checkpoints import header
 from finetune.lock.errors import UserError
 from finetune.lock.files import atomic_write, check_writable
 from finetune.lock.load import load_model_file, load_run, pick_device
 from finetune.lock.manifest import NAME
-from finetune.lock.sampling import record
-from finetune.lock.scores import resolve_ckpt
+from finetune.media.sampling import record
+from finetune.media.scores import resolve_ckpt
 from finetune.lock.vocab import tokenize
 
 from .config import Sampling
@@ -92,7 +92,7 @@ def vocoder_choice(manifest: dict, cfg: dict) -> dict:
 
 
 def load_run_vocoder(manifest: dict, cfg: dict, device):
-    from finetune.lock.vocoder import load_vocoder
+    from finetune.media.vocoder import load_vocoder
 
     chosen = vocoder_choice(manifest, cfg)
     return load_vocoder(chosen["vocoder"], chosen["vocoder_path"], manifest["model"]["mel"], device,

@@ -19,8 +19,8 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from finetune.data import FrameBatches  # noqa: E402
 from finetune.lock.builder import build_model  # noqa: E402
-from finetune.lock.dataset import Clip, load_clips  # noqa: E402
-from tests.helpers import VOCAB, loop_config, spec_of  # noqa: E402
+from finetune.media.dataset import Clip, load_clips  # noqa: E402
+from bench.makers import VOCAB, loop_config, spec_of  # noqa: E402
 
 CLIPS, SEED, LR, WARMUP = 6, 1234, 1e-3, 2
 EMA = dict(beta=0.9, update_after_step=0, update_every=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from tests.conftest import TINY
 from finetune.app import commands, launch, runs
 from finetune.app.__main__ import parse
 from finetune.app.paths import Roots
@@ -259,7 +259,7 @@ def test_score_table_marks_the_best_row_and_says_how_to_score(runs, tmp_path):
     import shutil
 
     from finetune.app import scores
-    from finetune.lock.scores import FORMAT, write_scores
+    from finetune.media.scores import FORMAT, write_scores
 
     run = shutil.copytree(runs["f5"], tmp_path / "f5")
     text, rows, choices, _ = scores.score_table(run)

@@ -19,7 +19,7 @@ import soundfile as sf
 
 from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env, fill,
                          launch_browser, radio, screenshot_on_failure, tab, table_rows, wait_row, wait_text)
-from conftest import cli, finetune
+from tests.conftest import cli, finetune
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest
 from make_data import speechlike, write_clips, write_metadata
@@ -445,7 +445,7 @@ def test_score_table_marks_the_best_and_plays_two_rows(site, page, tmp_path):
     """A run with held-out clips: the page says how to score it; a recogniser outside the roots is refused;
     scored from the page (validation loss only), its rows show with the best marked, and two rows go through
     the A/B path into two players."""
-    from finetune.lock.scores import best_row, read_scores
+    from finetune.media.scores import best_row, read_scores
 
     run = site.runs / "scored"
     tab(page, "compare")

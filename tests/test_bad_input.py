@@ -5,7 +5,7 @@ import soundfile as sf
 
 from finetune.lock.errors import UserError
 from tests.conftest import infer
-from tests.make_data import speechlike
+from bench.makers import speechlike
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -1,7 +1,7 @@
 import torch
 
 from finetune.lock.builder import build_model, fingerprint
-from tests.helpers import VOCAB, spec_of
+from bench.makers import VOCAB, spec_of
 
 
 def meta_model(name: str):

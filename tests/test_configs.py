@@ -48,7 +48,7 @@ def test_a_config_naming_an_upstream_config_builds_that_model(model):
     import yaml
 
     from finetune.lock.builder import model_spec
-    from tests.helpers import VOCAB
+    from bench.makers import VOCAB
 
     ours = finetune_config([f"model={model}"])["model"]
     theirs = yaml.safe_load((files("f5_tts") / "configs" / f"{ours['upstream']}.yaml").read_text())["model"]

@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 from finetune.lock.errors import UserError
 from tests.conftest import cli
-from tests.make_data import speechlike, write_clips, write_metadata
+from bench.makers import speechlike, write_clips, write_metadata
 from tests.test_runs_data import prepare
 
 
@@ -55,7 +55,7 @@ def messy(tmp_path_factory):
 def test_our_mel_is_upstreams_mel():
     from f5_tts.model.modules import MelSpec
 
-    from finetune.lock.audio import mel_spectrogram
+    from finetune.media.audio import mel_spectrogram
 
     mel = dict(target_sample_rate=24000, n_mel_channels=100, hop_length=256, win_length=1024, n_fft=1024,
                mel_spec_type="vocos")

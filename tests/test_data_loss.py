@@ -8,7 +8,7 @@ import shutil
 import pytest
 import soundfile as sf
 
-from finetune.lock.audio import write_wav
+from finetune.media.audio import write_wav
 from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from tests.conftest import finetune, infer

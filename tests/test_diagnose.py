@@ -6,7 +6,7 @@ from finetune.lock.builder import build_model, fingerprint, model_spec
 from finetune.lock.diagnose import arch_of, check_fits, diagnose
 from finetune.lock.errors import UserError
 from finetune.lock.layouts import weight_keys
-from tests.helpers import VOCAB, spec_of
+from bench.makers import VOCAB, spec_of
 
 
 def fp(name, vocab=VOCAB, **changes):

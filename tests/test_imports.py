@@ -1,12 +1,17 @@
 """The layering, read from the source's imports (the AST), so that it holds tomorrow too:
 - finetune/lock/ (the lock) imports nothing else of this project: both sides stand on it;
-- infer/ imports only the lock and its own modules, never the trainer side of finetune/;
+- finetune/media/ (audio, vocoder, recognisers, datasets, scores: shared, not the lock) imports only the lock;
+- infer/ imports the lock, media and itself, never the trainer side of finetune/ nor the app;
+- the trainer and data preparation (the rest of finetune/) import the lock, media and themselves, never infer/;
+- nothing outside the app imports the app; bench/ never imports tests/;
 - no import cycle among the project's modules, lazy (function-level) imports included."""
 import ast
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("finetune", "infer")
+PACKAGES = ("finetune", "infer", "bench", "tests")
 
 
 def module_name(path: Path) -> str:
@@ -39,19 +44,35 @@ MODULES = {module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.
 GRAPH = {name: imports(path) for name, path in MODULES.items()}
 
 
-def test_the_lock_imports_nothing_else_of_the_project():
+def layer(name: str) -> str:
+    for prefix in ("finetune.lock", "finetune.media", "finetune.app", "infer", "bench", "tests"):
+        if name == prefix or name.startswith(prefix + "."):
+            return prefix
+    return "trainer"  # finetune and its other modules: the trainer and data preparation
+
+
+ALLOWED = {  # what each layer may import (besides the package `finetune` itself, an empty __init__)
+    "finetune.lock": {"finetune.lock"},
+    "finetune.media": {"finetune.lock", "finetune.media"},
+    "infer": {"finetune.lock", "finetune.media", "infer"},
+    "trainer": {"finetune.lock", "finetune.media", "trainer"},
+}
+
+
+@pytest.mark.parametrize("upper", sorted(ALLOWED))
+def test_each_layer_imports_only_what_is_under_it(upper):
     for name, deps in GRAPH.items():
-        if name.startswith("finetune.lock"):
-            outside = {d for d in deps if not d.startswith("finetune.lock") and d != "finetune"}
+        if layer(name) == upper:
+            outside = {d for d in deps if layer(d) not in ALLOWED[upper] and d != "finetune"}
             assert not outside, f"{name} imports {sorted(outside)}"
 
 
-def test_inference_imports_only_the_lock_and_itself():
+def test_nothing_but_tests_imports_the_app_and_bench_never_imports_tests():
     for name, deps in GRAPH.items():
-        if name.startswith("infer"):
-            trainer_side = {d for d in deps if d.startswith("finetune") and not d.startswith("finetune.lock")
-                            and d != "finetune"}
-            assert not trainer_side, f"{name} imports {sorted(trainer_side)}"
+        if layer(name) not in ("finetune.app", "tests"):
+            assert not {d for d in deps if layer(d) == "finetune.app"}, f"{name} imports the app"
+        if layer(name) == "bench":
+            assert not {d for d in deps if layer(d) == "tests"}, f"{name} imports tests"
 
 
 def test_no_import_cycles():
@@ -76,3 +97,5 @@ def test_the_rules_see_real_imports():
     assert "finetune.lock.manifest" in GRAPH["finetune.lock.load"]
     assert "finetune.lock.load" in GRAPH["infer.synth"]
     assert "finetune.lock.builder" in GRAPH["finetune.runs"]
+    assert "finetune.media.audio" in GRAPH["infer.synth"] and "finetune.lock.builder" in GRAPH["bench.makers"]
+    assert layer("finetune.runs") == "trainer" and layer("finetune.media.asr") == "finetune.media"

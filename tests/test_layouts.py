@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from finetune.lock.checkpoints import DamagedFile, file_shapes, list_checkpoints, load_weights, read_upstream
 from finetune.lock.errors import UserError
 from tests.conftest import finetune, infer
-from tests.helpers import ema_prefixed, tiny_state, write_layouts
+from bench.makers import ema_prefixed, tiny_state, write_layouts
 
 
 def test_every_layout_reads_back_the_ema_weights(tmp_path):

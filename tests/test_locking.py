@@ -10,7 +10,7 @@ from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.manifest import read_manifest
 from tests.conftest import cli, finetune, infer
-from tests.helpers import tiny_state, write_layouts
+from bench.makers import tiny_state, write_layouts
 
 
 def resume(run, *overrides):
@@ -164,7 +164,7 @@ def test_adopt_a_size_no_config_names(tmp_path):
 
     from finetune.config import model_config
     from finetune.lock.builder import build_model, model_spec
-    from tests.helpers import VOCAB, ema_prefixed
+    from bench.makers import VOCAB, ema_prefixed
 
     def odd(name, **sizes):
         cfg = model_config(name)
@@ -274,7 +274,7 @@ def test_inspect_run_and_files(runs, tmp_path):
                    "4: bound, fits, ema+online"):
         assert needle in report, (needle, report)
     from finetune.lock.builder import build_model
-    from tests.helpers import VOCAB, spec_of
+    from bench.makers import VOCAB, spec_of
 
     model = build_model(spec_of("e2tts_tiny"), VOCAB)
     assert f"parameters: {sum(p.numel() for p in model.parameters()):,}" in report  # buffers are not parameters

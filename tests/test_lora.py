@@ -12,14 +12,14 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from finetune.lock.adapter import is_adapter_key
+from finetune.lock.layouts import is_adapter_key
 from finetune.lock.builder import fingerprint
 from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.files import KILL_AT, sha256_file
 from finetune.lock.load import load_model_file, load_run
 from tests.conftest import OFFLINE, REPO, TINY, finetune, infer
-from tests.helpers import ema_prefixed, tiny_state
+from bench.makers import ema_prefixed, tiny_state
 
 LORA = ["adapter=lora", "adapter.rank=4", "train.max_updates=4", "train.save_every=2", "train.ema.update_after_step=2"]
 
@@ -204,7 +204,7 @@ def test_starting_from_a_lora_run_starts_from_its_merged_model(lora, tmp_path):
 
 
 def test_vocab_extension_trains_the_appended_rows_alone(lora, tmp_path):
-    from tests.make_data import write_clips, write_metadata
+    from bench.makers import write_clips, write_metadata
     from tests.test_runs_data import prepare
 
     rows = write_clips(tmp_path / "src", 3, seed=8, max_s=2.0)

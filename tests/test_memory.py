@@ -9,7 +9,7 @@ import yaml
 from finetune.lock.checkpoints import list_checkpoints
 from finetune.lock.errors import UserError
 from tests.conftest import OFFLINE, REPO, finetune
-from tests.make_data import write_clips, write_metadata
+from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from finetune.recordings import read_metadata, write_metadata
 from finetune.sources import format_row, read_rows, split_rows
-from tests.make_data import write_clips
+from bench.makers import write_clips
 from tests.test_runs_data import prepare
 
 TEXTS = [

@@ -12,8 +12,7 @@ from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
 from finetune.lock.manifest import FORMAT
 from tests.conftest import TINY, assert_user_error, cli, finetune, infer
-from tests.helpers import wandb_records
-from tests.make_data import write_vocos
+from bench.makers import write_vocos
 
 
 def test_run_folder_contents(runs):
@@ -227,3 +226,29 @@ def test_wandb_honours_its_environment_and_falls_back_offline(tmp_path, monkeypa
     assert "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_mode() == "offline"  # what the environment says, even with credentials and a server
+
+
+def wandb_records(path) -> dict:
+    """The records of a wandb offline run file, by kind, parsed with wandb's own protobuf schema. The file
+    is a LevelDB-style log: 32 KiB blocks of chunks, each a 7-byte header (crc, length, type) and data."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block = open(path, "rb").read(), 32768
+    pos, chunk, records = 7, b"", {}  # 7 bytes: the file's own header (":W&B", version)
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:
+            break
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.setdefault(record.WhichOneof("record_type"), []).append(record)
+            chunk = b""
+    return records

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import assert_user_error, cli
+from tests.conftest import assert_user_error, cli
 from finetune.lock.errors import UserError
 from finetune.lock.files import FolderLock
 from finetune.prepare import prepare

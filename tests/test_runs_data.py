@@ -13,7 +13,7 @@ from finetune.lock.checkpoints import list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.vocab import EMBED
 from tests.conftest import finetune, infer
-from tests.make_data import write_clips, write_metadata
+from bench.makers import write_clips, write_metadata
 
 
 def prepare(src, out, *extra) -> Path:
@@ -116,7 +116,7 @@ def test_resume_refuses_a_dataset_prepared_again_differently(trained):
     run, ds = trained
     data = dataset(ds)
     data["clips"] = data["clips"][:-1]  # as a new preparation would write it: a consistent, different dataset
-    from finetune.lock.dataset import dataset_hash
+    from finetune.media.dataset import dataset_hash
 
     data["summary"]["sha256"] = dataset_hash(data["summary"]["mel"], data["clips"])
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")

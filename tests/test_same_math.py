@@ -45,7 +45,7 @@ def test_updates_match_upstream_trainer(weights, case):
     # and the updates did something: weights moved far more than the tolerance
     torch.manual_seed(0)
     from finetune.lock.builder import build_model
-    from tests.helpers import VOCAB, spec_of
+    from bench.makers import VOCAB, spec_of
 
     start = build_model(spec_of("f5tts_tiny"), VOCAB).state_dict()
     moved = max((ours[f"online.{k}"] - v).abs().max().item() for k, v in start.items())

@@ -8,9 +8,9 @@ import pytest
 
 from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
-from finetune.lock.scores import best_row
+from finetune.media.scores import best_row
 from tests.conftest import finetune, infer
-from tests.make_data import write_clips, write_metadata
+from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 from tests.tiny_whisper import write_tiny_whisper
 
@@ -155,7 +155,7 @@ def test_refusals_are_one_line(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize("forge", ["setup is a list", "cer is text", "a setup is not a mapping", "wer is true"])
 def test_a_forged_scores_file_is_refused_in_one_line(tmp_path, forge):
-    from finetune.lock.scores import NAME, merge, read_scores
+    from finetune.media.scores import NAME, merge, read_scores
 
     row = {"update": 4, "weights": "ema", "val_loss": 1.5, "wer": 0.2, "cer": 0.1, "speaker_similarity": 0.9}
     data = merge(None, [row], "s1", {"asr": "tiny"}, {"manifest_sha256": "abc"})
@@ -182,7 +182,7 @@ def test_two_scorings_of_one_run_at_once_keep_both_rows(tmp_path):
     import threading
 
     from finetune.lock.files import FolderLock
-    from finetune.lock.scores import merge, merge_into, read_scores, write_scores
+    from finetune.media.scores import merge, merge_into, read_scores, write_scores
 
     head = {"manifest_sha256": "abc"}
     row = {"update": 2, "weights": "ema", "val_loss": 1.5, "wer": None, "cer": None, "speaker_similarity": None}

@@ -12,8 +12,8 @@ import yaml
 
 from finetune.lock.errors import UserError
 from tests.conftest import finetune, infer
-from tests.helpers import tiny_state, write_layouts
-from tests.make_data import write_vocos
+from bench.makers import tiny_state, write_layouts
+from bench.makers import write_vocos
 
 
 def adopt(*args):
@@ -78,9 +78,9 @@ def test_a_vocoder_config_names_no_class_and_no_alias_bomb(runs, tmp_path):
 
 
 def test_a_forged_dataset_cannot_point_outside_its_folder(tmp_path):
-    from finetune.lock.dataset import prepared_clips
-    from tests.helpers import spec_of
-    from tests.make_data import write_clips, write_metadata
+    from finetune.media.dataset import prepared_clips
+    from bench.makers import spec_of
+    from bench.makers import write_clips, write_metadata
     from tests.test_runs_data import prepare
 
     ds = prepare(write_metadata(tmp_path / "m.csv", write_clips(tmp_path / "src", 2, seed=1)), tmp_path / "ds")

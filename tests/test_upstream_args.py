@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from finetune.lock import builder
-from finetune.lock.builder import (BACKBONE_DERIVED, CFM_DERIVED, build_model, fingerprint, model_spec,
-                                   unknown_args, upstream_args)
+from finetune.lock import upstream
+from finetune.lock.builder import BACKBONE_DERIVED, CFM_DERIVED, build_model, fingerprint, model_spec, unknown_args
+from finetune.lock.upstream import upstream_args
 from finetune.lock.errors import UserError
 from finetune.lock.manifest import FORMAT, read_manifest
 from finetune.lock.schema import MODEL, ArchConfig, Backbone, CfmConfig, MelConfig, kind_of, unseen_keys
 from tests.conftest import finetune, infer
-from tests.helpers import VOCAB, spec_of
+from bench.makers import VOCAB, spec_of
 from tests.test_manifest import forge
 
 AVG = "model.arch.text_embedding_average_upsampling"
@@ -141,7 +142,7 @@ def test_average_upsampling_trains_infers_and_is_locked(tmp_path):
 
 
 def test_pretrained_files_record_what_their_shapes_cannot_show(tmp_path):
-    from tests.helpers import tiny_state, write_layouts
+    from bench.makers import tiny_state, write_layouts
 
     paths = write_layouts(tmp_path, tiny_state())
     run = finetune(tmp_path, "p", "f5tts_tiny", f"pretrained={paths['hub.safetensors']}", "train.max_updates=1")
@@ -150,7 +151,7 @@ def test_pretrained_files_record_what_their_shapes_cannot_show(tmp_path):
 
 
 def test_a_release_with_broken_training_is_refused(monkeypatch, tmp_path):
-    monkeypatch.setattr(builder, "upstream_version", lambda: "1.1.19")
+    monkeypatch.setattr(upstream, "upstream_version", lambda: "1.1.19")
     with pytest.raises(UserError, match=r"f5-tts 1\.1\.19 is installed, and its EMA copy fails.*f5-tts==1\.1\.22"):
         finetune(tmp_path, "broken", "f5tts_tiny")
     assert not (tmp_path / "broken").exists()

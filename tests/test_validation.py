@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 from finetune.lock.checkpoints import header, list_checkpoints
-from finetune.lock.dataset import prepared_clips, split
+from finetune.media.dataset import prepared_clips, split
 from finetune.lock.errors import UserError
 from tests.conftest import finetune
-from tests.helpers import spec_of
-from tests.make_data import write_clips, write_metadata
+from bench.makers import spec_of
+from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 
 
@@ -38,7 +38,7 @@ def test_the_split_is_drawn_by_content_whatever_the_row_order(ds, tmp_path):
 
 
 def test_held_out_clips_are_recorded_never_trained_on_and_kept_on_resume(ds, tmp_path, monkeypatch):
-    from finetune.lock.dataset import Clip
+    from finetune.media.dataset import Clip
 
     seen = []
     with_mel = Clip.with_mel
@@ -64,7 +64,7 @@ def test_held_out_clips_are_recorded_never_trained_on_and_kept_on_resume(ds, tmp
 
 def test_validation_loss_is_fixed_per_checkpoint_and_differs_between(ds, tmp_path):
     from finetune.lock.load import load_run
-    from finetune.lock.validation import validation_loss
+    from finetune.media.validation import validation_loss
 
     run = tune(tmp_path, "v", ds, "data.val_clips=2", "train.max_updates=6", "train.save_every=3",
                "train.val_every=1", "train.log_every=100")

@@ -8,8 +8,8 @@ import soundfile as sf
 import torch
 import yaml
 
-from finetune.lock.audio import MAX_SETTINGS_BYTES, wav_settings, write_wav
-from finetune.lock.sampling import FORMAT, record
+from finetune.media.audio import MAX_SETTINGS_BYTES, wav_settings, write_wav
+from finetune.media.sampling import FORMAT, record
 from finetune.lock.schema import TrainConfig
 from infer.config import Sampling
 from infer.inspect import main as inspect_main

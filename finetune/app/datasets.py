@@ -2,7 +2,7 @@
 import os
 from pathlib import Path
 
-from finetune.lock.dataset import read_dataset
+from finetune.media.dataset import read_dataset
 from finetune.lock.errors import UserError
 
 DEPTH = 3  # how deep under data_root to look: a data folder can hold many thousand clips, never walked whole

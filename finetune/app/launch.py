@@ -180,7 +180,7 @@ def settle_resume(job: Job, run_dir: Path) -> tuple[str, str]:
 _INFER = threading.Lock()  # one at a time: sampling seeds torch's process-wide RNG
 # what the first synthesis would otherwise import while the user waits (seconds on a small CPU)
 WARM = ("infer.synth", "infer.export", "f5_tts.model.cfm", "f5_tts.model.backbones.dit",
-        "f5_tts.model.backbones.unett", "finetune.lock.vocoder")
+        "f5_tts.model.backbones.unett", "finetune.media.vocoder")
 
 
 def warm_up() -> None:

@@ -33,7 +33,7 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
     """(what to say, the table's rows, the rows as (label, value) choices, the default A and B values).
     A run without scores says how to make them."""
     from finetune.lock.checkpoints import list_checkpoints
-    from finetune.lock.scores import best_row, describe_setup, read_scores
+    from finetune.media.scores import best_row, describe_setup, read_scores
 
     m, problem = runs.manifest(run_dir)
     if m is None:

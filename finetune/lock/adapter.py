@@ -11,20 +11,10 @@ import copy
 import re
 
 from .errors import UserError, first_line
+from .layouts import adapter_keys, is_adapter_key
 
-# what peft names an adapter's own tensors: LoRA's two factors, and the rows of the text embedding that
-# a vocab extension appends (peft's trainable tokens), which train whole
-ADAPTER_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".trainable_tokens_delta.")
 EMBED_MODULE = "text_embed.text_embed"  # the text embedding of every backbone (layouts: transformer.text_embed.text_embed)
 TARGET = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
-
-
-def is_adapter_key(key: str) -> bool:
-    return any(m in key for m in ADAPTER_MARKERS)
-
-
-def adapter_keys(keys) -> list[str]:
-    return [k for k in keys if is_adapter_key(k)]
 
 
 def has_adapter(model) -> bool:

@@ -1,5 +1,4 @@
 """The one place a model is built: from the `model` section of a manifest, and nothing else."""
-import functools
 import importlib.util
 import inspect
 import sys
@@ -12,6 +11,7 @@ from .errors import UserError
 from .files import sha256_bytes
 from .layouts import tensor_desc
 from .schema import MODEL, ArchConfig, Backbone, CfmConfig, MelConfig, kind_of
+from .upstream import pinned_upstream, upstream_args, upstream_version
 from .vocab import vocab_bytes
 
 
@@ -73,44 +73,6 @@ def _sections(backbone: str) -> dict:
     return {"arch": (_backbone_class(backbone), BACKBONE_DERIVED, ArchConfig),
             "cfm": (_cfm_class(), CFM_DERIVED, CfmConfig),
             "mel": (_mel_class(), (), MelConfig)}
-
-
-@functools.cache
-def upstream_args(cls) -> dict:
-    """The keyword arguments `cls.__init__` takes in the installed f5-tts, with their defaults
-    (inspect.Parameter.empty for a required one)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    return {p.name: p.default for p in params
-            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
-def upstream_version() -> str:
-    from importlib.metadata import version
-
-    return version("f5-tts")
-
-
-def pinned_upstream() -> str:
-    """The f5-tts release this f5tune is tested with: the pin in its own package requirements."""
-    from importlib.metadata import PackageNotFoundError, requires
-
-    try:
-        pins = [r.split("==", 1)[1].split(";")[0].strip() for r in requires("f5tune") or [] if r.startswith("f5-tts==")]
-    except PackageNotFoundError:
-        pins = []
-    return pins[0] if pins else "the release pyproject.toml pins"
-
-
-# releases of f5-tts whose training is known to be broken, and why (inference from them is fine)
-BROKEN_TRAINING = {"1.1.19": "its EMA copy fails at the first update (fixed in 1.1.20)"}
-
-
-def check_trainable() -> None:
-    """Refuse to train with an installed f5-tts whose training is known to be broken."""
-    installed = upstream_version()
-    if installed in BROKEN_TRAINING:
-        raise UserError(f"f5-tts {installed} is installed, and {BROKEN_TRAINING[installed]}: "
-                        f"pip install f5-tts=={pinned_upstream()}")
 
 
 def unknown_args() -> list[str]:

@@ -15,7 +15,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .builder import build_model, fingerprint
 from .diagnose import check_fits
 from .errors import UserError, first_line
 from .files import atomic_write
@@ -242,17 +241,6 @@ def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_f
         fix = "use it from its own run folder" if meta.get("manifest_sha256") else \
             "pass allow_foreign=true to load it anyway (its shapes are still checked)"
         raise UserError(f"{error}; {fix}")
-
-
-def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
-    """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
-    model = build_model(manifest["model"], vocab, init_weights=False)  # read_into fills every tensor
-    if fingerprint(model.state_dict()) != manifest["fingerprint"]:
-        raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
-                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
-    check_weights(shapes, weights, manifest["fingerprint"], path, target)
-    read_into(model, path, weights)
-    return model
 
 
 def check_weights(shapes: dict, weights: str, expected: dict, path, target: str) -> None:

@@ -2,7 +2,7 @@
 import re
 from collections import Counter
 
-from .adapter import adapter_keys
+from .layouts import adapter_keys
 from .errors import UserError
 
 DIM_HEAD = 64  # every upstream config uses the backbones' default head size

@@ -10,6 +10,19 @@ STALE_BUFFERS = ("mel_spec.mel_stft.mel_scale.fb", "mel_spec.mel_stft.spectrogra
 BUFFER_SUFFIXES = ("rotary_embed.inv_freq",)  # tensors of a state dict that are not parameters
 
 
+# what peft names an adapter's own tensors: LoRA's two factors, and the rows of the text embedding that
+# a vocab extension appends (peft's trainable tokens), which train whole
+ADAPTER_MARKERS = (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B.", ".trainable_tokens_delta.")
+
+
+def is_adapter_key(key: str) -> bool:
+    return any(m in key for m in ADAPTER_MARKERS)
+
+
+def adapter_keys(keys) -> list[str]:
+    return [k for k in keys if is_adapter_key(k)]
+
+
 def tensor_desc(dtype, shape) -> str:
     """"float32[2546, 512]": how fingerprints, headers and diagnoses write a tensor."""
     return f"{str(dtype).removeprefix('torch.')}{list(shape)}"

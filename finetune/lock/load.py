@@ -10,7 +10,7 @@ import torch
 
 from .adapter import adapter_state, merge_into_base, wrap
 from .builder import build_model, fingerprint
-from .checkpoints import (check_binding, check_weights, header, model_for, pick_checkpoint, read_into, read_upstream,
+from .checkpoints import (check_binding, check_weights, header, pick_checkpoint, read_into, read_upstream,
                           resolve_pretrained, weights_in)
 from .diagnose import check_fits
 from .errors import UserError
@@ -62,6 +62,25 @@ def load_checkpoint(run_dir: Path, path: Path, weights: str, allow_foreign: bool
     shapes, meta = header(path)  # header only: nothing is loaded until binding and shapes check out
     check_binding(meta, manifest, run_dir, path, allow_foreign)
     return model_from(manifest, vocab, path, shapes, weights, f"the run {run_dir}", merge), manifest
+
+
+def build_checked(manifest: dict, vocab: list, target: str, expected: dict | None = None, spec: dict | None = None):
+    """The manifest's model (or `spec`, the manifest's with runtime switches amended), uninitialised for a
+    checkpoint to fill every tensor, refused unless the installed f5-tts builds exactly the tensors `target`
+    recorded (`expected`: the manifest's fingerprint, or its base's)."""
+    model = build_model(spec or manifest["model"], vocab, init_weights=False)
+    if fingerprint(model.state_dict()) != (expected or manifest["fingerprint"]):
+        raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
+                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+    return model
+
+
+def model_for(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str):
+    """Build the manifest's model and load `weights` from the safetensors file at `path` into it."""
+    model = build_checked(manifest, vocab, target)
+    check_weights(shapes, weights, manifest["fingerprint"], path, target)
+    read_into(model, path, weights)
+    return model
 
 
 def model_from(manifest: dict, vocab: list, path: Path, shapes: dict, weights: str, target: str, merge: bool = False):
@@ -123,10 +142,7 @@ def base_state(manifest: dict, path: Path, target: str) -> dict:
 
 def base_model(manifest: dict, vocab: list, target: str):
     """A LoRA run's base: built by the one builder from the manifest, its verified weights loaded."""
-    model = build_model(manifest["model"], vocab, init_weights=False)  # every tensor is loaded below
-    if fingerprint(model.state_dict()) != manifest["pretrained"]["fingerprint"]:
-        raise UserError(f"the installed f5-tts builds a different base model than {target} recorded (written with "
-                        f"f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+    model = build_checked(manifest, vocab, f"the base of {target}", manifest["pretrained"]["fingerprint"])
     path = base_file(manifest, target)
     grown = manifest["model"]["vocab"].get("extended_from")
     if manifest["pretrained"].get("run") or grown or path.suffix != ".safetensors":

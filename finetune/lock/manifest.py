@@ -225,9 +225,10 @@ def check_manifest(body: dict, source) -> None:
         raise UserError(f"{source}: {found[0]}{more}; this is not a manifest python -m finetune wrote: restore the original")
 
 
-def versions() -> dict:
+def versions(names=PACKAGES) -> dict:
+    """Python's version and each named package's (None where it is not installed)."""
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

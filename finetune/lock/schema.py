@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Optional
 from omegaconf import MISSING
 
 from .errors import UserError
-from .sampling import upstream_default
+from .upstream import upstream_default
 
 # What a key is to a run:
 MODEL = "model"  # shapes or changes what the model computes: fixed for a run, compared for pretrained=

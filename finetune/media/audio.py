@@ -9,7 +9,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import UserError, first_line
+from ..lock.errors import UserError, first_line
 from .sampling import FORMAT
 
 

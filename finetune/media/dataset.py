@@ -11,10 +11,10 @@ from typing import Optional
 import torch
 
 from .audio import demo_rows, load_audio, mel_spectrogram
-from .checkpoints import header
-from .errors import UserError, first_line
-from .files import sha256_bytes, sha256_file
-from .vocab import tokenize
+from ..lock.checkpoints import header
+from ..lock.errors import UserError, first_line
+from ..lock.files import sha256_bytes, sha256_file
+from ..lock.vocab import tokenize
 
 DATASET_FORMAT = "f5tune-dataset/1"
 

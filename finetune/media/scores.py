@@ -14,8 +14,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .errors import UserError, first_line
-from .files import FolderLock, atomic_write_bytes
+from ..lock.errors import UserError, first_line
+from ..lock.files import FolderLock, atomic_write_bytes
 
 NAME = "scores.json"
 FORMAT = "f5tune-scores/1"
@@ -106,8 +106,8 @@ def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
     if weights= was given; else of either, and then its set), said on stderr; weights=None means ema."""
     if str(ckpt) != "best":
         return str(ckpt), weights or "ema"
-    from .checkpoints import header, list_checkpoints
-    from .manifest import read_manifest
+    from ..lock.checkpoints import header, list_checkpoints
+    from ..lock.manifest import read_manifest
 
     run_dir = Path(run_dir)
     scores = read_scores(run_dir, read_manifest(run_dir)["sha256"])

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError, first_line
-from .hub import hub_file
-from .manifest import load_yaml
+from ..lock.errors import UserError, first_line
+from ..lock.hub import hub_file
+from ..lock.manifest import load_yaml
 
 VOCOS_REPO = "charactr/vocos-mel-24khz"
 

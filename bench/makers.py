@@ -1,9 +1,18 @@
-"""Speech-like synthetic clips, metadata files and a local vocos folder, for the tests and the benchmarks."""
+"""What the benchmarks and the tests make to run on: the shipped vocab, model specs as the configs compose them,
+tiny models' weights in upstream's checkpoint layouts, speech-like synthetic clips, metadata files and a local
+vocos folder."""
 import random
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
+from safetensors.torch import save_file
+
+from finetune.config import model_config
+from finetune.lock.builder import build_model, model_spec
+from finetune.lock.vocab import default_vocab_path, read_vocab
+
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shine above quiet hills "
          "and rivers run to the sea under a pale morning light").split()
@@ -53,7 +62,7 @@ def write_vocos(folder, dim: int = 512, intermediate_dim: int = 1536, num_layers
     import torch
     import yaml
 
-    from finetune.lock.vocoder import _build_vocos
+    from finetune.media.vocoder import _build_vocos
 
     mel = {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256}
     config = {
@@ -71,3 +80,51 @@ def write_vocos(folder, dim: int = 512, intermediate_dim: int = 1536, num_layers
     torch.manual_seed(0)
     torch.save(_build_vocos(folder / "config.yaml").state_dict(), folder / "pytorch_model.bin")
     return folder
+
+
+VOCAB, _ = read_vocab(default_vocab_path())
+
+
+def spec_of(name: str, vocab=VOCAB) -> dict:
+    """The manifest's model section for `model=<name>`, composed exactly as python -m finetune does."""
+    return model_spec(model_config(name), vocab)
+
+
+def loop_config(train: dict, optim: dict, data: dict) -> dict:
+    """What finetune.train.Trainer reads, the schema's defaults filled in for every key not given
+    (for the same-math runner and the benchmarks that call the loop directly)."""
+    from finetune.lock.schema import OptimConfig, TrainConfig, complete
+
+    return {"train": complete(train, TrainConfig), "optim": complete(optim, OptimConfig), "data": data,
+            "logger": {"kind": "none", "project": "x"}}
+
+
+def tiny_state(name="f5tts_tiny", seed=0) -> dict:
+    torch.manual_seed(seed)
+    return build_model(spec_of(name), VOCAB).state_dict()
+
+
+def ema_prefixed(sd):
+    return {**{f"ema_model.{k}": v for k, v in sd.items()}, "initted": torch.tensor(True), "step": torch.tensor(7)}
+
+
+def write_layouts(folder, sd) -> dict:
+    """The same weights in each layout upstream writes: trainer .pt, EMA-only .pt, DDP .pt, an old .pt with
+    mel buffers, and a hub .safetensors."""
+    online = {k: v + 1 for k, v in sd.items()}  # distinct online weights: EMA must be the ones read
+    files = {
+        "trainer.pt": {"model_state_dict": online, "ema_model_state_dict": ema_prefixed(sd),
+                       "optimizer_state_dict": {}, "scheduler_state_dict": {}, "update": 10},
+        "ema_only.pt": {"ema_model_state_dict": ema_prefixed(sd)},
+        "ddp.pt": {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        "old.pt": {"ema_model_state_dict": {**ema_prefixed(sd),
+                                            "ema_model.mel_spec.mel_stft.mel_scale.fb": torch.zeros(513, 100),
+                                            "ema_model.mel_spec.mel_stft.spectrogram.window": torch.zeros(1024)}},
+    }
+    paths = {}
+    for name, obj in files.items():
+        paths[name] = folder / name
+        torch.save(obj, paths[name])
+    paths["hub.safetensors"] = folder / "hub.safetensors"
+    save_file({k: v.contiguous() for k, v in ema_prefixed(sd).items()}, str(paths["hub.safetensors"]))
+    return paths

@@ -10,8 +10,8 @@ import json
 import re
 from pathlib import Path
 
-from .errors import UserError, first_line
-from .files import sha256_bytes, sha256_file
+from ..lock.errors import UserError, first_line
+from ..lock.files import sha256_bytes, sha256_file
 
 FETCHED = ["*.json", "*.safetensors", "*.txt", "*.tiktoken"]  # config, tokenizer, weights: no pickles
 WHISPER = ("a Whisper model (config.json, tokenizer files, *.safetensors) or a hub id such as "
