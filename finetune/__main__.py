@@ -25,10 +25,10 @@ def check_model_choice(argv: list[str]) -> None:
     chosen = [a.split("=", 1)[1] for a in argv if a.startswith("model=")]
     if not chosen:
         also = " (--help too: it shows the config, which needs a model)" if {"-h", "--help"} & set(argv) else ""
-        raise UserError(f"model= is required{also}; choose one of {', '.join(models)}")
+        raise UserError(f"model= is required{also}; choose one of {', '.join(models)}", code="usage")
     for value in chosen[-1].split(","):  # multirun: model=a,b
         if value not in models:
-            raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}")
+            raise UserError(f"model={value}: unknown model; choose one of {', '.join(models)}", code="range")
 
 
 def run(argv: list[str]) -> tuple[Path, dict] | None:

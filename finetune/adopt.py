@@ -68,17 +68,17 @@ def upstream_model_config(path: Path, base: dict) -> dict:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"config={path}: cannot be read ({getattr(e, 'strerror', None) or e}); pass {UPSTREAM_CONFIG}")
+        raise UserError(f"config={path}: cannot be read ({getattr(e, 'strerror', None) or e}); pass {UPSTREAM_CONFIG}", code="io")
     data = load_yaml(text, path, "training config")
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or not isinstance(model.get("arch"), dict):
-        raise UserError(f"config={path}: no model.arch section; pass {UPSTREAM_CONFIG}")
+        raise UserError(f"config={path}: no model.arch section; pass {UPSTREAM_CONFIG}", code="adopt")
     for section, schema in (("arch", ArchConfig), ("mel_spec", MelConfig)):
         names = {f.name for f in fields(schema)}
         unknown = [k for k in model.get(section) or {} if k not in names]
         if unknown:
             raise UserError(f"config={path}: model.{section}.{unknown[0]} is not an argument this f5tune records; "
-                            "it was written for another f5-tts than the installed one")
+                            "it was written for another f5-tts than the installed one", code="adopt")
     tokenizer = model.get("tokenizer", "pinyin")
     if tokenizer == "custom":  # upstream's custom vocab file with its pinyin text processing
         tokenizer = "pinyin"
@@ -88,7 +88,7 @@ def upstream_model_config(path: Path, base: dict) -> dict:
            "arch": model["arch"], "mel": {**base["model"]["mel"], **mel}, "tokenizer": tokenizer, "pretrained": None}
     found = problems(cfg, ModelConfig, "model.")
     if found:
-        raise UserError(f"config={path}: {found[0]}")
+        raise UserError(f"config={path}: {found[0]}", code="adopt")
     return {**base, "model": cfg}
 
 
@@ -100,26 +100,26 @@ def adopt(argv: list[str]) -> Path:
             model_overrides.append(arg)
             continue
         if not eq or key not in KEYS:
-            raise UserError(f"{arg}: adopt takes {', '.join(sorted(KEYS))} and model.* overrides (key=value)")
+            raise UserError(f"{arg}: adopt takes {', '.join(sorted(KEYS))} and model.* overrides (key=value)", code="usage")
         args[key] = value
     if "ckpt" not in args:
-        raise UserError("adopt needs ckpt=<file.pt|file.safetensors>")
+        raise UserError("adopt needs ckpt=<file.pt|file.safetensors>", code="usage")
     if model_overrides and "model" not in args:
-        raise UserError(f"{model_overrides[0]}: model.* overrides need model=<the config they change>")
+        raise UserError(f"{model_overrides[0]}: model.* overrides need model=<the config they change>", code="adopt")
     path = Path(args["ckpt"])
     if not path.is_file():
-        raise UserError(f"ckpt={path}: file not found")
+        raise UserError(f"ckpt={path}: file not found", code="missing")
     root = args.get("run.root", "runs")
     if "run.name" in args:
         run_path(root, args["run.name"])  # a bad or taken name stops before any work
     if "config" in args and ("model" in args or model_overrides):
-        raise UserError("config= gives the whole model: leave out model= and model.* overrides")
+        raise UserError("config= gives the whole model: leave out model= and model.* overrides", code="adopt")
     vocab, _ = read_vocab(args.get("vocab") or default_vocab_path())
     ema = read_upstream(path)
     found = fingerprint(ema)
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
     if "model" in args and args["model"] not in models:
-        raise UserError(f"model={args['model']}: unknown model; choose one of {', '.join(models)}")
+        raise UserError(f"model={args['model']}: unknown model; choose one of {', '.join(models)}", code="range")
     if "config" in args:
         cfg = upstream_model_config(Path(args["config"]), finetune_config([f"model={models[0]}"]))
         configs = {cfg["model"]["name"]: cfg}
@@ -138,12 +138,12 @@ def adopt(argv: list[str]) -> Path:
         rows = arch_of(found).get("vocab_rows")
         hint = (f"; its {rows} text rows need a vocab of {rows - 1} symbols: pass vocab=<the vocab.txt it was "
                 f"trained with>" if rows and rows != len(vocab) + 1 else sizes_hint(found, configs, specs))
-        raise UserError(f"{path} fits none of the model configs ({', '.join(models)}): it is {describe(found)}{hint}")
+        raise UserError(f"{path} fits none of the model configs ({', '.join(models)}): it is {describe(found)}{hint}", code="adopt")
     if len(fits) > 1:
         names = ", ".join(sorted(fits))
         raise UserError(f"{path} fits {names} equally: their tensor shapes are identical ({unseen()} leave no trace "
                         f"in the weights), so adopt will not guess; pass config=<{UPSTREAM_CONFIG}>, or model= one "
-                        f"of {names}")
+                        f"of {names}", code="adopt")
     (name, (cfg, spec, expected)), = fits.items()
     run_dir = run_path(root, args.get("run.name", f"adopted-{name}-{path.stem}"))
     online = read_state(path, "online") if path.suffix == ".pt" else {}  # a trainer .pt keeps them

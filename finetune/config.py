@@ -45,7 +45,7 @@ def compose_config(name: str, overrides: list[str], help_command: str = ""):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose(config_name=name, overrides=list(overrides))
     except CONFIG_ERRORS as e:
-        raise UserError(one_line(e, help_command))
+        raise UserError(one_line(e, help_command), code="config")
 
 
 def plain(cfg, schema) -> dict:
@@ -59,7 +59,7 @@ def plain(cfg, schema) -> dict:
         data = OmegaConf.to_container(merged, resolve=True, throw_on_missing=True, enum_to_str=True)
     except CONFIG_ERRORS as e:  # OmegaConf's errors name the key; keep only that line
         where = f"{e.full_key}: " if getattr(e, "full_key", None) else ""
-        raise UserError(f"config: {where}{first_line(e)}")
+        raise UserError(f"config: {where}{first_line(e)}", code="config")
     check(data, schema)
     return data
 
@@ -88,9 +88,9 @@ def parse_override(arg: str):
     try:
         (override,) = OverridesParser.create().parse_overrides([arg])
     except CONFIG_ERRORS as e:
-        raise UserError(f"{arg}: {one_line(e)}")
+        raise UserError(f"{arg}: {one_line(e)}", code="config")
     if override.is_sweep_override():
-        raise UserError(f"{arg}: a sweep has no meaning here; give one value")
+        raise UserError(f"{arg}: a sweep has no meaning here; give one value", code="config")
     return override.key_or_group.lstrip("+"), override.value()
 
 
@@ -119,7 +119,7 @@ def precompose(config_name: str, argv: list[str], help_command: str) -> None:
                 overrides.append(f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}")
             # glob(): needs Hydra's config loader; Hydra checks it
     except CONFIG_ERRORS as e:
-        raise UserError(one_line(e, help_command))
+        raise UserError(one_line(e, help_command), code="config")
     compose_config(config_name, overrides, help_command)
 
 
@@ -151,7 +151,7 @@ def apply_changes(cfg: dict, changes: dict, source: str = "") -> dict:
         for part in parents:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict):
-            raise UserError(f"{source + ': ' if source else ''}{dotted}: not a key of the config")
+            raise UserError(f"{source + ': ' if source else ''}{dotted}: not a key of the config", code="usage")
         kind = _field_type(dotted)
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)
@@ -168,12 +168,12 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
     changes = {}
     for arg in overrides:
         if "=" not in arg:
-            raise UserError(f"{arg}: expected key=value")
+            raise UserError(f"{arg}: expected key=value", code="usage")
         dotted, value = parse_override(arg)
         if "." not in dotted and (CONF_DIR / dotted).is_dir():
             if not (CONF_DIR / dotted / f"{value}.yaml").is_file():
                 options = sorted(p.stem for p in (CONF_DIR / dotted).glob("*.yaml"))
-                raise UserError(f"{arg}: no such option; conf/{dotted}/ has {', '.join(options)}")
+                raise UserError(f"{arg}: no such option; conf/{dotted}/ has {', '.join(options)}", code="missing")
             from .lock.schema import flatten
 
             changes |= {f"{dotted}.{k}": v for k, v in flatten(group_option(dotted, value)).items()}

@@ -12,7 +12,7 @@ def check_frame_budget(clips: list[Clip], data_cfg: dict, hop_seconds: float) ->
     if longest.frames > budget:
         raise UserError(f"data.frames_per_batch={budget} is smaller than the longest clip ({longest.where}: "
                         f"{longest.frames} frames, {longest.frames * hop_seconds:.1f} s); raise data.frames_per_batch "
-                        f"to at least {longest.frames}, or prepare the data with a lower max_seconds")
+                        f"to at least {longest.frames}, or prepare the data with a lower max_seconds", code="range")
 
 
 class FrameBatches:

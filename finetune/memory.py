@@ -149,7 +149,7 @@ def choose_budget(model, clips, cfg: dict, accelerator, optimizer_cls) -> dict:
         needs = ("more than the memory there is" if peak is None else f"{peak:.0f} MB") if good is None else \
             "more than another process's cap"
         raise UserError(f"data.frames_per_batch=auto: even one longest clip ({longest} frames) needs {needs} against "
-                        f"a cap of {limit:.0f} MB; try {OOM_ADVICE.split(', ', 1)[1]}, or prepare shorter clips")
+                        f"a cap of {limit:.0f} MB; try {OOM_ADVICE.split(', ', 1)[1]}, or prepare shorter clips", code="memory")
     peak = tried.get(chosen) or tried[good]  # else this rank's figure at its own larger choice: an upper bound
     record = {"frames_per_batch": chosen, "peak_mb": round(peak, 1), "limit_mb": round(limit, 1),
               "in_use_mb": round(in_use_mb(device), 1),

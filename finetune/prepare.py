@@ -137,20 +137,20 @@ def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: i
 def check_out(out: Path, source: Path, fmt: str) -> None:
     """A dataset folder is only ever refreshed from its own input, never pointed at another folder."""
     if out.exists() and not out.is_dir():
-        raise UserError(f"out={out} is a file; give a folder for the dataset (new or empty)")
+        raise UserError(f"out={out} is a file; give a folder for the dataset (new or empty)", code="data")
     if fmt in ("folder", "recordings") and (out == source or source in out.parents):
         raise UserError(f"out={out} lies inside input={source}, whose audio and .txt files are all read; "
-                        "pick an out= outside it")
+                        "pick an out= outside it", code="data")
     if (out / "dataset.json").exists():
         before = read_dataset(out)["summary"]["source"]
         if source == out / recordings.METADATA and before.get("format") == "recordings":
             raise UserError(f"{source} is read by the command that wrote it: run python -m finetune.prepare "
-                            f"input={before['input']} transcribe=true out={out} again, and your edits are kept")
+                            f"input={before['input']} transcribe=true out={out} again, and your edits are kept", code="data")
         if before["input"] != str(source):
-            raise UserError(f"out={out} holds a dataset prepared from {before['input']}; pick another out= for {source}")
+            raise UserError(f"out={out} holds a dataset prepared from {before['input']}; pick another out= for {source}", code="data")
     elif out.exists() and any(p.name not in OWN and not (p.name.startswith("metadata.") and p.suffix == ".csv")
                               for p in out.iterdir()):
-        raise UserError(f"out={out} is a folder with other files in it; pick a new or empty folder")
+        raise UserError(f"out={out} is a folder with other files in it; pick a new or empty folder", code="data")
 
 
 def _natural(where: str):
@@ -167,7 +167,7 @@ def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
         if cfg["transcribe"]:
             if any(c in str(out) for c in "|\n\r"):
                 raise UserError(f"out={out}: holds | or a line break, which the metadata file's paths cannot; "
-                                "pick another folder")
+                                "pick another folder", code="data")
             transcribe.check_language(cfg["asr"]["language"])
             transcribe.pick_device(cfg["asr"]["device"])
             recs = recordings.recordings(source)
@@ -176,18 +176,18 @@ def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
         else:
             fmt, rows, problems = read_rows(source, cfg["format"])
     except OSError as e:
-        raise UserError(f"input={source}: cannot read it ({e.strerror or e})")
+        raise UserError(f"input={source}: cannot read it ({e.strerror or e})", code="io")
     try:
         check_out(out, source, fmt)
         (out / "mel").mkdir(parents=True, exist_ok=True)
         lock = FolderLock(out, "prepare").acquire()
     except OSError as e:
-        raise UserError(f"out={out}: cannot write there ({e.strerror or e}); pick a folder you can write")
+        raise UserError(f"out={out}: cannot write there ({e.strerror or e}); pick a folder you can write", code="io")
     try:
         return _prepare(cfg, source, out, fmt, rows, problems, recs, model, review)
     except OSError as e:  # a full disk, a folder made read-only meanwhile
         raise UserError(f"{e.filename or out}: {e.strerror or e}; the preparation stopped there (run it again once "
-                        "the folder can be written: finished work is reused)")
+                        "the folder can be written: finished work is reused)", code="data")
     finally:
         lock.release()
 
@@ -203,7 +203,7 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
         _, rows, problems = read_rows(listed.metadata, "csv")
         problems = [p for p in problems if p.kind != "header"] + listed.problems  # the header is ours
     elif review is not None:
-        raise UserError(f"{out} was prepared from {source}, a file of yours; edit it and prepare again")
+        raise UserError(f"{out} was prepared from {source}, a file of yours; edit it and prepare again", code="data")
 
     workers = cfg["workers"] or os.cpu_count() or 1
     results = process_all([str(r.audio) for r in rows], out, mel, bounds, workers)
@@ -228,10 +228,10 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
     if cfg["strict"] and counted:
         print("\n".join(lines), file=sys.stderr)
         raise UserError(f"strict=true: {sum(counted.values())} bad rows in {source} ({skipped}); fix them or "
-                        "drop strict=true to skip them; nothing was written to dataset.json")
+                        "drop strict=true to skip them; nothing was written to dataset.json", code="data")
     if not clips:
         print("\n".join(lines[:SHOWN]), file=sys.stderr)
-        raise UserError(f"{source}: no usable rows ({skipped}); see the reasons above")
+        raise UserError(f"{source}: no usable rows ({skipped}); see the reasons above", code="data")
 
     hop, sr = mel["hop_length"], mel["target_sample_rate"]
     frames = sum(c["frames"] for c in clips)

@@ -75,10 +75,10 @@ def check_ranges(cfg: dict) -> None:
     at = flatten({k: v for k, v in cfg.items() if k != "model"})
     for key, value in at.items():
         if isinstance(value, float) and not math.isfinite(value):
-            raise UserError(f"{key}={value}: must be a finite number")
+            raise UserError(f"{key}={value}: must be a finite number", code="range")
     for key, test, what in RANGES:
         if not test(at[key], cfg):
-            raise UserError(f"{key}={at[key]}: {what.format(**cfg)}")
+            raise UserError(f"{key}={at[key]}: {what.format(**cfg)}", code="range")
     for key in ("input", "out"):
         if not str(cfg[key]).strip():
-            raise UserError(f"{key}= is empty; give a {'folder or file to read' if key == 'input' else 'folder to write'}")
+            raise UserError(f"{key}= is empty; give a {'folder or file to read' if key == 'input' else 'folder to write'}", code="range")

@@ -57,12 +57,12 @@ def recordings(source: Path) -> list[tuple[str, Path]]:
     if source.is_file():
         return [(source.name, source)]
     if not source.is_dir():
-        raise UserError(f"input={source}: no such file or folder; give a folder of recordings")
+        raise UserError(f"input={source}: no such file or folder; give a folder of recordings", code="missing")
     found = [(str(p.relative_to(source)), p) for p in sorted(source.rglob("*"))
              if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()]
     if not found:
         raise UserError(f"input={source}: no recordings ({', '.join(AUDIO_EXTENSIONS)}); "
-                        "transcribe=true needs a folder of audio files")
+                        "transcribe=true needs a folder of audio files", code="data")
     return found
 
 
@@ -108,13 +108,13 @@ def list_clips(source: Path, out: Path, cfg: dict, recs: list, model: tuple, rev
     if review:
         unknown = sorted((set(review.texts) | set(review.dropped)) - ours)
         if unknown:
-            raise UserError(f"{unknown[0]} is not a clip of {out} ({len(unknown)} unknown); list them again")
+            raise UserError(f"{unknown[0]} is not a clip of {out} ({len(unknown)} unknown); list them again", code="data")
         both = sorted(set(review.texts) & set(review.dropped))
         if both:
-            raise UserError(f"{both[0]} has a new text and is dropped too; choose one")
+            raise UserError(f"{both[0]} has a new text and is dropped too; choose one", code="data")
         bad = next((a for a, t in review.texts.items() if "|" in t or "\n" in t or "\r" in t), None)
         if bad:
-            raise UserError(f"the text of {bad} holds | or a line break, which the metadata file cannot; remove it")
+            raise UserError(f"the text of {bad} holds | or a line break, which the metadata file cannot; remove it", code="data")
 
     def unedited(a):
         return a in in_file and in_file[a] == written.get(a)
@@ -177,10 +177,10 @@ def read_metadata(meta: Path, with_lines: bool = False):
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise UserError(f"{meta}: cannot read ({e.strerror})")
+        raise UserError(f"{meta}: cannot read ({e.strerror})", code="io")
     records, bad = split_rows(data, source=str(meta))  # as prepare and upstream read it: CSV quoting
     if bad:
-        raise UserError(f"{meta}:{bad[0][0]}: byte {bad[0][1]} is not UTF-8; save the file as UTF-8")
+        raise UserError(f"{meta}:{bad[0][0]}: byte {bad[0][1]} is not UTF-8; save the file as UTF-8", code="data")
     rows, where = {}, {}
     for i, record in enumerate(records):
         n, cols = record.line, record.fields
@@ -188,10 +188,10 @@ def read_metadata(meta: Path, with_lines: bool = False):
             continue
         if len(cols) != 2 or not cols[0]:
             raise UserError(f"{meta}:{n}: {record.text[:60]!r} is not audio_file|text; fix the line (it is merged "
-                            "with new clips, so the whole file must read)")
+                            "with new clips, so the whole file must read)", code="data")
         audio = str((meta.parent / cols[0]).resolve())
         if audio in rows:
-            raise UserError(f"{meta}:{n}: {cols[0]} is listed again (line {where[audio]}); keep one row")
+            raise UserError(f"{meta}:{n}: {cols[0]} is listed again (line {where[audio]}); keep one row", code="data")
         rows[audio], where[audio] = cols[1], n
     return (rows, where) if with_lines else rows
 
@@ -210,9 +210,9 @@ def read_state(out: Path) -> dict:
         return {}
     except (OSError, ValueError) as e:
         raise UserError(f"{out / STATE}: unreadable ({first_line(e, 80)}); delete it and "
-                        f"{out / METADATA} to start again from the recogniser's text")
+                        f"{out / METADATA} to start again from the recogniser's text", code="io")
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise UserError(f"{out / STATE}: not written by this tool; delete it and {out / METADATA} to start again")
+        raise UserError(f"{out / STATE}: not written by this tool; delete it and {out / METADATA} to start again", code="data")
     return state
 
 

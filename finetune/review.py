@@ -22,7 +22,7 @@ def _folder(folder) -> tuple[Path, dict]:
     state = read_state(folder)
     if not state:
         raise UserError(f"{folder}: not prepared from recordings (no clips.json); prepare it with transcribe=true, "
-                        "or edit the metadata file it was prepared from")
+                        "or edit the metadata file it was prepared from", code="data")
     return folder, state
 
 
@@ -73,12 +73,12 @@ def save_review(folder, texts: dict, dropped) -> Path:
     cfg = state.get("config")
     if not isinstance(cfg, dict) or "${" in repr(cfg):  # never resolve an interpolation read from a file
         raise UserError(f"{folder / 'clips.json'}: its settings are not this tool's; prepare the folder again "
-                        "with python -m finetune.prepare transcribe=true")
+                        "with python -m finetune.prepare transcribe=true", code="data")
     try:
         cfg = plain(OmegaConf.create(cfg), PrepareConfig)
     except UserError as e:
-        raise UserError(f"{folder / 'clips.json'}: {e}")
+        raise UserError(f"{folder / 'clips.json'}: {e}", code="data")
     if Path(cfg["out"]).resolve() != folder:
-        raise UserError(f"{folder} was prepared as out={cfg['out']} (moved since?); prepare it again where it is")
+        raise UserError(f"{folder} was prepared as out={cfg['out']} (moved since?); prepare it again where it is", code="data")
     # one process: no fork inside a web server's threads (the few mel it may need, for restored clips, are quick)
     return prepare(cfg | {"workers": 1}, Review({str(k): str(v) for k, v in texts.items()}, {str(d) for d in dropped}))

@@ -29,23 +29,23 @@ def now() -> str:
 def check_name(name) -> str:
     """A run name is one folder name: no path, nothing empty, nothing the file system would refuse."""
     if not isinstance(name, str) or not name.strip():
-        raise UserError("run.name must not be empty; leave it out for <model>-<data>-<time>")
+        raise UserError("run.name must not be empty; leave it out for <model>-<data>-<time>", code="run")
     if "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
-        raise UserError(f"run.name={name!r}: a run name is a single folder name, not a path")
+        raise UserError(f"run.name={name!r}: a run name is a single folder name, not a path", code="run")
     if len(name.encode("utf-8")) > NAME_BYTES:
-        raise UserError(f"run.name: {len(name.encode('utf-8'))} bytes, over the {NAME_BYTES} a file name may have")
+        raise UserError(f"run.name: {len(name.encode('utf-8'))} bytes, over the {NAME_BYTES} a file name may have", code="run")
     return name
 
 
 def run_path(root: str, name: str) -> Path:
     if not str(root).strip():
-        raise UserError("run.root must not be empty (default: runs)")
+        raise UserError("run.root must not be empty (default: runs)", code="run")
     if Path(root).exists() and not Path(root).is_dir():
-        raise UserError(f"run.root={root} is a file, not a folder; give a folder for the runs")
+        raise UserError(f"run.root={root} is a file, not a folder; give a folder for the runs", code="run")
     run_dir = Path(root) / check_name(name)
     if run_dir.exists():
         raise UserError(f"{run_dir} already exists; pick another run.name= (a run folder is never reused; "
-                        f"continue it with resume={run_dir})")
+                        f"continue it with resume={run_dir})", code="exists")
     return run_dir
 
 
@@ -55,13 +55,13 @@ def create_run(run_dir: Path, body: dict, vocab: list[str], reference, sample_ra
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"cannot create {run_dir.parent} ({e.strerror}); check run.root=")
+        raise UserError(f"cannot create {run_dir.parent} ({e.strerror}); check run.root=", code="io")
     try:
         run_dir.mkdir()
     except FileExistsError:
-        raise UserError(f"{run_dir} already exists; pick another run.name=")
+        raise UserError(f"{run_dir} already exists; pick another run.name=", code="exists")
     except OSError as e:
-        raise UserError(f"cannot create {run_dir} ({e.strerror}); check run.root= ({run_dir.parent})")
+        raise UserError(f"cannot create {run_dir} ({e.strerror}); check run.root= ({run_dir.parent})", code="io")
     try:
         lock = FolderLock(run_dir, "training").acquire()
         atomic_write_bytes(run_dir / body["model"]["vocab"]["file"], vocab_bytes(vocab))
@@ -70,7 +70,7 @@ def create_run(run_dir: Path, body: dict, vocab: list[str], reference, sample_ra
     except BaseException as e:
         shutil.rmtree(run_dir, ignore_errors=True)
         if isinstance(e, OSError):
-            raise UserError(f"cannot write the run folder {run_dir} ({e.strerror})")
+            raise UserError(f"cannot write the run folder {run_dir} ({e.strerror})", code="io")
         raise
     claim_console(run_dir)
     return manifest, lock
@@ -138,7 +138,7 @@ def read_amendments(run_dir: Path, manifest: dict, repair: bool = False) -> list
             break
         if not ok:
             raise UserError(f"{path}: line {n} is edited or out of its chain; the file is append-only: restore "
-                            "that line as a resume wrote it")
+                            "that line as a resume wrote it", code="run")
         entries.append(entry)
         prev = entry["sha256"]
     return entries

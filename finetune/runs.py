@@ -70,13 +70,13 @@ def pretrained_run_checkpoint(run_dir: Path, spec: dict, wanted: str) -> tuple[P
     diffs = model_differences(spec, other)
     if diffs:
         raise UserError(f"pretrained={run_dir} is a {other['family']} {other['name']} run; model={wanted} differs "
-                        f"({'; '.join(diffs)}); pass model={other['name']} to continue from it")
+                        f"({'; '.join(diffs)}); pass model={other['name']} to continue from it", code="model")
     path = pick_checkpoint(run_dir, "last")
     # strict: an unbound one too, as inference would refuse it as a LoRA base
     error = binding_error(header(path)[1], manifest, Path(run_dir), path, strict=True)
     if error:
         raise UserError(f"pretrained={run_dir}: {error}; move that file out of its checkpoints/ or pick another run "
-                        f"(or name the file itself: pretrained=<its path>)")
+                        f"(or name the file itself: pretrained=<its path>)", code="binding")
     return path, manifest
 
 
@@ -105,7 +105,7 @@ def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, 
     digest = sha256_file(path)
     if sha256 and digest != sha256:
         raise UserError(f"pretrained {path}: sha256 {digest[:12]}, the run started from {sha256[:12]}; "
-                        "put the original file back to restart this run from update 0")
+                        "put the original file back to restart this run from update 0", code="resume")
     if other is not None and other["model"].get("adapter"):  # a LoRA run: its adapter merged into its base
         ema = online = load_checkpoint(Path(source), path, "ema", merge=True)[0].state_dict()
         counters = {}
@@ -158,7 +158,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
     lora = cfg["adapter"]["kind"] == "lora"
     if lora and not cfg["pretrained"]:
         raise UserError("adapter=lora trains an adapter on a pretrained base, and pretrained=null gives it none; pass "
-                        "pretrained=<file, hf:// URL or run folder> (the model config names one), or adapter=none")
+                        "pretrained=<file, hf:// URL or run folder> (the model config names one), or adapter=none", code="config")
     accelerator = make_accelerator(cfg)
     set_seed(cfg["train"]["seed"])
     # every rank must agree on the folder rank 0 creates (a time-stamped default differs between processes)
@@ -239,7 +239,7 @@ def finish(run_dir: Path, result: dict, accelerator) -> dict:
             _, _, path = load_run(run_dir, "last", weights)
         except UserError as e:
             raise UserError(f"the final checkpoint of {run_dir} fails inference's loading path ({weights} weights): "
-                            f"{e} -- a bug of f5tune, please report it")
+                            f"{e} -- a bug of f5tune, please report it", code="internal")
     return {**result, "verified": f"verified: {path} loads as inference loads it (manifest, builder, header, "
                                   "binding, strict load, tensor hashes; ema and online)"}
 
@@ -258,7 +258,7 @@ def latest_intact(run_dir: Path, manifest: dict):
             error = binding_error(meta, manifest, run_dir, path, strict=True)
             if error:
                 raise UserError(f"{error}: it does not belong in {run_dir / CKPT_DIR}; move it out and resume again "
-                                "(it is left as it is)")
+                                "(it is left as it is)", code="binding")
             state = load_train_state(state_path(run_dir, update))
             return update, state, load_weights(path, "online"), load_weights(path, "ema"), damaged
         except DamagedFile as e:
@@ -289,10 +289,10 @@ def _on_every_rank(check):
         check()
         error = None
     except UserError as e:
-        error = f"{e} (rank {state.process_index})" if state.num_processes > 1 else str(e)
+        error = (f"{e} (rank {state.process_index})" if state.num_processes > 1 else str(e), e.code)
     errors = [e for e in gather_object([error]) if e]
     if errors:
-        raise UserError(errors[0])
+        raise UserError(*errors[0])
 
 
 def writable(run_dir: Path, names) -> None:
@@ -308,7 +308,7 @@ def writable(run_dir: Path, names) -> None:
             else:
                 open(path, "a").close()
         except OSError as e:
-            raise UserError(f"{path}: cannot be written ({e.strerror}); the run needs it to continue")
+            raise UserError(f"{path}: cannot be written ({e.strerror}); the run needs it to continue", code="io")
 
 
 def _visible(run_dir: Path) -> None:
@@ -320,7 +320,7 @@ def _visible(run_dir: Path) -> None:
         if PartialState().num_processes == 1:
             raise
         raise UserError(f"{e} (a resume reads the run folder in every process: with several machines, keep "
-                        "run.root on storage they all share, at the same path)")
+                        "run.root on storage they all share, at the same path)", code=e.code)
 
 
 def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
@@ -343,7 +343,7 @@ def resume(run_dir, overrides: list[str]) -> tuple[Path, dict]:
         raise UserError(f"resume={run_dir} refuses changes to the model, its data or its optimizer kind: {lines} "
                         "(start a new run for those, from this one with pretrained=); train.*, optim.* but optim.name, "
                         "logger.*, data.frames_per_batch and runtime switches such as "
-                        "model.arch.checkpoint_activations may change")
+                        "model.arch.checkpoint_activations may change", code="resume")
 
     accelerator = make_accelerator(new_cfg)
     lock = FolderLock(run_dir, "resume") if accelerator.is_main_process else None
@@ -380,7 +380,7 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     if data["sha256"] != (manifest["data"] or {}).get("sha256"):
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
                         f"{str((manifest['data'] or {}).get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs "
-                        f"the same data; for new data start a new run with pretrained={run_dir}")
+                        f"the same data; for new data start a new run with pretrained={run_dir}", code="resume")
     asked = cfg["data"]["frames_per_batch"]
     cfg, _ = fit_budget(cfg, model, clips, accelerator, optimizer_class(cfg["optim"]["name"]),
                         spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
@@ -392,7 +392,7 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
         trainer.restore(state, ema)
     if trainer.total <= update:
         raise UserError(f"resume={run_dir}: the run is at update {update} and plans {trainer.total}; raise "
-                        f"train.max_updates (or train.epochs) above {update} to continue")
+                        f"train.max_updates (or train.epochs) above {update} to continue", code="resume")
 
     if accelerator.is_main_process:
         writable(run_dir, ("train.log", METRICS, STATUS, AMENDMENTS, CKPT_DIR))

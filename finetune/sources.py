@@ -65,7 +65,7 @@ def split_rows(data: bytes, quoted: bool = True, source: str = "the metadata fil
                 spans.append((last + 1, reader.line_num, fields))
                 last = reader.line_num
         except csv.Error as e:
-            raise UserError(f"{source}:{last + 1}: {e}; a quote opened there may never close: check the quotes")
+            raise UserError(f"{source}:{last + 1}: {e}; a quote opened there may never close: check the quotes", code="data")
         finally:
             csv.field_size_limit(limit)
     else:
@@ -107,7 +107,7 @@ def detect(path: Path) -> str:
     if path.is_file():
         return "csv"
     if not path.is_dir():
-        raise UserError(f"input={path}: no such file or folder; give a metadata file or a dataset folder")
+        raise UserError(f"input={path}: no such file or folder; give a metadata file or a dataset folder", code="missing")
     if (path / "raw.arrow").is_file():
         return "upstream"
     if (path / "metadata.csv").is_file():
@@ -131,7 +131,7 @@ def read_rows(path, fmt: str = "auto") -> tuple[str, list[Row], list[Problem]]:
     elif fmt == "upstream":
         rows, problems = _upstream(path)
     else:
-        raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}")
+        raise UserError(f"format={fmt}: choose one of {', '.join(FORMATS)}", code="range")
     return fmt, _drop_duplicates(_drop_control(rows, problems), problems), problems
 
 
@@ -152,7 +152,7 @@ def _delimited(meta: Path, audio_root: Path, columns, audio_of, text_of=lambda c
     try:
         data = meta.read_bytes()
     except OSError as e:
-        raise UserError(f"{meta}: cannot read ({e.strerror}); give a metadata file of audio_path|text rows")
+        raise UserError(f"{meta}: cannot read ({e.strerror}); give a metadata file of audio_path|text rows", code="io")
     records, bad = split_rows(data, quoted, str(meta))
     problems = [Problem(f"{meta.name}:{n}", "not_utf8", f"byte {at} is not UTF-8; save the file as UTF-8")
                 for n, at in bad]
@@ -205,7 +205,7 @@ def _folder(folder: Path):
             problems.append(Problem(str(txt.relative_to(folder)), "missing_file", "no audio file of the same name"))
     if not audio and not problems:
         raise UserError(f"input={folder}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no metadata.csv or "
-                        "raw.arrow; give a folder of audio files with same-named .txt transcripts")
+                        "raw.arrow; give a folder of audio files with same-named .txt transcripts", code="data")
     return rows, problems
 
 
@@ -219,7 +219,7 @@ def _upstream(folder: Path):
         records = table.select(["audio_path", "text"]).to_pylist()
     except Exception as e:
         raise UserError(f"{folder / 'raw.arrow'}: cannot read ({first_line(e, 100)}); "
-                        "prepare the folder again with upstream's tools, or give the original metadata file")
+                        "prepare the folder again with upstream's tools, or give the original metadata file", code="io")
     rows, problems = [], []
     for n, rec in enumerate(records, start=1):
         where, text = f"raw.arrow:{n}", rec["text"]

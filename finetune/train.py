@@ -51,7 +51,7 @@ def make_accelerator(cfg: dict):
         if os.environ.get(var, "false").lower() == "true":
             raise UserError(f"{engine} is not supported ({var}=true from accelerate launch): launch plain data "
                             "parallel instead (accelerate launch --multi_gpu, or torchrun); see README, "
-                            "'Several processes'")
+                            "'Several processes'", code="config")
 
     from accelerate.state import AcceleratorState, GradientState
 
@@ -69,7 +69,7 @@ def optimizer_class(name: str):
         try:
             import bitsandbytes
         except ImportError:
-            raise UserError("optim.name=adamw8bit needs bitsandbytes (pip install bitsandbytes); or use optim.name=adamw")
+            raise UserError("optim.name=adamw8bit needs bitsandbytes (pip install bitsandbytes); or use optim.name=adamw", code="config")
         return bitsandbytes.optim.AdamW8bit
     from torch.optim import AdamW
 
@@ -85,7 +85,7 @@ class Progress:
 
 
 class NonFinite(UserError):
-    pass
+    code = "nonfinite"
 
 
 class Trainer:
@@ -214,7 +214,7 @@ class Trainer:
                     p.epoch += 1
             except BaseException as e:
                 if is_oom(e):
-                    e = UserError(self._oom_message())
+                    e = UserError(self._oom_message(), code="memory")
                 if main:
                     self.logger.close()
                     write_status(self.run_dir, "crashed", update=p.update,

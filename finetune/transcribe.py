@@ -43,11 +43,11 @@ def pick_device(device: str) -> str:
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
-        raise UserError(f"asr.device={device}: not a device; use auto, cpu, cuda or cuda:N")
+        raise UserError(f"asr.device={device}: not a device; use auto, cpu, cuda or cuda:N", code="device")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"asr.device={device}: no CUDA device here; use asr.device=cpu")
+        raise UserError(f"asr.device={device}: no CUDA device here; use asr.device=cpu", code="device")
     if kind not in ("cpu", "cuda", "mps", "xpu"):
-        raise UserError(f"asr.device={device}: use auto, cpu, cuda or cuda:N")
+        raise UserError(f"asr.device={device}: use auto, cpu, cuda or cuda:N", code="device")
     return device
 
 

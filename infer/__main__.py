@@ -16,7 +16,7 @@ def parse(argv: list[str]) -> dict:
         key = arg.split("=", 1)[0].lstrip("+~").split(".")[0]
         if key in model_keys():  # the model section and its source: the run's manifest alone decides those
             raise UserError(f"{arg}: the model is fixed by the run's manifest.yaml, which is the only authority "
-                            "at inference; drop this override (train a new run to change the model)")
+                            "at inference; drop this override (train a new run to change the model)", code="usage")
     return from_argv(argv, InferConfig, "python -m infer")
 
 

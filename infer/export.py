@@ -37,14 +37,14 @@ def export(cfg: dict) -> Path:
     layout=upstream: EMA weights as `ema_model.*`, online weights as bare keys, which is how upstream's
     load_model reads each (use_ema=True / False)."""
     if not cfg["run"] or not cfg["out"]:
-        raise UserError("export needs run=runs/<name> and out=<file>.safetensors")
+        raise UserError("export needs run=runs/<name> and out=<file>.safetensors", code="usage")
     out = Path(cfg["out"])
     if out.suffix != ".safetensors":
-        raise UserError(f"out={out}: the exported file must end in .safetensors")
+        raise UserError(f"out={out}: the exported file must end in .safetensors", code="usage")
     vocab_out = out.with_name(out.stem + "_vocab.txt")  # layout=upstream writes it beside the weights
     for f in (out, vocab_out) if cfg["layout"] == "upstream" else (out,):
         if f.exists():
-            raise UserError(f"out={out}: {f} exists; an export never overwrites a file")
+            raise UserError(f"out={out}: {f} exists; an export never overwrites a file", code="exists")
     check_writable(out, "out")
     run_dir = Path(cfg["run"])
     manifest = read_manifest(run_dir)
@@ -52,7 +52,7 @@ def export(cfg: dict) -> Path:
     symbols, vocab = read_vocab(run_dir / manifest["model"]["vocab"]["file"])
     if sha256_bytes(vocab) != manifest["model"]["vocab"]["sha256"]:
         raise UserError(f"{run_dir / manifest['model']['vocab']['file']}: not the vocab the manifest records; "
-                        "restore the run's vocab.txt")
+                        "restore the run's vocab.txt", code="vocab")
     ckpt = pick_checkpoint(run_dir, which)
     shapes, meta = header(ckpt)
     check_binding(meta, manifest, run_dir, ckpt, cfg["allow_foreign"])
@@ -60,9 +60,9 @@ def export(cfg: dict) -> Path:
     adapter = manifest["model"].get("adapter")
     if cfg["adapter_only"] and not adapter:
         raise UserError(f"adapter_only=true: the run {run_dir} is a full fine-tune, which has no adapter; "
-                        "leave adapter_only out to export its model")
+                        "leave adapter_only out to export its model", code="usage")
     if cfg["adapter_only"] and cfg["layout"] == "upstream":
-        raise UserError("adapter_only=true: upstream's layout has no place for an adapter; use layout=f5tune")
+        raise UserError("adapter_only=true: upstream's layout has no place for an adapter; use layout=f5tune", code="usage")
     if adapter and not cfg["adapter_only"]:  # the base, verified, with the adapter merged into it
         model = model_from(manifest, symbols, ckpt, shapes, weights, f"the run {run_dir}", merge=True)
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -92,7 +92,7 @@ def wav_report(path: Path) -> list[str]:
     settings = wav_settings(path)
     if settings is None:
         raise UserError(f"{path}: holds no synthesis settings; only wavs written by python -m infer, the web app or "
-                        "a fine-tune's checkpoint samples (train.log_samples=true) record them")
+                        "a fine-tune's checkpoint samples (train.log_samples=true) record them", code="usage")
     def shown(v):  # a text with a line break or a tab in JSON's quoting, to keep one key a line
         return json.dumps(v, ensure_ascii=False) if isinstance(v, str) and not v.isprintable() else v
 
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
     with user_errors():
         if len(argv) != 1:
             raise UserError("usage: python -m infer.inspect PATH (a run folder, checkpoint, exported file or "
-                            "synthesised wav)")
+                            "synthesised wav)", code="usage")
         path = Path(argv[0])
         if path.is_dir():
             print("\n".join(run_report(path)))
@@ -121,7 +121,7 @@ def main(argv: list[str]) -> None:
         elif path.is_file():
             print("\n".join(file_report(path)))
         else:
-            raise UserError(f"{path}: no such file or folder")
+            raise UserError(f"{path}: no such file or folder", code="missing")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,7 @@ def parse(argv: list[str]) -> dict:
         try:
             cfg[name] = from_argv(args, SECTIONS[name], f"{COMMAND} ({name}.*)")
         except UserError as e:
-            raise UserError(f"{name}.{e}")
+            raise UserError(f"{name}.{e}", code=e.code)
     return cfg
 
 
@@ -60,7 +60,7 @@ def held_out(run_dir: Path, manifest: dict) -> list:
     val = (manifest.get("data") or {}).get("val")
     if not val or not val.get("rows"):
         raise UserError(f"{run_dir}: the run holds no clips out of training, so there is nothing to score it on; "
-                        "train with data.val_clips=N (for example 8) to score checkpoints")
+                        "train with data.val_clips=N (for example 8) to score checkpoints", code="scores")
     data_cfg = manifest["config"]["data"]
     if data_cfg["kind"] != "demo":
         data_cfg = {**data_cfg, "path": manifest["data"].get("path") or data_cfg["path"]}
@@ -69,14 +69,14 @@ def held_out(run_dir: Path, manifest: dict) -> list:
     if [c.where for c in held] != val["rows"] or [c.sha for c in held] != val["audio_sha256"]:
         raise UserError(f"{data_cfg['path'] or 'the demo clips'}: its held-out clips are no longer the ones {run_dir} "
                         "recorded in its manifest (the dataset changed since training); score on the dataset the run "
-                        "was trained on")
+                        "was trained on", code="scores")
     return held
 
 
 def pick(run_dir: Path, ckpt: str, weights: str) -> tuple[dict, list[str]]:
     found = list_checkpoints(run_dir)
     if not found:
-        raise UserError(f"{run_dir}: no checkpoints yet; score the run once it has saved one")
+        raise UserError(f"{run_dir}: no checkpoints yet; score the run once it has saved one", code="scores")
     if ckpt == "all":
         chosen = found
     elif ckpt == "last":
@@ -86,11 +86,11 @@ def pick(run_dir: Path, ckpt: str, weights: str) -> tuple[dict, list[str]]:
         bad = [w for w in wanted if not w.isdigit() or int(w) not in found]
         if bad:
             raise UserError(f"ckpt={ckpt}: {run_dir} has no checkpoint {bad[0]}; use all, last or updates among "
-                            f"{', '.join(map(str, found))} (comma-separated)")
+                            f"{', '.join(map(str, found))} (comma-separated)", code="scores")
         chosen = {int(w): found[int(w)] for w in wanted}
     sets = list(dict.fromkeys(w.strip() for w in weights.split(",")))
     if not sets or any(w not in ("ema", "online") for w in sets):
-        raise UserError(f"weights={weights}: use ema, online or ema,online")
+        raise UserError(f"weights={weights}: use ema, online or ema,online", code="scores")
     return dict(sorted(chosen.items())), sets
 
 
@@ -218,7 +218,7 @@ def score(cfg: dict) -> tuple[Path, dict]:
     from .synth import load_run_vocoder
 
     if not cfg["run"]:
-        raise UserError(f"run= is required: {COMMAND} run=runs/<name>")
+        raise UserError(f"run= is required: {COMMAND} run=runs/<name>", code="usage")
     run_dir = Path(cfg["run"])
     manifest = read_manifest(run_dir)
     read_scores(run_dir, manifest["sha256"])  # a file it cannot merge into, or write, is refused before any work

@@ -61,16 +61,16 @@ def check_out(out: Path, overwrite: bool) -> Path:
     """Where a wav may go: a .wav file, outside every run folder but its samples/, replacing only a wav this
     tool wrote unless overwrite=true."""
     if out.is_dir():
-        raise UserError(f"out={out} is a folder; give a file name ending in .wav")
+        raise UserError(f"out={out} is a folder; give a file name ending in .wav", code="usage")
     if out.suffix.lower() != ".wav":
-        raise UserError(f"out={out}: give a file name ending in .wav (the output is a 24 kHz wav)")
+        raise UserError(f"out={out}: give a file name ending in .wav (the output is a 24 kHz wav)", code="usage")
     resolved = out.resolve()
     for folder in resolved.parents:
         if (folder / NAME).is_file() and not resolved.is_relative_to(folder / "samples"):
             raise UserError(f"out={out} lies inside the run folder {folder}, whose files are the run's; write into "
-                            f"{folder / 'samples'} or outside the run")
+                            f"{folder / 'samples'} or outside the run", code="usage")
     if out.exists() and not written_here(out) and not overwrite:
-        raise UserError(f"out={out} exists and is not a wav this tool wrote; pick another name or pass overwrite=true")
+        raise UserError(f"out={out} exists and is not a wav this tool wrote; pick another name or pass overwrite=true", code="exists")
     check_writable(out, "out")
     return out
 
@@ -80,7 +80,7 @@ def check_symbols(text: str, tokenizer: str, known: dict, what: str) -> None:
     if unknown:
         listed = ", ".join(repr(s) for s in unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
         raise UserError(f"{what}: {len(unknown)} symbols are not in the run's vocab ({listed}); the model would "
-                        "speak them as nothing (token 0): remove them, or pass accept_unknown=true")
+                        "speak them as nothing (token 0): remove them, or pass accept_unknown=true", code="vocab")
 
 
 def vocoder_choice(manifest: dict, cfg: dict) -> dict:
@@ -110,7 +110,7 @@ def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, ge
     ref_seconds = audio.shape[-1] / sr
     if ref_seconds < MIN_REF_SECONDS:
         raise UserError(f"{where}: {ref_seconds:.2f} s of reference; give at least {MIN_REF_SECONDS} s "
-                        "(3 to 10 s of clean speech clone a voice best)")
+                        "(3 to 10 s of clean speech clone a voice best)", code="usage")
     rms = audio.square().mean().sqrt().item()
     if rms < TARGET_RMS:
         audio = audio * TARGET_RMS / max(rms, 1e-8)
@@ -128,7 +128,7 @@ def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, ge
         if frames > limit:
             raise UserError(f"gen_text: the piece {piece[:40]!r}... needs {frames} frames at speed={cfg['speed']}; the "
                             f"model takes at most {limit} per pass ({limit * hop / sr:.0f} s with the reference): split "
-                            "it with sentence punctuation, or raise speed")
+                            "it with sentence punctuation, or raise speed", code="usage")
         plan.append((piece, frames))
 
     vocoder, parts = get_vocoder(), []
@@ -148,11 +148,11 @@ def speak(model, spec: dict, get_vocoder, audio: torch.Tensor, ref_text: str, ge
 
 def synthesize(cfg: dict) -> Path:
     if bool(cfg["run"]) == bool(cfg["model_file"]):
-        raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors")
+        raise UserError("pass one of run=runs/<name> (as printed by python -m finetune) or model_file=<export>.safetensors", code="usage")
     if cfg["gen_text"] is not None and not cfg["gen_text"].strip():
-        raise UserError("gen_text is empty; give the text to speak, or leave gen_text out for a default sentence")
+        raise UserError("gen_text is empty; give the text to speak, or leave gen_text out for a default sentence", code="usage")
     if cfg["ref_audio"] and not (cfg["ref_text"] or "").strip():
-        raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)")
+        raise UserError("ref_text= is required with ref_audio= (the transcript of the reference clip)", code="usage")
     out = check_out(Path(cfg["out"]), cfg["overwrite"]) if cfg["out"] else None
     device = pick_device(cfg["device"])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,23 @@ def infer(*args: str) -> Path:
     return run(list(args))
 
 
-def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> str:
-    """A refusal from a CLI: exit status 2, one `error:` line naming the problem, no traceback."""
+ERROR_LINE = re.compile(r"error\[(?P<code>[a-z]+)\]: ")
+
+
+def error_lines(stderr: str, code: str | None = None) -> list[str]:
+    """The `error[<code>]: ...` lines of a tool's output (of that code, when given)."""
+    return [line for line in stderr.splitlines()
+            if (m := ERROR_LINE.match(line)) and (code is None or m.group("code") == code)]
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *needles: str, code: str | None = None) -> str:
+    """A refusal from a CLI: exit status 2, one `error[<code>]:` line naming the problem, no traceback."""
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    errors = error_lines(r.stderr)
     assert len(errors) == 1, r.stderr[-3000:]
+    if code:
+        assert ERROR_LINE.match(errors[0]).group("code") == code, errors[0]
     for needle in needles:
         assert needle in errors[0], (needle, r.stderr[-3000:])
     return errors[0]

@@ -196,12 +196,12 @@ def test_a_tool_run_in_data_root_imports_nothing_from_it(roots):
         (roots.data / name).mkdir()
         (roots.data / name / "__init__.py").write_text('raise SystemExit("error: imported from data_root")')
     said = list(launch.run_tool(commands.score_args({}), roots.data, poll=0.05))[-1]
-    assert said == ("refused", "error: run= is required: python -m infer.score run=runs/<name>"), said
+    assert said == ("refused", "error[usage]: run= is required: python -m infer.score run=runs/<name>"), said
 
 
 def test_error_line_is_the_tools_own():
-    assert launch.error_line("loading\r50%\rwarning: x\nerror: data.path=/x: not found\n") == \
-        "error: data.path=/x: not found"
+    assert launch.error_line("loading\r50%\rwarning: x\nerror[missing]: data.path=/x: not found\n") == \
+        "error[missing]: data.path=/x: not found"
     assert launch.progress_line("prepare:  10%\rprepare:  60%") == "prepare:  60%"
 
 
@@ -216,7 +216,7 @@ def test_app_arguments():
 def test_app_refuses_bad_arguments_in_one_line():
     r = subprocess.run([sys.executable, "-m", "finetune.app", "prot=1"], capture_output=True, text=True,
                        env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}, timeout=120)
-    assert r.returncode == 2 and r.stderr.strip() == "error: prot: unknown key; the app takes runs, data_root, " \
+    assert r.returncode == 2 and r.stderr.strip() == "error[usage]: prot: unknown key; the app takes runs, data_root, " \
         "host, port, share"
 
 

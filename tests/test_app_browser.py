@@ -353,12 +353,12 @@ def test_paths_outside_the_roots_are_refused(site, page, tmp_path):
     fill(page, "prep-out", "anything")
     for typed in ("../../etc", "/etc", "outside"):  # up and out, absolute, a symlink under data_root to /etc
         choose(page, "prep-input", typed)
-        text = click_then(page, "prep-go", "prep-result", f"error: input={re.escape(typed)}: refused")
+        text = click_then(page, "prep-go", "prep-result", f"error\\[path\\]: input={re.escape(typed)}: refused")
         assert "outside" in text
     new_form(page, "anything")
     radio(page, "new-pretrained", "local file")
     fill(page, "new-pretrained-file", "/etc/passwd")
-    click_then(page, "new-launch", "new-result", "error: pretrained=/etc/passwd: refused")
+    click_then(page, "new-launch", "new-result", "error\\[path\\]: pretrained=/etc/passwd: refused")
     assert not (site.data / "anything").exists()
 
 

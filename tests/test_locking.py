@@ -292,7 +292,7 @@ def test_inspect_of_a_broken_manifest_is_one_line(runs, tmp_path):
     os.chmod(run / "manifest.yaml", 0o644)
     (run / "manifest.yaml").write_text("format: f5tune-manifest/2\nmodel: [unclosed\n")
     r = cli("infer.inspect", str(run))
-    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error: ")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and r.stderr.startswith("error[manifest]: ")
 
 
 def test_version_drift_warning(capsys):

@@ -55,7 +55,7 @@ def test_edit_is_detected(runs, tmp_path):
 
 
 @pytest.mark.parametrize("change, needle", [
-    (lambda b: b["model"]["arch"].update(bogus=1), "model.arch.bogus: not a key of ArchConfig"),
+    (lambda b: b["model"]["arch"].update(bogus=1), "model.arch.bogus: the manifest records this DiT argument"),
     (lambda b: b["model"]["arch"].update(dim="64"), "model.arch.dim='64': must be a whole number"),
     (lambda b: b["model"]["arch"].update(heads=0), "model.arch.heads=0: must be above 0"),
     (lambda b: b.pop("model"), "model: missing"),

@@ -8,7 +8,7 @@ import yaml
 
 from finetune.lock.checkpoints import list_checkpoints
 from finetune.lock.errors import UserError
-from tests.conftest import OFFLINE, REPO, finetune
+from tests.conftest import OFFLINE, REPO, error_lines, finetune
 from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 
@@ -61,7 +61,7 @@ def test_out_of_memory_is_one_line_of_advice_and_the_run_resumes_smaller(clips16
     r = subprocess.run([sys.executable, "-c", UNDER_A_LIMIT, f"resume={run}", "data.frames_per_batch=4200",
                         "train.max_updates=4"], cwd=REPO, env={**OFFLINE, "PATH": "/usr/bin:/bin"},
                        capture_output=True, text=True, timeout=300)
-    errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
+    errors = error_lines(r.stderr, "memory")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-3000:]
     for needle in ("out of memory at update 3 with data.frames_per_batch=4200", "update 2) is intact",
                    "model.arch.checkpoint_activations=true", f"resume={run}"):

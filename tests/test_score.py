@@ -9,7 +9,7 @@ import pytest
 from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
 from finetune.media.scores import best_row
-from tests.conftest import finetune, infer
+from tests.conftest import ERROR_LINE, finetune, infer
 from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 from tests.tiny_whisper import write_tiny_whisper
@@ -148,7 +148,7 @@ def test_refusals_are_one_line(trained, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(args)
         err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+        assert e.value.code == 2 and len(err) == 1 and ERROR_LINE.match(err[0]), err
         assert all(n in err[0] for n in needles), err
     assert not (trained / "scores.json").exists() and not (plain / "scores.json").exists()
 

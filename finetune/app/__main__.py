@@ -16,17 +16,17 @@ def parse(argv: list[str]) -> dict:
     for arg in argv:
         key, eq, value = arg.partition("=")
         if not eq:
-            raise UserError(f"{arg}: expected key=value (keys: {', '.join(DEFAULTS)})")
+            raise UserError(f"{arg}: expected key=value (keys: {', '.join(DEFAULTS)})", code="usage")
         if key not in DEFAULTS:
-            raise UserError(f"{key}: unknown key; the app takes {', '.join(DEFAULTS)}")
+            raise UserError(f"{key}: unknown key; the app takes {', '.join(DEFAULTS)}", code="usage")
         cfg[key] = value
     if not cfg["port"].isdigit() or not 0 < int(cfg["port"]) < 65536:
-        raise UserError(f"port={cfg['port']}: a port number from 1 to 65535")
+        raise UserError(f"port={cfg['port']}: a port number from 1 to 65535", code="range")
     if cfg["share"] not in ("true", "false"):
-        raise UserError(f"share={cfg['share']}: true or false")
+        raise UserError(f"share={cfg['share']}: true or false", code="range")
     for key in ("runs", "data_root"):
         if not cfg[key].strip():
-            raise UserError(f"{key}=: give a folder")
+            raise UserError(f"{key}=: give a folder", code="app")
     return cfg
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str]) -> None:
         roots = Roots.make(cfg["runs"], cfg["data_root"], get_upload_folder())
         for folder in (roots.runs, roots.data):
             if folder.exists() and not folder.is_dir():
-                raise UserError(f"{folder} is a file; give a folder")
+                raise UserError(f"{folder} is a file; give a folder", code="app")
             folder.mkdir(parents=True, exist_ok=True)
         if cfg["host"] not in LOCAL:
             print(f"warning: host={cfg['host']}: the app is reachable from the network, and it has no login; "
@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
                        ssr_mode=False, prevent_thread_lock=True, footer_links=[])
         except OSError as e:
             raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
-                            "pass another port=")
+                            "pass another port=", code="app")
         print(f"app: http://{cfg['host']}:{cfg['port']}/ (runs: {roots.runs}; data_root: {roots.data})", flush=True)
         warm_up()
     try:

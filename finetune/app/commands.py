@@ -50,9 +50,9 @@ def hydra_value(value) -> str:
     try:
         back = _hydra_parses(quoted)
     except CONFIG_ERRORS as e:
-        raise UserError(f"{text!r}: cannot be passed as one Hydra value ({first_line(e)})")
+        raise UserError(f"{text!r}: cannot be passed as one Hydra value ({first_line(e)})", code="app")
     if back != text:
-        raise UserError(f"{text!r}: cannot be passed as one Hydra value unchanged (it reads back as {back!r})")
+        raise UserError(f"{text!r}: cannot be passed as one Hydra value unchanged (it reads back as {back!r})", code="app")
     return quoted
 
 
@@ -132,13 +132,13 @@ def check_extra(lines: str, confine, amend_only: bool = False) -> list[str]:
         key, eq, value = line.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise UserError(f"{line}: expected key=value, one per line")
+            raise UserError(f"{line}: expected key=value, one per line", code="usage")
         if key in groups:
             if value not in options(key):
-                raise UserError(f"{line}: no option {value!r} in conf/{key}/ (choose {', '.join(options(key))})")
+                raise UserError(f"{line}: no option {value!r} in conf/{key}/ (choose {', '.join(options(key))})", code="app")
         elif not key.startswith(allowed) or key.endswith("."):
             raise UserError(f"{line}: {key} cannot be set here; this field takes {', '.join(allowed)} keys"
-                            + ("" if amend_only else " (the form sets the model, data, pretrained weights and run)"))
+                            + ("" if amend_only else " (the form sets the model, data, pretrained weights and run)"), code="app")
         if key in PATH_KEYS:
             value = hydra_value(str(confine(_hydra_parses(value.strip()) if value.strip() else "", key)))
         out.append(f"{key}={value.strip()}")

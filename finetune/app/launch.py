@@ -59,10 +59,13 @@ class Job:
             return None
 
 
+ERROR_LINE = re.compile(r"error\[(?P<code>[a-z]+)\]: ")  # how the tools print a refusal (lock/errors.py)
+
+
 def error_line(text: str) -> str:
-    """The tool's own one-line refusal (`error: ...`), or the end of its output when it died otherwise."""
+    """The tool's own one-line refusal (`error[<code>]: ...`), or the end of its output when it died otherwise."""
     lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error: ")]
+    errors = [ln for ln in lines if ERROR_LINE.match(ln)]
     if errors:
         return errors[-1]
     return "\n".join(lines[-15:]) or "the process ended without output"
@@ -99,19 +102,19 @@ def launch_finetune(runs: Path, run_dir: Path, argv: list[str]) -> Job:
     """Start a fine-tune of a new run folder; a second launch of the same name is refused."""
     if run_dir.exists():
         raise UserError(f"run {run_dir.name!r} already exists in {runs}; pick another run name "
-                        "(a run folder is never reused; continue that one with Resume)")
+                        "(a run folder is never reused; continue that one with Resume)", code="exists")
     pending = runs / PENDING
     pending.mkdir(parents=True, exist_ok=True)
     console, pid_file = pending / f"{run_dir.name}.log", pending / f"{run_dir.name}.pid"
     if console.exists():
         pid = _pending_pid(pid_file)
         if pid is not None:
-            raise UserError(f"run {run_dir.name!r} is being launched already (pid {pid}); pick another run name")
+            raise UserError(f"run {run_dir.name!r} is being launched already (pid {pid}); pick another run name", code="busy")
         console.unlink(missing_ok=True)  # left by a launch whose process is gone
     try:
         job = Job(argv, console, env={CONSOLE_ENV: str(console)})
     except FileExistsError:  # another launch created it between the check and here
-        raise UserError(f"run {run_dir.name!r} is being launched already; pick another run name")
+        raise UserError(f"run {run_dir.name!r} is being launched already; pick another run name", code="busy")
     pid_file.write_text(f"{job.pid}\n")
     return job
 
@@ -142,24 +145,24 @@ def stop(run_dir: Path) -> str:
     records `stopped` and exits."""
     who = holder(run_dir)
     if not who:
-        raise UserError(f"run {run_dir.name!r} is not running (no process holds {run_dir}/.lock)")
+        raise UserError(f"run {run_dir.name!r} is not running (no process holds {run_dir}/.lock)", code="app")
     m = re.fullmatch(r"pid (\d+) on (.+)", who)
     if not m:
-        raise UserError(f"run {run_dir.name!r} is held by {who}, which names no PID; stop it where it runs")
+        raise UserError(f"run {run_dir.name!r} is held by {who}, which names no PID; stop it where it runs", code="app")
     pid, host = int(m[1]), m[2]
     if host != socket.gethostname():
-        raise UserError(f"run {run_dir.name!r} runs on {host}, not here ({socket.gethostname()}); stop it there")
+        raise UserError(f"run {run_dir.name!r} runs on {host}, not here ({socket.gethostname()}); stop it there", code="app")
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        raise UserError(f"run {run_dir.name!r}: pid {pid} has just ended")
+        raise UserError(f"run {run_dir.name!r}: pid {pid} has just ended", code="app")
     return f"sent SIGTERM to pid {pid}: the run finishes its current update, saves a checkpoint there and stops"
 
 
 def launch_resume(run_dir: Path, argv: list[str]) -> Job:
     who = holder(run_dir)
     if who:
-        raise UserError(f"run {run_dir.name!r} is running ({who}); stop it before resuming")
+        raise UserError(f"run {run_dir.name!r} is running ({who}); stop it before resuming", code="busy")
     return Job(argv, run_dir / CONSOLE, append=True)
 
 

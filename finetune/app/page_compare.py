@@ -17,7 +17,7 @@ def diff_rows(ctx: Ctx, a: str, b: str, only_differing: bool) -> tuple[str, list
     for name in (a, b):
         m, problem = runs.manifest(ctx.roots.run_dir(name))
         if m is None:
-            raise UserError(problem)
+            raise UserError(problem, code="app")
         manifests.append(m)
     rows = runs.diff(*manifests)
     differing = [r for r in rows if not r[3]]

@@ -55,7 +55,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         folder = roots.confine(src, "input", roots=(roots.data,))
         target = roots.confine(dst, "out", roots=(roots.data,))
         if target == roots.data or inside(roots.runs, target):
-            raise UserError(f"out={dst}: give a new folder under data_root for the dataset")
+            raise UserError(f"out={dst}: give a new folder under data_root for the dataset", code="app")
         settings = {"input": str(folder), "out": str(target), "model": mdl, "strict": bool(strict_),
                     "min_seconds": lo, "max_seconds": hi}
         if transcribe_:

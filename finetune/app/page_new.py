@@ -27,7 +27,7 @@ def form_args(ctx: Ctx, model, preset, data, pretrained, pre_file, pre_run, name
     """The form as a `python -m finetune` argument list and the run folder it will write."""
     roots = ctx.roots
     if model not in commands.options("model"):
-        raise UserError(f"model={model}: choose one of {', '.join(commands.options('model'))}")
+        raise UserError(f"model={model}: choose one of {', '.join(commands.options('model'))}", code="range")
     settings = {}
     if preset:
         settings["experiment"] = preset
@@ -38,7 +38,7 @@ def form_args(ctx: Ctx, model, preset, data, pretrained, pre_file, pre_run, name
     elif data == DEMO:
         settings["data"] = "demo"
     else:
-        raise UserError("choose a dataset (prepare one on the Data page) or the demo clips")
+        raise UserError("choose a dataset (prepare one on the Data page) or the demo clips", code="app")
     if pretrained == PRETRAINED[1]:
         settings["pretrained"] = None  # null: from scratch
     elif pretrained == PRETRAINED[2]:
@@ -58,7 +58,7 @@ def form_args(ctx: Ctx, model, preset, data, pretrained, pre_file, pre_run, name
                 settings[key] = kind(text)
             except ValueError:
                 words = "".join(f" or {w}" for w in WORDS.get(key, ()))
-                raise UserError(f"{key}={value}: not {'a whole number' if kind is int else 'a number'}{words}")
+                raise UserError(f"{key}={value}: not {'a whole number' if kind is int else 'a number'}{words}", code="app")
     if precision:
         settings["train.mixed_precision"] = precision
     if log_samples:

@@ -27,7 +27,7 @@ def synth_args(ctx: Ctx, run, ckpt, weights, text, ref, ref_text, seed, nfe, spe
     if ref:
         settings["ref_audio"] = str(roots.confine(ref, "ref_audio", roots=(roots.uploads, roots.data, roots.runs)))
         if not (ref_text or "").strip():
-            raise UserError("the reference audio needs its transcript (ref_text): what is said in it")
+            raise UserError("the reference audio needs its transcript (ref_text): what is said in it", code="app")
         settings["ref_text"] = ref_text
     return commands.infer_args(settings), out
 

@@ -30,15 +30,15 @@ class Roots:
         roots = roots or (self.runs, self.data, self.uploads)
         raw = str(text or "").strip()
         if not raw:
-            raise UserError(f"{what}: empty; give a path under {self.describe(roots)}")
+            raise UserError(f"{what}: empty; give a path under {self.describe(roots)}", code="app")
         try:
             path = Path(raw).expanduser()
             real = (path if path.is_absolute() else (base or self.data) / path).resolve()
         except (ValueError, OSError, RuntimeError) as e:  # NUL bytes, symlink loops
-            raise UserError(f"{what}={raw!r}: not a usable path ({e})")
+            raise UserError(f"{what}={raw!r}: not a usable path ({e})", code="app")
         if not any(inside(real, root) for root in roots):
             raise UserError(f"{what}={raw}: refused, it resolves to {real}, outside {self.describe(roots)}; "
-                            "this app only reads and writes under those folders")
+                            "this app only reads and writes under those folders", code="path")
         return real
 
     def model(self, text, what: str) -> str | None:
@@ -60,12 +60,12 @@ class Roots:
         """A run folder from its name as the pages list it: one folder name, directly under the runs root."""
         name = str(name or "").strip()
         if not name:
-            raise UserError("choose a run first")
+            raise UserError("choose a run first", code="app")
         if "/" in name or "\0" in name or name in (".", "..") or name.startswith("."):
-            raise UserError(f"run {name!r}: a run is named by one folder name under {self.runs}")
+            raise UserError(f"run {name!r}: a run is named by one folder name under {self.runs}", code="app")
         path = self.runs / name
         if path.is_symlink() and not inside(path.resolve(), self.runs):
-            raise UserError(f"run {name!r}: refused, {path} is a link to {path.resolve()}, outside {self.runs}")
+            raise UserError(f"run {name!r}: refused, {path} is a link to {path.resolve()}, outside {self.runs}", code="path")
         if must_exist and not (path / "manifest.yaml").is_file():
-            raise UserError(f"run {name!r}: no run folder {path} (it holds no manifest.yaml)")
+            raise UserError(f"run {name!r}: no run folder {path} (it holds no manifest.yaml)", code="app")
         return path

@@ -21,7 +21,7 @@ def key(row: dict) -> str:
 def parse_key(text) -> tuple[str, str]:
     update, _, weights = str(text or "").partition(" ")
     if not update.isdigit() or weights not in ("ema", "online"):
-        raise UserError(f"{text!r}: pick two scored rows (update and weights) first")
+        raise UserError(f"{text!r}: pick two scored rows (update and weights) first", code="app")
     return update, weights
 
 
@@ -37,7 +37,7 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
 
     m, problem = runs.manifest(run_dir)
     if m is None:
-        raise UserError(problem)
+        raise UserError(problem, code="app")
     scores = read_scores(run_dir, m["sha256"])
     if scores is None or not scores["rows"]:
         if not (m.get("data") or {}).get("val"):

@@ -68,7 +68,7 @@ def decisions(listing: list[dict], rows: list[list]) -> tuple[dict, set]:
             continue
         c = by_name.get(name)
         if c is None or len(row) <= TEXT:
-            raise UserError(f"row {i + 1}: {name!r} is not a clip of this dataset (any more); reload the list")
+            raise UserError(f"row {i + 1}: {name!r} is not a clip of this dataset (any more); reload the list", code="app")
         text = _plain(row[TEXT])
         if _ticked(row[DROP]):
             if not c["dropped"]:
@@ -76,6 +76,6 @@ def decisions(listing: list[dict], rows: list[list]) -> tuple[dict, set]:
         elif c["dropped"] or text != _plain(c["text"]):
             text = text or (_plain(c["asr_text"]) if c["dropped"] else "")
             if not text:
-                raise UserError(f"{name}: its text is empty; write what is said, or tick drop to leave the clip out")
+                raise UserError(f"{name}: its text is empty; write what is said, or tick drop to leave the clip out", code="app")
             texts[c["audio"]] = text
     return texts, dropped

@@ -36,9 +36,9 @@ def message(text: str, kind: str = "info") -> str:
 
 
 def error(e) -> str:
-    """A refusal as the tools print it: one `error: ...` line."""
-    text = str(e)
-    return message(text if text.startswith("error: ") else f"error: {text}", "error")
+    """A refusal as the tools print it: one `error[<code>]: ...` line."""
+    text = e.line() if isinstance(e, UserError) else str(e)
+    return message(text if text.startswith("error") else f"error: {text}", "error")
 
 
 def file_url(path: Path) -> str:
@@ -97,9 +97,9 @@ def resolve_checkpoint(run_dir: Path, ckpt: str) -> int:
 
     found = list_checkpoints(run_dir)
     if not found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint yet")
+        raise UserError(f"run {run_dir.name!r} has no checkpoint yet", code="app")
     if ckpt in (None, "", "last"):
         return max(found)
     if not str(ckpt).isdigit() or int(ckpt) not in found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint {ckpt}")
+        raise UserError(f"run {run_dir.name!r} has no checkpoint {ckpt}", code="app")
     return int(ckpt)

@@ -42,12 +42,12 @@ def check_targets(model, targets) -> None:
     names = [n for n, _ in model.named_modules() if n]
     for target in targets:
         if not isinstance(target, str) or not TARGET.fullmatch(target):
-            raise UserError(f"adapter.targets: {target!r} is not a module name (letters, digits, _ and dots)")
+            raise UserError(f"adapter.targets: {target!r} is not a module name (letters, digits, _ and dots)", code="adapter")
         if not any(n == target or n.endswith("." + target) for n in names):
             first = [re.match(r"transformer\.(transformer_blocks|layers)\.0\.(.+)", n) for n in names]
             block = [m.group(2) for m in first if m and type(model.get_submodule(m.group(0))).__name__ == "Linear"]
             raise UserError(f"adapter.targets: {target!r} names no module of this model; the linear layers of a "
-                            f"block are {', '.join(block[:12])}")
+                            f"block are {', '.join(block[:12])}", code="adapter")
 
 
 def wrap(model, spec: dict, dropout: float = 0.0, seed: int | None = None):
@@ -56,7 +56,7 @@ def wrap(model, spec: dict, dropout: float = 0.0, seed: int | None = None):
     import torch
 
     if spec.get("kind") != "lora":
-        raise UserError(f"adapter kind {spec.get('kind')!r} is not one this tool builds (lora)")
+        raise UserError(f"adapter kind {spec.get('kind')!r} is not one this tool builds (lora)", code="adapter")
     check_targets(model, spec["targets"])
     _import_peft()
     from peft import get_peft_model
@@ -67,12 +67,12 @@ def wrap(model, spec: dict, dropout: float = 0.0, seed: int | None = None):
         try:
             wrapped = get_peft_model(model, _lora_config(spec, dropout))
         except (ValueError, TypeError, NotImplementedError) as e:  # peft's refusal of a module type it cannot wrap
-            raise UserError(f"adapter.targets={spec['targets']}: peft cannot wrap them ({first_line(e, 200)})")
+            raise UserError(f"adapter.targets={spec['targets']}: peft cannot wrap them ({first_line(e, 200)})", code="adapter")
     inner = wrapped.base_model.model
     trainable = {n for n, p in inner.named_parameters() if p.requires_grad}
     if trainable != set(adapter_keys(n for n, _ in inner.named_parameters())):
         raise UserError("peft left other tensors than the adapter's trainable (a bug of f5tune with this peft "
-                        "version; please report it)")
+                        "version; please report it)", code="adapter")
     return wrapped
 
 
@@ -101,7 +101,7 @@ def load_trained(model, state: dict) -> None:
         return
     if mine.keys() != state.keys():
         raise UserError(f"the adapter tensors differ from the model's: {len(mine.keys() - state.keys())} missing, "
-                        f"{len(state.keys() - mine.keys())} unexpected")
+                        f"{len(state.keys() - mine.keys())} unexpected", code="adapter")
     with torch.no_grad():
         for k, v in state.items():
             mine[k].copy_(v)

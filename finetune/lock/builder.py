@@ -38,7 +38,7 @@ def _backbone_class(name: str):
         from f5_tts.model.backbones.mmdit import MMDiT as cls
     else:
         allowed = ", ".join(b.value for b in Backbone)
-        raise UserError(f"backbone {name!r} is not one of {allowed}")
+        raise UserError(f"backbone {name!r} is not one of {allowed}", code="config")
     return cls
 
 
@@ -97,7 +97,7 @@ def filled(given: dict, cls, derived, where: str) -> dict:
     extra = [k for k, v in given.items() if v is not None and k not in accepted]
     if extra:
         raise UserError(f"{where}.{extra[0]}={given[extra[0]]!r}: {cls.__name__} of the installed f5-tts "
-                        f"{upstream_version()} takes no such argument; remove it (or set it to null)")
+                        f"{upstream_version()} takes no such argument; remove it (or set it to null)", code="missing")
     out = {}
     for name, default in accepted.items():
         value = given.get(name)
@@ -113,13 +113,13 @@ def _complete_args(model_cfg: dict) -> dict:
     if unknown:
         raise UserError(f"the installed f5-tts {upstream_version()} takes {', '.join(unknown)}, which this f5tune "
                         f"does not record (it is tested with f5-tts {pinned_upstream()}): install that release, "
-                        "or an f5tune that records them")
+                        "or an f5tune that records them", code="config")
     out = {section: filled(model_cfg.get(section) or {}, cls, derived, f"model.{section}")
            for section, (cls, derived, _) in _sections(model_cfg["backbone"]).items()}
     arch = out["arch"]
     if arch.get("text_embedding_average_upsampling") and not arch.get("text_mask_padding"):
         raise UserError("model.arch.text_embedding_average_upsampling=true needs model.arch.text_mask_padding=true "
-                        "(upstream's DiT requires it)")
+                        "(upstream's DiT requires it)", code="config")
     return out
 
 
@@ -132,10 +132,10 @@ def check_recorded(spec: dict, made_with) -> None:
         both = f"the run used f5-tts {made_with}, this is f5-tts {upstream_version()}; install f5-tts=={made_with}"
         for name in sorted(recorded - accepted):
             raise UserError(f"model.{section}.{name}: the manifest records this {cls.__name__} argument, which the "
-                            f"installed f5-tts lacks ({both})")
+                            f"installed f5-tts lacks ({both})", code="upstream")
         for name in sorted(accepted - recorded):
             raise UserError(f"model.{section}.{name}: the installed f5-tts's {cls.__name__} takes this argument, which "
-                            f"the manifest does not record ({both})")
+                            f"the manifest does not record ({both})", code="upstream")
 
 
 def model_spec(model_cfg: dict, vocab: list[str]) -> dict:
@@ -197,7 +197,7 @@ def build_model(spec: dict, vocab: list[str], init_weights: bool = True):
         raise UserError(
             f"vocab has {len(vocab)} symbols (sha256 {digest[:12]}), the manifest expects "
             f"{spec['vocab']['size']} (sha256 {spec['vocab']['sha256'][:12]}); use the vocab.txt of the run"
-        )
+        , code="vocab")
     mel = spec["mel"]
     # every recorded argument passed explicitly: none is left to whatever default the installed upstream has
     cfm = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["cfm"].items()}

@@ -29,6 +29,7 @@ _ST_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfl
 
 class DamagedFile(UserError):
     """A file that is truncated, unparsable or fails its recorded hash: damage, not a reason to stop a resume."""
+    code = "damaged"
 
 
 # ---- our run checkpoints -------------------------------------------------------------------------
@@ -95,14 +96,14 @@ def load_train_state(path: Path) -> dict:
     except zipfile.BadZipFile as e:
         raise DamagedFile(f"{path.name} is cut short or corrupt ({e})")
     except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror}); fix that and resume again")
+        raise UserError(f"{path}: cannot be read ({e.strerror}); fix that and resume again", code="io")
     if bad is not None:
         raise DamagedFile(f"{path.name} is corrupt (member {bad} fails its CRC)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch's loader raises plain exceptions of several types
         raise UserError(f"{path}: a whole file that torch {torch.__version__} will not load "
-                        f"({type(e).__name__}: {first_line(e, 120)}); resume with the torch the run used")
+                        f"({type(e).__name__}: {first_line(e, 120)}); resume with the torch the run used", code="checkpoint")
 
 
 def list_checkpoints(run_dir) -> dict[int, Path]:
@@ -117,11 +118,11 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
 def pick_checkpoint(run_dir, which: str) -> Path:
     found = list_checkpoints(run_dir)
     if not found:
-        raise UserError(f"{run_dir}: no checkpoints in {CKPT_DIR}/; the run saved none yet")
+        raise UserError(f"{run_dir}: no checkpoints in {CKPT_DIR}/; the run saved none yet", code="checkpoint")
     if which == "last":
         return found[max(found)]
     if not str(which).isdigit() or int(which) not in found:
-        raise UserError(f"{run_dir}: no checkpoint ckpt={which}; choose last or one of {', '.join(map(str, found))}")
+        raise UserError(f"{run_dir}: no checkpoint ckpt={which}; choose last or one of {', '.join(map(str, found))}", code="checkpoint")
     return found[int(which)]
 
 
@@ -148,7 +149,7 @@ def header(path) -> tuple[dict, dict]:
             f.seek(0, 2)
             size = f.tell()
     except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})")
+        raise UserError(f"{path}: cannot be read ({e.strerror})", code="io")
     except (ValueError, struct.error, UnicodeDecodeError) as e:
         raise DamagedFile(f"{path}: not a readable safetensors file ({e}); the file is damaged or not a checkpoint")
     try:
@@ -204,7 +205,7 @@ def read_into(model, path, weights: str, state: dict | None = None) -> None:
         meta = entries.get("__metadata__") or {}
         mapping = weight_keys([k for k in entries if k != "__metadata__"], weights)
         if mapping.keys() != state.keys():  # check_fits has said why by now; this guards the memory below
-            raise UserError(f"{path}: its {weights} weights do not cover the model's tensors")
+            raise UserError(f"{path}: its {weights} weights do not cover the model's tensors", code="fit")
         for name, key in sorted(mapping.items(), key=lambda kv: entries[kv[1]]["data_offsets"][0]):
             target, entry = state[name], entries[key]
             start, end = entry["data_offsets"]
@@ -240,14 +241,14 @@ def check_binding(meta: dict, manifest: dict, run_dir: Path, path: Path, allow_f
     if error:
         fix = "use it from its own run folder" if meta.get("manifest_sha256") else \
             "pass allow_foreign=true to load it anyway (its shapes are still checked)"
-        raise UserError(f"{error}; {fix}")
+        raise UserError(f"{error}; {fix}", code="binding")
 
 
 def check_weights(shapes: dict, weights: str, expected: dict, path, target: str) -> None:
     """The file holds the `weights` set, of the shapes `expected` (a fingerprint), or says why not."""
     found = weights_in(shapes, weights)
     if not found and weights == "online" and weights_in(shapes, "ema"):
-        raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema")
+        raise UserError(f"{path} holds only EMA weights (as hub and pruned files do); use weights=ema", code="checkpoint")
     check_fits(expected, found, path, target)
 
 
@@ -258,13 +259,13 @@ def resolve_pretrained(source: str) -> Path:
     if source.startswith("hf://"):
         parts = source[len("hf://"):].split("/")
         if len(parts) < 3:
-            raise UserError(f"pretrained={source}: expected hf://owner/repo/path/to/file")
+            raise UserError(f"pretrained={source}: expected hf://owner/repo/path/to/file", code="checkpoint")
         return hub_file("/".join(parts[:2]), "/".join(parts[2:]),
                         "download the file elsewhere and pass pretrained=/path/to/file, "
                         "or pretrained=null to train from scratch")
     path = Path(source)
     if not path.is_file():
-        raise UserError(f"pretrained={source}: file not found; pass a .pt or .safetensors path, an hf:// URL, or null")
+        raise UserError(f"pretrained={source}: file not found; pass a .pt or .safetensors path, an hf:// URL, or null", code="missing")
     return path
 
 
@@ -275,10 +276,10 @@ def _pt_tensors(path: Path) -> tuple[dict, dict]:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # weights_only refuses any pickled object; torch raises several types for junk
         raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
-                        "pass an upstream .pt or .safetensors file")
+                        "pass an upstream .pt or .safetensors file", code="io")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: holds a {type(raw).__name__}, not a state dict; pass an upstream .pt or "
-                        ".safetensors checkpoint")
+                        ".safetensors checkpoint", code="checkpoint")
     meta = {"update": str(raw["update"] if "update" in raw else raw["step"])} \
         if isinstance(raw.get("update", raw.get("step")), int) else {}
     groups = {"online": raw.get("model_state_dict"), "ema": raw.get("ema_model_state_dict")}

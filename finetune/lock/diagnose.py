@@ -137,4 +137,4 @@ def check_fits(expected: dict, found: dict, source, target: str) -> None:
         raise UserError(
             f"{source} does not fit {target}: {diagnose(expected, found, target)}\n"
             f"  checkpoint: {describe(found)}\n  expected:   {describe(expected)}\n" + "\n".join(rows)
-        )
+        , code="fit")

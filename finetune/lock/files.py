@@ -79,7 +79,7 @@ class FolderLock:
             fd = os.open(self.folder / self.name, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
             raise UserError(f"{self.folder}: cannot take its lock ({e.strerror or type(e).__name__}); {self.what} "
-                            "needs a writable folder")
+                            "needs a writable folder", code="io")
         deadline = time.monotonic() + wait  # a reader's brief probe (holder()) must not refuse a writer
         while True:
             try:
@@ -90,7 +90,7 @@ class FolderLock:
                     os.close(fd)
                     who = holder(self.folder, self.name) or "another process"
                     raise UserError(f"{self.folder} is in use by {who}; "
-                                    f"{self.what} needs it alone: wait for that process to end or stop it")
+                                    f"{self.what} needs it alone: wait for that process to end or stop it", code="busy")
                 time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
@@ -142,4 +142,4 @@ def check_writable(path: Path, key: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".f5tune-probe-"):
             pass
     except OSError as e:
-        raise UserError(f"{key}={path}: cannot write there ({e.strerror or type(e).__name__}); pick a writable folder")
+        raise UserError(f"{key}={path}: cannot write there ({e.strerror or type(e).__name__}); pick a writable folder", code="io")

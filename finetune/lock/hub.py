@@ -13,4 +13,4 @@ def hub_file(repo_id: str, filename: str, instead: str) -> Path:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename))
     except Exception as e:
         reason = first_line(e)
-        raise UserError(f"cannot download {repo_id}/{filename} ({reason[:120]}); {instead}")
+        raise UserError(f"cannot download {repo_id}/{filename} ({reason[:120]}); {instead}", code="offline")

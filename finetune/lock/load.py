@@ -29,9 +29,9 @@ def pick_device(name: str) -> torch.device:
     except RuntimeError:
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device={name}: not a device to run on; use auto, cpu, cuda, cuda:N or mps")
+        raise UserError(f"device={name}: not a device to run on; use auto, cpu, cuda, cuda:N or mps", code="device")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name}: CUDA is not available here; use device=cpu")
+        raise UserError(f"device={name}: CUDA is not available here; use device=cpu", code="device")
     return device
 
 
@@ -71,7 +71,7 @@ def build_checked(manifest: dict, vocab: list, target: str, expected: dict | Non
     model = build_model(spec or manifest["model"], vocab, init_weights=False)
     if fingerprint(model.state_dict()) != (expected or manifest["fingerprint"]):
         raise UserError(f"the installed f5-tts builds a different model than {target} recorded "
-                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version")
+                        f"(written with f5-tts {manifest['versions'].get('f5-tts')}); install that version", code="upstream")
     return model
 
 
@@ -102,7 +102,7 @@ def adapter_model(manifest: dict, vocab: list, target: str, dropout: float = 0.0
     wrapped = wrap(base_model(manifest, vocab, target), manifest["model"]["adapter"], dropout)
     if fingerprint(adapter_state(wrapped.base_model.model.state_dict())) != manifest["fingerprint"]:
         raise UserError(f"the installed peft builds a different adapter than {target} recorded (written with peft "
-                        f"{manifest['versions'].get('peft')}); install that version")
+                        f"{manifest['versions'].get('peft')}); install that version", code="upstream")
     return wrapped
 
 
@@ -116,12 +116,12 @@ def base_file(manifest: dict, target: str) -> Path:
     expected = p["sha256"]
     if not path.is_file():
         raise UserError(f"{target}: its base {path} is missing (pretrained={p['source']}, sha256 {expected}); an "
-                        "adapter applies only to the exact base it was trained on: put that file back there")
+                        "adapter applies only to the exact base it was trained on: put that file back there", code="missing")
     digest = sha256_file(path)
     if digest != expected:
         raise UserError(f"{target}: the base at {path} has sha256 {digest}, the manifest expects {expected} "
                         f"(pretrained={p['source']}); an adapter applies only to the exact base it was trained on: "
-                        f"put that file back at {path}")
+                        f"put that file back at {path}", code="checkpoint")
     return path
 
 
@@ -169,17 +169,17 @@ def read_export(path) -> tuple[dict, list[str], dict]:
     """Manifest (verified), vocab and tensor shapes of an exported file, reading only its header."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"model_file={path}: file not found")
+        raise UserError(f"model_file={path}: file not found", code="missing")
     shapes, meta = header(path)
     if meta.get("format") != EXPORT_FORMAT:
         raise UserError(f"model_file={path}: not an f5tune export (no manifest in its metadata); "
-                        "export one with python -m infer export run=... out=..., or adopt a foreign file")
+                        "export one with python -m infer export run=... out=..., or adopt a foreign file", code="checkpoint")
     if not all(isinstance(meta.get(k), str) for k in ("manifest", "vocab")):
-        raise UserError(f"model_file={path}: its metadata lacks the manifest or the vocab; export it again")
+        raise UserError(f"model_file={path}: its metadata lacks the manifest or the vocab; export it again", code="vocab")
     manifest = parse_manifest(meta["manifest"], f"{path} (embedded manifest)")
     vocab = parse_vocab(meta["vocab"].encode("utf-8"), f"{path} (embedded vocab)")
     if vocab_bytes(vocab) != meta["vocab"].encode("utf-8"):
-        raise UserError(f"model_file={path}: embedded vocab is malformed")
+        raise UserError(f"model_file={path}: embedded vocab is malformed", code="vocab")
     return manifest, vocab, shapes
 
 

@@ -60,18 +60,18 @@ def dump(body: dict) -> str:
 def load_yaml(text: str, source, what: str = "manifest") -> object:
     """Safe YAML of at most MAX_BYTES with no anchors or aliases: for any YAML read from a file we were given."""
     if len(text.encode("utf-8")) > MAX_BYTES:
-        raise UserError(f"{source}: over {MAX_BYTES >> 10} kB, which no {what} is; restore the original")
+        raise UserError(f"{source}: over {MAX_BYTES >> 10} kB, which no {what} is; restore the original", code="manifest")
     try:
         return yaml.load(text, Loader=_Loader)
     except (yaml.YAMLError, RecursionError) as e:
-        raise UserError(f"{source}: not a valid {what} ({first_line(e, 100)}); restore the original")
+        raise UserError(f"{source}: not a valid {what} ({first_line(e, 100)}); restore the original", code="manifest")
 
 
 def write_manifest(run_dir: Path, body: dict) -> dict:
     """Write once: refuses to replace an existing manifest; the file is made read-only."""
     path = Path(run_dir) / NAME
     if path.exists():
-        raise UserError(f"{path} already exists; a manifest is never rewritten")
+        raise UserError(f"{path} already exists; a manifest is never rewritten", code="exists")
     body = seal({"format": FORMAT, **body})
     check_manifest(body, path)
     atomic_write_bytes(path, dump(body).encode("utf-8"))
@@ -90,18 +90,18 @@ def seal(body: dict) -> dict:
 def read_manifest(run_dir) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run folder; pass run=runs/<name> as printed by python -m finetune")
+        raise UserError(f"{run_dir}: no such run folder; pass run=runs/<name> as printed by python -m finetune", code="missing")
     path = run_dir / NAME
     if not path.is_file():
-        raise UserError(f"{path}: missing; {run_dir} is not a run folder written by python -m finetune")
+        raise UserError(f"{path}: missing; {run_dir} is not a run folder written by python -m finetune", code="missing")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_BYTES + 1)
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text; restore the manifest from a backup")
+        raise UserError(f"{path}: not UTF-8 text; restore the manifest from a backup", code="manifest")
     except OSError as e:
-        raise UserError(f"{path}: cannot be read ({e.strerror})")
+        raise UserError(f"{path}: cannot be read ({e.strerror})", code="io")
     return parse_manifest(text, path)
 
 
@@ -112,15 +112,15 @@ def parse_manifest(text: str, source) -> dict:
     fmt = body.get("format") if isinstance(body, dict) else None
     if isinstance(fmt, str) and fmt.startswith("f5tune-manifest/") and fmt not in READABLE:
         raise UserError(f"{source}: format {fmt} was written by a newer f5tune (this one reads up to {FORMAT}); "
-                        "upgrade f5tune to use this run")
+                        "upgrade f5tune to use this run", code="manifest")
     if fmt not in READABLE or "sha256" not in body:
-        raise UserError(f"{source}: not an {FORMAT} manifest; restore it from a backup")
+        raise UserError(f"{source}: not an {FORMAT} manifest; restore it from a backup", code="manifest")
     actual = content_hash(body)
     if actual != body["sha256"]:
         raise UserError(
             f"{source}: content hash {actual[:12]} does not match recorded {str(body['sha256'])[:12]}; "
             "the manifest was edited after the run wrote it: restore the original (manifests are never edited)"
-        )
+        , code="manifest")
     check_manifest(body, source)
     body = _current(body)
     check_recorded(body["model"], body["versions"].get("f5-tts"))
@@ -222,7 +222,7 @@ def check_manifest(body: dict, source) -> None:
     found = manifest_problems(body)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise UserError(f"{source}: {found[0]}{more}; this is not a manifest python -m finetune wrote: restore the original")
+        raise UserError(f"{source}: {found[0]}{more}; this is not a manifest python -m finetune wrote: restore the original", code="manifest")
 
 
 def versions(names=PACKAGES) -> dict:

@@ -377,7 +377,8 @@ def check(data: dict, schema=FinetuneConfig, source: str = "") -> None:
     found = problems(data, schema)
     if found:
         more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
-        raise UserError(f"{source + ': ' if source else ''}{found[0]}{more}")
+        unknown = "not a key of" in found[0] or found[0].endswith(": missing")
+        raise UserError(f"{source + ': ' if source else ''}{found[0]}{more}", code="config" if unknown else "range")
 
 
 def _default(f):
@@ -418,9 +419,9 @@ def from_argv(argv: list[str], schema, command: str) -> dict:
     for arg in argv:
         name, eq, text = arg.partition("=")
         if not eq:
-            raise UserError(f"{arg}: expected key=value ({command})")
+            raise UserError(f"{arg}: expected key=value ({command})", code="usage")
         if name not in types:
-            raise UserError(f"{name}: not a key of {command}; it takes {', '.join(sorted(types))}")
+            raise UserError(f"{name}: not a key of {command}; it takes {', '.join(sorted(types))}", code="usage")
         optional, t = types[name]
         if optional and text == "null":
             data[name] = None
@@ -433,9 +434,9 @@ def from_argv(argv: list[str], schema, command: str) -> dict:
             else:
                 value = text
         except (KeyError, ValueError):
-            raise UserError(f"{arg}: {_type_error(text, t) or 'not a valid value'}")
+            raise UserError(f"{arg}: {_type_error(text, t) or 'not a valid value'}", code="range")
         data[name] = value
     found = [p for p in problems(data, schema) if "interpolation" not in p]  # typed text is never resolved
     if found:
-        raise UserError(found[0])
+        raise UserError(found[0], code="range")
     return data

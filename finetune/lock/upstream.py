@@ -44,7 +44,7 @@ def check_trainable() -> None:
     installed = upstream_version()
     if installed in BROKEN_TRAINING:
         raise UserError(f"f5-tts {installed} is installed, and {BROKEN_TRAINING[installed]}: "
-                        f"pip install f5-tts=={pinned_upstream()}")
+                        f"pip install f5-tts=={pinned_upstream()}", code="upstream")
 
 
 @functools.cache

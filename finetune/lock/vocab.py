@@ -17,15 +17,15 @@ def parse_vocab(data: bytes, source: str) -> list[str]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise UserError(f"{source}: vocab is not UTF-8 text; give a vocab.txt with one symbol per line")
+        raise UserError(f"{source}: vocab is not UTF-8 text; give a vocab.txt with one symbol per line", code="vocab")
     # split on "\n" only: symbols may be characters that str.splitlines() would treat as breaks
     tokens = text.split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
     if not tokens:
-        raise UserError(f"{source}: vocab is empty; give a vocab.txt with one symbol per line")
+        raise UserError(f"{source}: vocab is empty; give a vocab.txt with one symbol per line", code="vocab")
     if len(set(tokens)) != len(tokens):
-        raise UserError(f"{source}: vocab has duplicate lines; each symbol must appear once")
+        raise UserError(f"{source}: vocab has duplicate lines; each symbol must appear once", code="vocab")
     return tokens
 
 
@@ -34,7 +34,7 @@ def read_vocab(path) -> tuple[list[str], bytes]:
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"{path}: cannot read vocab ({e.strerror}); check model.vocab=")
+        raise UserError(f"{path}: cannot read vocab ({e.strerror}); check model.vocab=", code="io")
     return parse_vocab(data, str(path)), data
 
 
@@ -70,7 +70,7 @@ def settle_vocab(clips, vocab: list[str], choice: dict, model: str) -> tuple[lis
     """
     unknown = unknown_symbols(clips, vocab)
     if choice["extend"] and choice["accept_unknown"]:
-        raise UserError("vocab.extend=true and vocab.accept_unknown=true exclude each other; choose one")
+        raise UserError("vocab.extend=true and vocab.accept_unknown=true exclude each other; choose one", code="vocab")
     if not unknown:
         return vocab, []
     listed = ", ".join(f"{s!r} x{n} (e.g. {where})" for s, (n, where) in list(unknown.items())[:12])
@@ -85,7 +85,7 @@ def settle_vocab(clips, vocab: list[str], choice: dict, model: str) -> tuple[lis
         return vocab, []
     raise UserError(f"data: {len(unknown)} symbols are not in the vocab of model={model} ({len(vocab)} symbols): "
                     f"{listed}{more}; add vocab.extend=true to append them (the text embedding grows) or "
-                    "vocab.accept_unknown=true to map them to the unknown token 0")
+                    "vocab.accept_unknown=true to map them to the unknown token 0", code="vocab")
 
 
 def grow_text_embedding(state_dict: dict, rows: int, seed: int) -> dict:

@@ -28,14 +28,14 @@ def model_folder(model: str, key: str = "asr.model", what: str = WHISPER,
     if local.is_dir():
         folder, label, revision = local.resolve(), str(local.resolve()), None
     elif model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise UserError(f"{key}={model}: no such folder; give a folder holding {what}")
+        raise UserError(f"{key}={model}: no such folder; give a folder holding {what}", code="missing")
     else:
         folder, label = _fetch(model, key, example), model
         revision = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
     weights = sorted(folder.glob("*.safetensors"))
     if not (folder / "config.json").is_file() or not weights:
         raise UserError(f"{key}={model}: {folder} lacks config.json or *.safetensors weights; "
-                        f"save the model with save_pretrained (safetensors), or set {key}={example}")
+                        f"save the model with save_pretrained (safetensors), or set {key}={example}", code="recogniser")
     shas = {p.name: sha256_file(p) for p in weights}
     weights_sha = shas[weights[0].name] if len(shas) == 1 else sha256_bytes(json.dumps(shas, sort_keys=True).encode())
     others = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.suffix in (".json", ".txt", ".tiktoken")}
@@ -54,9 +54,9 @@ def _fetch(repo_id: str, key: str, example: str) -> Path:
         fix = f"set {key}={example} (a folder saved with save_pretrained)"
         if constants.HF_HUB_OFFLINE:
             raise UserError(f"{key}={repo_id}: not in the local hub cache and HF_HUB_OFFLINE is set; {fix}, "
-                            "or fetch it once with the hub reachable")
+                            "or fetch it once with the hub reachable", code="offline")
         reason = first_line(e)
-        raise UserError(f"{key}={repo_id}: cannot download it ({reason[:120]}); {fix}")
+        raise UserError(f"{key}={repo_id}: cannot download it ({reason[:120]}); {fix}", code="offline")
 
 
 def _quiet_transformers():
@@ -68,7 +68,7 @@ def _quiet_transformers():
 
 def _cannot_load(key: str, model: str, folder: Path, e: Exception) -> UserError:
     reason = first_line(e)
-    return UserError(f"{key}={model}: cannot load it from {folder} ({reason[:160]})")
+    return UserError(f"{key}={model}: cannot load it from {folder} ({reason[:160]})", code="recogniser")
 
 
 def recogniser(folder: Path, model: str, device: str, key: str = "asr.model"):
@@ -94,7 +94,7 @@ def check_language(language, key: str = "asr.language") -> None:
 
     if language.lower() not in LANGUAGES and language.lower() not in TO_LANGUAGE_CODE:
         raise UserError(f"{key}={language}: not a Whisper language; use a code such as en, de, zh or a name "
-                        "such as english, or null to detect it per clip")
+                        "such as english, or null to detect it per clip", code="recogniser")
 
 
 def generate_kwargs(pipe, language, model: str, key: str = "asr") -> dict:
@@ -102,7 +102,7 @@ def generate_kwargs(pipe, language, model: str, key: str = "asr") -> dict:
     if getattr(pipe.model.generation_config, "is_multilingual", False):
         return {"task": "transcribe"} | ({"language": language} if language else {})
     if language and language.lower() not in ("en", "english"):
-        raise UserError(f"{key}.language={language}: {key}.model={model} is English-only")
+        raise UserError(f"{key}.language={language}: {key}.model={model} is English-only", code="recogniser")
     return {}
 
 

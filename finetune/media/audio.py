@@ -31,13 +31,13 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
     """Mono float32 waveform [samples] at `sample_rate`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: audio file not found")
+        raise UserError(f"{path}: audio file not found", code="missing")
     try:
         samples, sr = decode(path.read_bytes())
     except Exception as e:  # soundfile raises several types for unreadable input
-        raise UserError(f"{path}: cannot read audio ({first_line(e)}); use wav, flac or ogg")
+        raise UserError(f"{path}: cannot read audio ({first_line(e)}); use wav, flac or ogg", code="io")
     if samples.shape[0] == 0:
-        raise UserError(f"{path}: audio has no samples")
+        raise UserError(f"{path}: audio has no samples", code="audio")
     return resample(torch.from_numpy(samples), sr, sample_rate)
 
 

@@ -30,14 +30,14 @@ def read_dataset(folder) -> dict:
     try:
         ds = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare")
+        raise UserError(f"{path}: not found; data.path must be a folder written by python -m finetune.prepare", code="missing")
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); prepare the dataset again")
+        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); prepare the dataset again", code="io")
     if not isinstance(ds, dict) or not isinstance(ds.get("summary"), dict) or ds["summary"].get("format") != DATASET_FORMAT:
-        raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare")
+        raise UserError(f"{path}: not a {DATASET_FORMAT} dataset; prepare it again with python -m finetune.prepare", code="data")
     problem = _dataset_problem(ds)
     if problem:
-        raise UserError(f"{path}: {problem}; this is not a file python -m finetune.prepare wrote: prepare it again")
+        raise UserError(f"{path}: {problem}; this is not a file python -m finetune.prepare wrote: prepare it again", code="data")
     return ds
 
 
@@ -92,20 +92,20 @@ def demo_clips(spec: dict) -> tuple[list[Clip], dict]:
 
 def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
     if not folder:
-        raise UserError("data.path= is required: the folder written by python -m finetune.prepare input=... out=...")
+        raise UserError("data.path= is required: the folder written by python -m finetune.prepare input=... out=...", code="usage")
     folder = Path(folder).expanduser().resolve()
     ds = read_dataset(folder)
     summary = ds["summary"]
     diffs = [f"{k}: {summary['mel'].get(k)} -> {v}" for k, v in spec["mel"].items() if summary["mel"].get(k) != v]
     if diffs:
         raise UserError(f"data.path={folder} was prepared with other mel settings than model={spec['name']} uses "
-                        f"({'; '.join(diffs)}); prepare it again with python -m finetune.prepare model={spec['name']}")
+                        f"({'; '.join(diffs)}); prepare it again with python -m finetune.prepare model={spec['name']}", code="data")
     again = f"run python -m finetune.prepare input={summary.get('source', {}).get('input')} out={folder} again"
     # recomputed, not read: an edited text or frame count in dataset.json must change what runs record
     sha = dataset_hash(summary["mel"], ds["clips"])
     if sha != summary["sha256"]:
         raise UserError(f"{folder / 'dataset.json'}: its clips no longer match the hash prepare recorded (edited "
-                        f"by hand?); {again}")
+                        f"by hand?); {again}", code="data")
     clips, expected = [], None
     for c in ds["clips"]:
         mel_file = folder / c["mel"]
@@ -113,9 +113,9 @@ def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
         try:
             shapes, _ = header(mel_file)  # the header alone: a swapped or cut file shows in its shape
         except UserError as e:
-            raise UserError(f"{mel_file} ({c['row']}): missing or damaged ({str(e).split(': ', 1)[-1][:80]}); {again}")
+            raise UserError(f"{mel_file} ({c['row']}): missing or damaged ({str(e).split(': ', 1)[-1][:80]}); {again}", code="data")
         if not shapes.get("mel", "").endswith(expected):
-            raise UserError(f"{mel_file} ({c['row']}): holds mel {shapes.get('mel')}, the dataset says {expected}; {again}")
+            raise UserError(f"{mel_file} ({c['row']}): holds mel {shapes.get('mel')}, the dataset says {expected}; {again}", code="data")
         tokens = c.get("tokens") or tokenize(c["text"], spec["tokenizer"])
         clips.append(Clip(c["row"], Path(c["audio"]), c["text"], tokens, c["frames"], mel_file=mel_file,
                           sha=c["audio_sha256"]))
@@ -152,11 +152,11 @@ def split(clips: list[Clip], val_clips: float) -> tuple[list[Clip], list[Clip]]:
     if not val_clips:
         return clips, []
     if val_clips >= 1 and val_clips != int(val_clips):
-        raise UserError(f"data.val_clips={val_clips}: a whole number of clips, or a fraction below 1")
+        raise UserError(f"data.val_clips={val_clips}: a whole number of clips, or a fraction below 1", code="range")
     n = int(val_clips) if val_clips >= 1 else max(1, round(val_clips * len(clips)))
     if n >= len(clips):
         raise UserError(f"data.val_clips={val_clips} holds out {n} of the dataset's {len(clips)} clips and leaves none "
-                        "to train on; hold out fewer")
+                        "to train on; hold out fewer", code="data")
     key = {i: hashlib.sha256(f"{c.sha}|{c.text}".encode()).hexdigest() for i, c in enumerate(clips)}
     held = set(sorted(key, key=key.get)[:n])
     return [c for i, c in enumerate(clips) if i not in held], [c for i, c in enumerate(clips) if i in held]

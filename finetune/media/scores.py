@@ -37,7 +37,7 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); delete it and score the run again")
+        raise UserError(f"{path}: unreadable ({first_line(e, 80)}); delete it and score the run again", code="io")
     ok = isinstance(data, dict) and data.get("format") == FORMAT and isinstance(data.get("rows"), list) \
         and isinstance(data.get("setups"), dict) and all(isinstance(v, dict) for v in data["setups"].values()) \
         and all(
@@ -46,10 +46,10 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
             and r["setup"] in data["setups"] and isinstance(r.get("scored"), str)
             and all(_number_or_none(r.get(k)) for k in ("wer", "cer", "speaker_similarity")) for r in data["rows"])
     if not ok:
-        raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score")
+        raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score", code="scores")
     if manifest_sha and data.get("manifest_sha256") != manifest_sha:
         raise UserError(f"{path}: scores of another run (manifest {str(data.get('manifest_sha256'))[:12]}, this "
-                        f"run's is {manifest_sha[:12]}); delete it and score this run again")
+                        f"run's is {manifest_sha[:12]}); delete it and score this run again", code="scores")
     return data
 
 
@@ -113,19 +113,19 @@ def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
     scores = read_scores(run_dir, read_manifest(run_dir)["sha256"])
     if scores is None:
         raise UserError(f"ckpt=best: {run_dir} has no scores yet; score it first with python -m infer.score "
-                        f"run={run_dir} (or pick ckpt=last or an update)")
+                        f"run={run_dir} (or pick ckpt=last or an update)", code="scores")
     found = best_row([r for r in scores["rows"] if weights in (None, r["weights"])])
     if found is None:
         raise UserError(f"ckpt=best: {scores_path(run_dir)} has no row for weights={weights}; score them with "
-                        f"python -m infer.score run={run_dir} weights={weights}")
+                        f"python -m infer.score run={run_dir} weights={weights}", code="scores")
     (row, by), update = found, found[0]["update"]
     path = list_checkpoints(run_dir).get(update)
     if path is None:
         raise UserError(f"ckpt=best: the best scored checkpoint, update {update}, is no longer in {run_dir} "
-                        f"(pruned by train.keep_last_n?); score the run again, or pick ckpt= yourself")
+                        f"(pruned by train.keep_last_n?); score the run again, or pick ckpt= yourself", code="scores")
     if header(path)[1].get(f"{row['weights']}_sha256") != row.get("weights_sha256"):
         raise UserError(f"ckpt=best: {path} is not the file that was scored (its {row['weights']} weights changed); "
-                        f"score the run again with python -m infer.score run={run_dir}")
+                        f"score the run again with python -m infer.score run={run_dir}", code="scores")
     shown = f"WER {row['wer']:.3f}, " if by == "wer" else ""
     print(f"ckpt=best: update {update}, {row['weights']} weights ({shown}validation loss {row['val_loss']:.4f}; "
           f"best by {by} in {scores_path(run_dir)})", file=sys.stderr)

@@ -34,7 +34,7 @@ def _vocos_files(path, path_key: str) -> tuple[Path, Path]:
         config, weights = folder / "config.yaml", folder / "pytorch_model.bin"
         for f in (config, weights):
             if not f.is_file():
-                raise UserError(f"{f}: not found; {path_key} must be a folder with config.yaml and pytorch_model.bin")
+                raise UserError(f"{f}: not found; {path_key} must be a folder with config.yaml and pytorch_model.bin", code="missing")
         return config, weights
     instead = f"pass {path_key}=<folder with config.yaml and pytorch_model.bin> or vocoder=griffinlim"
     return hub_file(VOCOS_REPO, "config.yaml", instead), hub_file(VOCOS_REPO, "pytorch_model.bin", instead)
@@ -63,14 +63,14 @@ def _build_vocos(config_path: Path):
         part = part if isinstance(part, dict) else {}
         if part.get("class_path") != expected:
             raise UserError(f"{config_path}: {name} must be {expected} (the vocos-mel-24khz layout), "
-                            f"found {part.get('class_path')!r}")
+                            f"found {part.get('class_path')!r}", code="range")
         args = part.get("init_args") or {}
         try:
             if not isinstance(args, dict):
                 raise TypeError("init_args is not a mapping")
             parts[name] = classes[name](**args)
         except (TypeError, ValueError) as e:
-            raise UserError(f"{config_path}: {name} init_args do not fit {expected} ({e})")
+            raise UserError(f"{config_path}: {name} init_args do not fit {expected} ({e})", code="vocoder")
     return Vocos(**parts)
 
 
@@ -84,11 +84,11 @@ def load_vocoder(kind: str, path, mel: dict, device, n_iter: int = 32, path_key:
         state = torch.load(weights, map_location="cpu", weights_only=True)  # refuses any pickled object
     except Exception as e:  # torch raises several types for junk and for refused pickles
         raise UserError(f"{weights}: not a weights-only torch file ({type(e).__name__}); {path_key} needs vocos's "
-                        "pytorch_model.bin")
+                        "pytorch_model.bin", code="vocoder")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{weights}: holds a {type(state).__name__}, not vocos's state dict")
+        raise UserError(f"{weights}: holds a {type(state).__name__}, not vocos's state dict", code="vocoder")
     try:
         vocoder.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{weights}: does not fit the model {config} describes ({first_line(e, 120)})")
+        raise UserError(f"{weights}: does not fit the model {config} describes ({first_line(e, 120)})", code="fit")
     return vocoder.eval().to(device)
