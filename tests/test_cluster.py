@@ -239,8 +239,8 @@ def test_refusals_before_and_within_jobs_are_one_line(tmp_path):
               f"run.root={tmp_path}", env={"PATH": f"{fake}:{os.environ['PATH']}"})
     assert_user_error(r, "tasks_per_node=8")
     assert not (fake / "sbatch.called").exists() and not (tmp_path / "sweeps").exists()
-    # within the jobs (the first value of each sweep is checked before the sweep, the others in their job): each job
-    # records its refusal, the others still run, and the sweep ends with its table and one error line
+    # within a job (a value out of range is checked in its job): the job records its refusal, the others still run,
+    # and the sweep ends with its table and one error line
     r = cli("finetune", "-m", "model=f5tts_tiny", *TINY, "train.seed=1,-1", f"run.root={tmp_path}")
     assert_user_error(r, "job 1 failed", "train.seed")
     lines = printed_table(r.stdout)
