@@ -57,13 +57,15 @@ def main(cfg: DictConfig) -> dict:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        from .sweep import run_job
+
+        return run_job(cfg, hydra_cfg)
     with user_errors():
         from .runs import start
 
         config = plain(cfg, FinetuneConfig)
-        hydra_cfg = HydraConfig.get()
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # jobs can start within the same second: keep their folders apart
-            config["run"]["name"] = f"{config['run']['name']}-job{hydra_cfg.job.num}"
         run_dir, result = start(config)
         if int(os.environ.get("RANK", "0")) == 0:  # one line per job, not per process
             print(f"{result['verified']}\nrun: {run_dir}")
