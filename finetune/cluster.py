@@ -59,18 +59,18 @@ def check_launcher(launcher: dict) -> None:
     if launcher.get("gpus_per_task"):
         raise UserError(f"hydra.launcher.gpus_per_task={launcher['gpus_per_task']}: give GPUs per node instead "
                         "(hydra.launcher.gpus_per_node=N with hydra.launcher.tasks_per_node=N): each task picks "
-                        "its GPU by its local rank among those of its node")
+                        "its GPU by its local rank among those of its node", code="config")
     if gpus and gpus > 1 and tasks != gpus:
         raise UserError(f"hydra.launcher.gpus_per_node={gpus} with tasks_per_node={tasks}: f5tune runs one task "
                         f"per GPU; add hydra.launcher.tasks_per_node={gpus}, or use hydra/launcher=slurm_gpu, "
-                        "which sets it from gpus_per_node")
+                        "which sets it from gpus_per_node", code="config")
     target = str(launcher.get("_target_", ""))
     if target.endswith("SlurmLauncher") and not shutil.which("sbatch"):
         raise UserError("hydra/launcher: SLURM's sbatch is not on this machine's PATH; submit from a machine of "
-                        "the cluster (a login node), or run here with hydra/launcher=submitit_local")
+                        "the cluster (a login node), or run here with hydra/launcher=submitit_local", code="missing")
     if target.endswith("LocalLauncher") and (launcher.get("nodes") or 1) > 1:
         raise UserError(f"hydra.launcher.nodes={launcher['nodes']}: submitit_local runs on this machine only; "
-                        "use hydra.launcher.nodes=1 (or hydra/launcher=slurm_gpu on a cluster)")
+                        "use hydra.launcher.nodes=1 (or hydra/launcher=slurm_gpu on a cluster)", code="config")
 
 
 class CheckpointThenRequeue:

@@ -2,6 +2,7 @@
 status a reader (the web app) shows, the amendments of resumes, the console file of a launched process."""
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from .media.audio import write_wav
 from .lock.errors import UserError
-from .lock.files import FolderLock, atomic_write, atomic_write_bytes, sha256_bytes
+from .lock.files import FolderLock, atomic_write, atomic_write_bytes, holder, sha256_bytes
 from .lock.manifest import read_manifest, write_manifest
 from .lock.vocab import vocab_bytes
 
@@ -167,3 +168,80 @@ def manifest_and_config(run_dir: Path) -> tuple[dict, dict]:
     for entry in read_amendments(run_dir, manifest):
         config = apply_changes(config, {k: v[1] for k, v in entry["changes"].items()}, f"{run_dir / AMENDMENTS}")
     return manifest, config
+
+
+# ---- reading a run folder while it is written: its state and metrics -------------------------------
+
+STATES = ("running", "finished", "stopped", "crashed", "interrupted")
+_LOG_LINE = re.compile(r"update (\d+) epoch (\d+) loss (\S+) lr (\S+) grad_norm (\S+)")
+
+
+def state(run_dir: Path, status: dict | None = None) -> str:
+    """The run's state: status.json read against the run's lock. `running` with nobody holding the lock
+    means the process died without a word (kill -9, power cut): `interrupted`."""
+    held = holder(run_dir)
+    status = status if status is not None else read_status(run_dir)
+    if status is None:  # a run from before status.json, or one in its first second
+        if held:
+            return "running"
+        return "finished" if _log_says_done(run_dir) else "interrupted"
+    said = status.get("state")
+    if said == "running":
+        return "running" if held else "interrupted"
+    return said if said in STATES else f"unknown ({said})"
+
+
+def _log_says_done(run_dir: Path) -> bool:
+    try:
+        return "done:" in tail(Path(run_dir) / "train.log", 512)
+    except OSError:
+        return False
+
+
+def tail(path: Path, size: int) -> str:
+    """The last `size` bytes of a file as text."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(f.tell() - size, 0))
+        return f.read().decode("utf-8", "replace")
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl, one dict per logged update (lines that do not parse are skipped: a kill can tear the
+    last one); runs from before it existed: the same numbers read from train.log."""
+    path = Path(run_dir) / METRICS
+    rows = []
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and isinstance(row.get("update"), int):
+                    rows.append(row)
+        return rows
+    log = Path(run_dir) / "train.log"
+    if log.is_file():
+        for m in _LOG_LINE.finditer(log.read_text(encoding="utf-8", errors="replace")):
+            rows.append({"update": int(m[1]), "epoch": int(m[2]), "loss": float(m[3]), "lr": float(m[4]),
+                         "grad_norm": float(m[5])})
+    return rows
+
+
+def last_metrics(run_dir: Path) -> dict | None:
+    """The last logged update, read from the end of the file only (the runs table does this per refresh)."""
+    path = Path(run_dir) / METRICS
+    try:
+        lines = tail(path, 8192).splitlines()
+    except OSError:
+        rows = read_metrics(run_dir)
+        return rows[-1] if rows else None
+    for line in reversed(lines):
+        try:
+            row = json.loads(line)
+            if isinstance(row, dict) and "update" in row:
+                return row
+        except ValueError:
+            continue
+    return None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .lock.errors import UserError, user_errors
+from .lock.errors import CODES, UserError, user_errors
 
 MULTIRUN = "multirun.yaml"  # Hydra's record of the sweep's command line, written before any job starts
 JOBS = "jobs"
@@ -83,12 +83,12 @@ def run_job(cfg, hydra_cfg) -> dict:
         return {"run": str(run_dir), "model": config["model"]["name"], **result}
     except UserError as e:
         if job is not None:  # the job's own log; the sweep's process prints it once, after its table
-            print(f"error: {e}", file=sys.stderr)
+            print(e.line(), file=sys.stderr)
         old = read_record(path)
         ours = old is None or (old.get("scheduler_job") or old.get("pid")) == (record["scheduler_job"] or os.getpid())
         if main and ours:  # never over the record of another sweep's job (the refusal that found it)
-            write_record(path, {**(old or record), "error": str(e)})
-        return {"error": str(e)}
+            write_record(path, {**(old or record), "error": str(e), "code": e.code})
+        return {"error": str(e), "code": e.code}
 
 
 def earlier_run(path: Path, record: dict, main: bool) -> tuple[str | None, bool]:
@@ -105,7 +105,7 @@ def earlier_run(path: Path, record: dict, main: bool) -> tuple[str | None, bool]
         if record["scheduler_job"] is None or old.get("scheduler_job") != record["scheduler_job"]:
             raise UserError(f"{path} records job {record['job']} of another sweep (scheduler job "
                             f"{old.get('scheduler_job')}, host {old.get('host')}, pid {old.get('pid')}): two sweeps "
-                            f"started in the same second share {path.parent.parent}; start this one again")
+                            f"started in the same second share {path.parent.parent}; start this one again", code="busy")
         run_dir = Path(old.get("run", ""))
         if (run_dir / "manifest.yaml").is_file():
             from .runfolder import read_status
@@ -157,13 +157,12 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
 
 def jobs(sweep_dir) -> list[dict]:
     """Every job of the sweep: planned (from multirun.yaml) and recorded (jobs/<N>.json), with its state."""
-    from .app.runs import last_metrics, state
-    from .runfolder import read_status
+    from .runfolder import last_metrics, read_status, state
 
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / MULTIRUN).is_file() and not (sweep_dir / JOBS).is_dir():
         raise UserError(f"{sweep_dir} is not a sweep folder (no {MULTIRUN}): a sweep's folder is "
-                        "<run.root>/sweeps/<time>, printed when the sweep starts")
+                        "<run.root>/sweeps/<time>, printed when the sweep starts", code="missing")
     rows = {n: {"job": n, "overrides": o, "state": "pending"} for n, o in enumerate(planned_jobs(sweep_dir))}
     for path in (sweep_dir / JOBS).glob("*.json"):
         record = read_record(path)
@@ -219,7 +218,8 @@ class SweepSummary(Callback):
             failed = [r for r in jobs(config.hydra.sweep.dir) if r.get("error")]
             if failed:
                 more = f" (and {len(failed) - 1} more: see the table)" if len(failed) > 1 else ""
-                raise UserError(f"job {failed[0]['job']} failed: {failed[0]['error']}{more}")
+                raise UserError(f"job {failed[0]['job']} failed: {failed[0]['error']}{more}",
+                                code=failed[0].get("code") if failed[0].get("code") in CODES else "usage")
 
 
 def main(argv: list[str]) -> None:

@@ -13,11 +13,10 @@ from finetune.lock.errors import UserError
 from finetune.lock.files import holder
 from finetune.lock.manifest import NAME as MANIFEST, read_manifest
 from finetune.lock.schema import flatten
-from finetune.runfolder import METRICS, read_amendments, read_status
+from finetune.runfolder import (METRICS, STATES, last_metrics, read_amendments, read_metrics, read_status,  # noqa: F401
+                                state, tail)
 
-STATES = ("running", "finished", "stopped", "crashed", "interrupted")
 COLUMNS = ["run", "model", "family", "data", "clips", "hours", "updates", "last loss", "state", "created", "size"]
-_LOG_LINE = re.compile(r"update (\d+) epoch (\d+) loss (\S+) lr (\S+) grad_norm (\S+)")
 
 
 def list_runs(root: Path) -> list[Path]:
@@ -47,75 +46,7 @@ def manifest(run_dir: Path) -> tuple[dict | None, str | None]:
     return _manifest(str(run_dir), st.st_mtime_ns, st.st_size)
 
 
-def state(run_dir: Path, status: dict | None = None) -> str:
-    """The run's state: status.json read against the run's lock. `running` with nobody holding the lock
-    means the process died without a word (kill -9, power cut): `interrupted`."""
-    held = holder(run_dir)
-    status = status if status is not None else read_status(run_dir)
-    if status is None:  # a run from before status.json, or one in its first second
-        if held:
-            return "running"
-        return "finished" if _log_says_done(run_dir) else "interrupted"
-    said = status.get("state")
-    if said == "running":
-        return "running" if held else "interrupted"
-    return said if said in STATES else f"unknown ({said})"
 
-
-def _log_says_done(run_dir: Path) -> bool:
-    try:
-        return "done:" in tail(Path(run_dir) / "train.log", 512)
-    except OSError:
-        return False
-
-
-def tail(path: Path, size: int) -> str:
-    """The last `size` bytes of a file as text."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(f.tell() - size, 0))
-        return f.read().decode("utf-8", "replace")
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl, one dict per logged update (lines that do not parse are skipped: a kill can tear the
-    last one); runs from before it existed: the same numbers read from train.log."""
-    path = Path(run_dir) / METRICS
-    rows = []
-    if path.is_file():
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and isinstance(row.get("update"), int):
-                    rows.append(row)
-        return rows
-    log = Path(run_dir) / "train.log"
-    if log.is_file():
-        for m in _LOG_LINE.finditer(log.read_text(encoding="utf-8", errors="replace")):
-            rows.append({"update": int(m[1]), "epoch": int(m[2]), "loss": float(m[3]), "lr": float(m[4]),
-                         "grad_norm": float(m[5])})
-    return rows
-
-
-def last_metrics(run_dir: Path) -> dict | None:
-    """The last logged update, read from the end of the file only (the runs table does this per refresh)."""
-    path = Path(run_dir) / METRICS
-    try:
-        lines = tail(path, 8192).splitlines()
-    except OSError:
-        rows = read_metrics(run_dir)
-        return rows[-1] if rows else None
-    for line in reversed(lines):
-        try:
-            row = json.loads(line)
-            if isinstance(row, dict) and "update" in row:
-                return row
-        except ValueError:
-            continue
-    return None
 
 
 def folder_size(path: Path) -> int:
