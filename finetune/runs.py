@@ -170,6 +170,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
     clips, data = load_clips(cfg["data"], base_spec)
     first = clips[0]  # the dataset's reference clip (reference.wav), whichever side of the split it falls on
     clips, held = split(clips, cfg["data"]["val_clips"])
+    check_early_stop(cfg, held)
     if held:
         data["val"] = split_record(held)
     hop, sr = base_spec["mel"]["hop_length"], base_spec["mel"]["target_sample_rate"]
@@ -213,6 +214,13 @@ def start(cfg: dict) -> tuple[Path, dict]:
         if lock:
             lock.release()
     return run_dir, finish(run_dir, result, accelerator)
+
+
+def check_early_stop(cfg: dict, held) -> None:
+    if cfg["train"]["early_stop"]["patience"] and not held:
+        raise UserError(f"train.early_stop.patience={cfg['train']['early_stop']['patience']} counts validations of "
+                        "the held-out loss, and this run holds no clips out: add data.val_clips=N (for example 8)",
+                        code="config")
 
 
 def fit_budget(cfg: dict, model, clips, accelerator, optimizer_cls, hop_seconds: float) -> tuple[dict, dict | None]:
@@ -377,6 +385,7 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
     clips, data = load_clips(cfg["data"], spec)
     first = clips[0]
     clips, held = split(clips, cfg["data"]["val_clips"])
+    check_early_stop(cfg, held)
     if data["sha256"] != (manifest["data"] or {}).get("sha256"):
         raise UserError(f"resume={run_dir}: the dataset at data.path changed since the run started (sha256 "
                         f"{str((manifest['data'] or {}).get('sha256'))[:12]} -> {data['sha256'][:12]}); resume needs "

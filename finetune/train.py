@@ -17,7 +17,7 @@ import torch
 from .data import ClipDataset, FrameBatches, collate
 from .lock.adapter import ema_copy, has_adapter, load_trained, trained_state
 from .lock.layouts import adapter_keys
-from .lock.checkpoints import list_checkpoints, save_checkpoint, save_train_state, state_path
+from .lock.checkpoints import header, list_checkpoints, save_checkpoint, save_train_state, state_path
 from .lock.errors import UserError, first_line
 from .loggers import RunLogger
 from .memory import OOM_ADVICE, is_oom, peak_mb, reset_peak
@@ -82,6 +82,8 @@ class Progress:
     epoch: int = 0
     seen: int = 0  # batches of the current epoch trained on
     seconds: float = 0.0  # training time so far, over every process that trained this run
+    best_val: float = math.inf  # the lowest held-out loss so far (train.early_stop, keep_last_n)
+    stale: int = 0  # validations since it last improved by train.early_stop.min_delta
 
 
 class NonFinite(UserError):
@@ -118,6 +120,7 @@ class Trainer:
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.progress = Progress()
         self.stop_requested = False
+        self.stop_reason = None  # why the run stopped before its planned end, for status.json
 
     # ---- restore ------------------------------------------------------------------------------------
 
@@ -128,7 +131,8 @@ class Trainer:
             self._set_ema(ema_weights, state["ema_step"], state["ema_initted"])
         if self.accelerator.scaler is not None and "grad_scaler" in state:  # fp16 on GPUs
             self.accelerator.scaler.load_state_dict(state["grad_scaler"])
-        self.progress = Progress(state["update"], state["epoch"], state["batches_in_epoch"], state.get("seconds", 0.0))
+        self.progress = Progress(state["update"], state["epoch"], state["batches_in_epoch"], state.get("seconds", 0.0),
+                                 state.get("best_val", math.inf), state.get("stale", 0))
         if state.get("frames_per_batch", self.cfg["data"]["frames_per_batch"]) != self.cfg["data"]["frames_per_batch"] \
                 or state.get("max_samples", self.cfg["data"]["max_samples"]) != self.cfg["data"]["max_samples"]:
             self.progress.seen = 0  # the batches of this epoch changed with the budget: it starts over
@@ -198,6 +202,8 @@ class Trainer:
                             loss_value = a.gather(loss.detach()).mean().item()
                             p.seconds = at_start + time.monotonic() - started
                         val = self._validate(ema=save_now) if val_now and main else {}
+                        if val and self._early_stop(val["val_loss"]) and a.num_processes == 1 and not stop:
+                            stop = save_now = True  # several processes stop at the next log update, agreed
                         if log_now and main:
                             self._log(loss_value, lr, grad_norm, val)
                             bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
@@ -226,7 +232,7 @@ class Trainer:
             with open(self.run_dir / "train.log", "a", encoding="utf-8") as log:
                 log.write(f"{'stopped' if state == 'stopped' else 'done'}: {p.update} updates, "
                           f"final loss {loss_value:.6f}\n")
-            write_status(self.run_dir, state, update=p.update, message=None)
+            write_status(self.run_dir, state, update=p.update, message=self.stop_reason if state == "stopped" else None)
         return {"updates": p.update, "loss": loss_value, "state": state}
 
     def _set_lr(self, update: int) -> float:
@@ -234,6 +240,21 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
+
+    def _early_stop(self, val_loss: float) -> bool:
+        """Count this validation against train.early_stop; True when the run should stop here."""
+        p, es = self.progress, self.cfg["train"]["early_stop"]
+        if val_loss < p.best_val - es["min_delta"]:
+            p.best_val, p.stale = val_loss, 0
+        else:
+            p.best_val, p.stale = min(p.best_val, val_loss), p.stale + 1
+        if es["patience"] and p.stale >= es["patience"] and not self.stop_requested:
+            self.stop_requested = True
+            self.stop_reason = (f"early stop at update {p.update}: {p.stale} validations without the held-out loss "
+                                f"improving on {p.best_val:.6f} by {es['min_delta']} (train.early_stop.patience="
+                                f"{es['patience']})")
+            print(f"\n{self.stop_reason}", file=sys.stderr)
+        return self.stop_requested
 
     def _stop_agreed(self, log_now: bool) -> bool:
         """One process: stop when asked. Several: they agree at log updates (a collective), so that all
@@ -301,6 +322,7 @@ class Trainer:
         # the training state first: a weights file is only ever listed once its state is complete
         save_train_state(self.run_dir, p.update, {
             "update": p.update, "epoch": p.epoch, "batches_in_epoch": p.seen, "seconds": p.seconds,
+            "best_val": p.best_val, "stale": p.stale,
             "frames_per_batch": dcfg["frames_per_batch"], "max_samples": dcfg["max_samples"],
             "optimizer": self.optimizer.state_dict(),
             "ema_step": self.ema.step.clone(), "ema_initted": self.ema.initted.clone(),
@@ -309,7 +331,7 @@ class Trainer:
         })
         online = trained_state(a.unwrap_model(self.model))  # a LoRA run saves its adapter alone
         save_checkpoint(self.run_dir, p.update, online, trained_state(self.ema.ema_model), self.manifest["sha256"], val)
-        prune(self.run_dir, self.cfg["train"]["keep_last_n"])
+        prune(self.run_dir, self.cfg["train"]["keep_last_n"], best_checkpoint(self.run_dir))
         if self.samples is not None:
             gen, ref, _ = self.samples(self.ema.ema_model, self.run_dir, p.update, self.cfg["train"]["seed"])
             self.logger.audio({"sample/generated": gen, "sample/reference": ref}, p.update)
@@ -388,11 +410,25 @@ def restore_rng(state: dict, rank: int) -> None:
     random.setstate(_python_rng(state["rng_python"]))
 
 
-def prune(run_dir, keep: int) -> None:
-    """Keep the newest `keep` checkpoints (-1: all); called only after the newest is complete."""
+def best_checkpoint(run_dir) -> int | None:
+    """The update of the checkpoint with the lowest held-out loss (its metadata's val_loss); None without one."""
+    losses = {}
+    for update, path in list_checkpoints(run_dir).items():
+        try:
+            losses[update] = float(header(path)[1]["val_loss"])
+        except (UserError, KeyError, ValueError):
+            continue
+    return min(losses, key=lambda u: (losses[u], u)) if losses else None
+
+
+def prune(run_dir, keep: int, best: int | None = None) -> None:
+    """Keep the newest `keep` checkpoints (-1: all), and the one with the best held-out loss (`best`);
+    called only after the newest is complete."""
     if keep < 0:
         return
     for update, path in list(list_checkpoints(run_dir).items())[:-keep or None]:
+        if update == best:
+            continue
         path.unlink(missing_ok=True)  # weights first: a listed checkpoint always has its state
         state_path(run_dir, update).unlink(missing_ok=True)
 

@@ -93,3 +93,42 @@ def test_validation_leaves_the_training_rng_where_it_was(ds, tmp_path):
     b = tune(tmp_path, "every", ds, "data.val_clips=2", "train.max_updates=3", "train.save_every=3", "train.val_every=1")
     wa, wb = load_weights(list_checkpoints(a)[3], "online"), load_weights(list_checkpoints(b)[3], "online")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_early_stopping_stops_with_a_checkpoint_and_keep_last_n_keeps_the_best(ds, tmp_path):
+    """patience=2 with a min_delta no loss change can meet: validations at updates 1, 2, 3 count 0, 1, 2 without
+    improvement, so the run stops at update 3 as SIGTERM stops it (a checkpoint, state `stopped` with the
+    reason, the verified finish), and keep_last_n=1 leaves the newest checkpoint and the best one."""
+    from finetune.__main__ import run as run_command
+
+    with pytest.raises(UserError, match="train.early_stop.patience=2 counts validations.*data.val_clips"):
+        tune(tmp_path, "none", ds, "train.early_stop.patience=2")
+    run = tune(tmp_path, "es", ds, "data.val_clips=3", "train.val_every=1", "train.save_every=1",
+               "train.keep_last_n=1", "train.max_updates=40", "train.early_stop.patience=2",
+               "train.early_stop.min_delta=100")
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "stopped" and status["update"] == 3 and "early stop at update 3" in status["message"]
+    losses = [json.loads(line)["val_loss"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = 1 + min(range(3), key=lambda i: (losses[i], i))
+    assert set(list_checkpoints(run)) == {best, 3}
+    assert float(header(list_checkpoints(run)[best])[1]["val_loss"]) == pytest.approx(min(losses), rel=1e-6)
+    # a resume may amend it (a training key): without patience the run goes on from update 3
+    _, result = run_command([f"resume={run}", "train.early_stop.patience=null", "train.max_updates=4"])
+    assert result["updates"] == 4
+
+
+def test_pruning_keeps_the_checkpoint_with_the_best_held_out_loss(tmp_path):
+    import torch
+
+    from finetune.lock.checkpoints import save_checkpoint, save_train_state, state_path
+    from finetune.train import best_checkpoint, prune
+
+    sd = {"w": torch.zeros(2)}
+    for update, loss in ((1, 0.5), (2, 0.2), (3, 0.9), (4, 0.7)):
+        save_train_state(tmp_path, update, {"update": update})
+        save_checkpoint(tmp_path, update, sd, {"w": torch.ones(2)}, "0" * 64, {"val_loss": loss})
+    assert best_checkpoint(tmp_path) == 2
+    prune(tmp_path, 1, best_checkpoint(tmp_path))
+    assert set(list_checkpoints(tmp_path)) == {2, 4} and state_path(tmp_path, 2).is_file()
+    prune(tmp_path, 1)  # without a best, the newest alone
+    assert set(list_checkpoints(tmp_path)) == {4}

@@ -172,6 +172,15 @@ class OptimConfig:
 
 
 @dataclass
+class EarlyStopConfig:
+    KIND: ClassVar[str] = TRAINING
+    # stop (as SIGTERM does: a checkpoint, state `stopped`) after this many validations in a row without the
+    # held-out loss improving on its best by min_delta; None: never. Needs data.val_clips.
+    patience: Optional[int] = key(None, gt=0)
+    min_delta: float = key(0.0, ge=0)
+
+
+@dataclass
 class EmaConfig:
     KIND: ClassVar[str] = TRAINING
     beta: float = key(0.9999, ge=0, le=1)
@@ -197,6 +206,7 @@ class TrainConfig:
     memory_fraction: float = key(0.9, gt=0, le=1)  # frames_per_batch=auto: share of the free memory to fill
     memory_limit_mb: Optional[float] = key(None, gt=0)  # frames_per_batch=auto: a cap in MB instead
     ema: EmaConfig = key(factory=EmaConfig)
+    early_stop: EarlyStopConfig = key(factory=EarlyStopConfig)
 
 
 @dataclass
