@@ -1,21 +1,23 @@
 """Adopt a checkpoint that has no manifest: detect its architecture, then write a run folder for it."""
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from .config import CONF_DIR, finetune_config
 from .media.audio import demo_rows, load_audio
 from .lock.builder import build_model, fingerprint, model_spec
-from .lock.checkpoints import read_state, read_upstream, save_checkpoint
+from .lock.checkpoints import file_shapes, read_state, read_upstream, save_checkpoint
 from .lock.diagnose import arch_of, check_fits, describe, misfit
+from .lock.layouts import one_set
 from .lock.errors import UserError
 from .lock.files import sha256_file
 from .lock.manifest import versions
-from .lock.schema import unseen_keys
+from .lock.schema import RunConfig, from_argv, key, unseen_keys
 from .lock.vocab import default_vocab_path, read_vocab
 from .runfolder import create_run, now, run_path
 
-KEYS = {"ckpt", "vocab", "model", "config", "run.name", "run.root"}
 SIZES = ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
 UPSTREAM_CONFIG = "an upstream training config (the .hydra/config.yaml upstream's train.py leaves beside a run, " \
                   "or one of f5_tts/configs/*.yaml)"
@@ -92,39 +94,40 @@ def upstream_model_config(path: Path, base: dict) -> dict:
     return {**base, "model": cfg}
 
 
+@dataclass
+class AdoptConfig:
+    ckpt: Optional[str] = None  # the checkpoint to adopt (.pt or .safetensors, any upstream layout)
+    vocab: Optional[str] = None  # None: the vocab.txt that f5-tts ships
+    model: Optional[str] = None  # a conf/model/ config the file is (model.* overrides change it)
+    config: Optional[str] = None  # or the upstream training config it was trained with
+    run: RunConfig = key(factory=RunConfig)
+
+
 def adopt(argv: list[str]) -> Path:
-    args, model_overrides = {}, []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        if eq and key.startswith("model."):
-            model_overrides.append(arg)
-            continue
-        if not eq or key not in KEYS:
-            raise UserError(f"{arg}: adopt takes {', '.join(sorted(KEYS))} and model.* overrides (key=value)", code="usage")
-        args[key] = value
-    if "ckpt" not in args:
+    model_overrides = [a for a in argv if a.startswith("model.")]
+    args = from_argv([a for a in argv if not a.startswith("model.")], AdoptConfig, "python -m finetune adopt")
+    if not args["ckpt"]:
         raise UserError("adopt needs ckpt=<file.pt|file.safetensors>", code="usage")
-    if model_overrides and "model" not in args:
+    if model_overrides and not args["model"]:
         raise UserError(f"{model_overrides[0]}: model.* overrides need model=<the config they change>", code="adopt")
     path = Path(args["ckpt"])
     if not path.is_file():
         raise UserError(f"ckpt={path}: file not found", code="missing")
-    root = args.get("run.root", "runs")
-    if "run.name" in args:
-        run_path(root, args["run.name"])  # a bad or taken name stops before any work
-    if "config" in args and ("model" in args or model_overrides):
+    root = args["run"]["root"]
+    if args["run"]["name"]:
+        run_path(root, args["run"]["name"])  # a bad or taken name stops before any work
+    if args["config"] and (args["model"] or model_overrides):
         raise UserError("config= gives the whole model: leave out model= and model.* overrides", code="adopt")
-    vocab, _ = read_vocab(args.get("vocab") or default_vocab_path())
-    ema = read_upstream(path)
-    found = fingerprint(ema)
+    vocab, _ = read_vocab(args["vocab"] or default_vocab_path())
+    found = one_set(file_shapes(path)[0])  # the header (or the .pt's structure): no tensor is read before a fit
     models = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-    if "model" in args and args["model"] not in models:
+    if args["model"] and args["model"] not in models:
         raise UserError(f"model={args['model']}: unknown model; choose one of {', '.join(models)}", code="range")
-    if "config" in args:
+    if args["config"]:
         cfg = upstream_model_config(Path(args["config"]), finetune_config([f"model={models[0]}"]))
         configs = {cfg["model"]["name"]: cfg}
     else:
-        names = [args["model"]] if "model" in args else models
+        names = [args["model"]] if args["model"] else models
         configs = {m: finetune_config([f"model={m}", *model_overrides]) for m in names}
 
     fits, specs = {}, {}
@@ -132,8 +135,8 @@ def adopt(argv: list[str]) -> Path:
         specs[name], expected = expected_fingerprint(cfg, vocab)
         if not misfit(expected, found):
             fits[name] = (cfg, specs[name], expected)
-    if ("model" in args or "config" in args) and not fits:
-        check_fits(expected, found, path, f"config={args['config']}" if "config" in args else f"model={args['model']}")
+    if (args["model"] or args["config"]) and not fits:
+        check_fits(expected, found, path, f"config={args['config']}" if args["config"] else f"model={args['model']}")
     if not fits:
         rows = arch_of(found).get("vocab_rows")
         hint = (f"; its {rows} text rows need a vocab of {rows - 1} symbols: pass vocab=<the vocab.txt it was "
@@ -145,7 +148,8 @@ def adopt(argv: list[str]) -> Path:
                         f"in the weights), so adopt will not guess; pass config=<{UPSTREAM_CONFIG}>, or model= one "
                         f"of {names}", code="adopt")
     (name, (cfg, spec, expected)), = fits.items()
-    run_dir = run_path(root, args.get("run.name", f"adopted-{name}-{path.stem}"))
+    run_dir = run_path(root, args["run"]["name"] or f"adopted-{name}-{path.stem}")
+    ema = read_upstream(path)
     online = read_state(path, "online") if path.suffix == ".pt" else {}  # a trainer .pt keeps them
     ref_audio, ref_text = demo_rows()[0]
     sr = spec["mel"]["target_sample_rate"]
@@ -158,7 +162,7 @@ def adopt(argv: list[str]) -> Path:
         "pretrained": {"source": str(path), "file": path.name, "sha256": sha256_file(path),
                        # what the shapes cannot show came from the config: recorded as assumed
                        "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]},
-                       **({"config": str(args["config"])} if "config" in args else {})},
+                       **({"config": str(args["config"])} if args["config"] else {})},
         "data": None,
         "reference": {"audio": "reference.wav", "text": ref_text},
         "recommended_weights": "ema",

@@ -100,18 +100,16 @@ def precompose(config_name: str, argv: list[str], help_command: str) -> None:
 
     Left to Hydra: its own flags (--help, --cfg, --config-dir, ...), whose meaning this check would have to
     reproduce, and sweeps it cannot expand alone (glob)."""
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Glob
 
-    args, rest = get_args_parser().parse_known_args(argv)
-    special = ("help", "hydra_help", "cfg", "info", "shell_completion", "config_dir", "config_path", "config_name",
-               "experimental_rerun")
-    if rest or any(getattr(args, name) for name in special):
+    flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+    if flags:  # Hydra's own (--cfg, --help, -c, --config-dir, ...): their meaning is Hydra's to check
         return
+    args = [a for a in argv if not a.startswith("-")]
     try:
         overrides = []
-        for o in OverridesParser.create().parse_overrides(args.overrides):
+        for o in OverridesParser.create().parse_overrides(args):
             if not o.is_sweep_override():
                 overrides.append(o.input_line)
             elif (o.is_choice_sweep() or o.is_range_sweep()) and not isinstance(o.value(), Glob):

@@ -132,7 +132,8 @@ def earlier_run(path: Path, record: dict, main: bool) -> tuple[str | None, bool]
 def planned_jobs(sweep_dir: Path) -> list[list[str]]:
     """Each job's overrides, in job order, expanded from multirun.yaml by Hydra's basic sweeper itself (so
     jobs not started yet are listed); [] when another sweeper ran the sweep, or for a glob() sweep."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    import itertools
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from .config import CONFIG_ERRORS
@@ -145,12 +146,15 @@ def planned_jobs(sweep_dir: Path) -> list[list[str]]:
         return []
     hydra = (load_yaml(text, path, "multirun.yaml") or {}).get("hydra") or {}
     sweeper = hydra.get("sweeper") or {}
-    if sweeper.get("_target_") != f"{BasicSweeper.__module__}.{BasicSweeper.__name__}":
+    if not str(sweeper.get("_target_", "")).endswith(".BasicSweeper"):
         return []
     params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]  # as BasicSweeper reads them
     try:
         overrides = OverridesParser.create().parse_overrides(params + list(hydra["overrides"]["task"]))
-        return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+        # the basic sweeper's jobs: the product of each key's values, in the order the keys were given
+        values = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                  else [o.input_line] for o in overrides]
+        return [list(job) for job in itertools.product(*values)]
     except CONFIG_ERRORS:
         return []
 

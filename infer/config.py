@@ -59,8 +59,10 @@ class ScoreSpeaker:
 
 @dataclass
 class ScoreConfig(Sampling):
-    """python -m infer.score's keys (asr.* and speaker.* are read into the two sections above)."""
+    """python -m infer.score's keys, asr.* and speaker.* in their sections."""
     run: Optional[str] = None
+    asr: ScoreAsr = key(factory=ScoreAsr)
+    speaker: ScoreSpeaker = key(factory=ScoreSpeaker)
     ckpt: str = "all"  # all | last | <update>[,<update>...]
     weights: str = "ema,online"  # ema | online | ema,online
     max_clips: Optional[int] = key(None, gt=0)  # synthesise at most this many held-out clips; the loss uses all

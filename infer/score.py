@@ -30,29 +30,14 @@ from finetune.lock.manifest import read_manifest
 from finetune.lock.schema import from_argv
 from finetune.media.scores import best_row, describe_setup, merge_into, read_scores, scores_path
 
-from .config import ScoreAsr, ScoreConfig, ScoreSpeaker
+from .config import ScoreConfig
 
 COMMAND = "python -m infer.score"
-SECTIONS = {"asr": ScoreAsr, "speaker": ScoreSpeaker}
 PROMPT_RULE = "the next held-out clip, cyclically"
 
 
 def parse(argv: list[str]) -> dict:
-    """The command line: top-level keys, and asr.* / speaker.* into their sections."""
-    top, parts = [], {name: [] for name in SECTIONS}
-    for arg in argv:
-        section, dot, _ = arg.partition("=")[0].partition(".")
-        if dot and section in SECTIONS:
-            parts[section].append(arg[len(section) + 1:])
-        else:
-            top.append(arg)
-    cfg = from_argv(top, ScoreConfig, COMMAND)
-    for name, args in parts.items():
-        try:
-            cfg[name] = from_argv(args, SECTIONS[name], f"{COMMAND} ({name}.*)")
-        except UserError as e:
-            raise UserError(f"{name}.{e}", code=e.code)
-    return cfg
+    return from_argv(argv, ScoreConfig, COMMAND)
 
 
 def held_out(run_dir: Path, manifest: dict) -> list:

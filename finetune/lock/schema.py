@@ -422,19 +422,29 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def from_argv(argv: list[str], schema, command: str) -> dict:
-    """A key=value command line read into `schema`'s plain data: each value converted by its field's type
-    (text stays text, whatever it looks like; `null` clears an optional key), then checked like any config."""
+    """A key=value command line read into `schema`'s plain data (`section.key=` for a nested section): each
+    value converted by its field's type (text stays text, whatever it looks like; `null` clears an optional
+    key), then checked like any config. Every command's key=value line is read here."""
     data = complete({}, schema)
-    types = {f.name: _optional(f.type) for f in fields(schema)}
+    leaves = sorted(flatten(data))
     for arg in argv:
         name, eq, text = arg.partition("=")
         if not eq:
             raise UserError(f"{arg}: expected key=value ({command})", code="usage")
-        if name not in types:
-            raise UserError(f"{name}: not a key of {command}; it takes {', '.join(sorted(types))}", code="usage")
-        optional, t = types[name]
+        *sections, last = name.split(".")
+        node, section = data, schema
+        for part in sections:
+            f = _field(section, part)
+            section = _optional(f.type)[1] if f is not None else None
+            if not is_dataclass(section):
+                break
+            node = node[part]
+        f = _field(section, last) if is_dataclass(section) else None
+        if f is None or is_dataclass(_optional(f.type)[1]):
+            raise UserError(f"{name}: not a key of {command}; it takes {', '.join(leaves)}", code="usage")
+        optional, t = _optional(f.type)
         if optional and text == "null":
-            data[name] = None
+            node[last] = None
             continue
         try:
             if t is bool:
@@ -445,7 +455,7 @@ def from_argv(argv: list[str], schema, command: str) -> dict:
                 value = text
         except (KeyError, ValueError):
             raise UserError(f"{arg}: {_type_error(text, t) or 'not a valid value'}", code="range")
-        data[name] = value
+        node[last] = value
     found = [p for p in problems(data, schema) if "interpolation" not in p]  # typed text is never resolved
     if found:
         raise UserError(found[0], code="range")
