@@ -103,20 +103,23 @@ def peak_throughput() -> float | None:
 
 def run(side: str, model: str, updates: int, mixed: str) -> dict:
     r = subprocess.run([sys.executable, __file__, "--side", side, "--model", model, "--updates", str(updates),
-                        "--mixed", mixed], cwd=ROOT, capture_output=True, text=True)
+                        "--mixed", mixed, "--clips", str(CLIPS_PER_BATCH)], cwd=ROOT, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"{side} {model} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:
+    global CLIPS_PER_BATCH
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="f5tts,e2tts")
     ap.add_argument("--updates", default="3,13")
     ap.add_argument("--mixed", default="bf16")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--clips", type=int, default=CLIPS_PER_BATCH, help="clips per batch (the CPU check: fewer)")
     ap.add_argument("--side")
     args = ap.parse_args(argv)
+    CLIPS_PER_BATCH = args.clips
     if args.side:
         print(json.dumps(side_run(args.side, args.model, int(args.updates), args.mixed)))
         return

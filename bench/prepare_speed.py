@@ -20,9 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 from bench.common import machine, wall  # noqa: E402
-from make_data import write_clips, write_metadata  # noqa: E402
+from bench.makers import write_clips, write_metadata  # noqa: E402
 
 
 def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:

@@ -25,7 +25,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 from bench.common import machine, wall  # noqa: E402
 
 SLICE = {"min_seconds": 3.0, "max_seconds": 15.0, "silence_db": -40.0, "min_silence": 0.3, "pad": 0.1}
@@ -34,7 +33,7 @@ SLICE = {"min_seconds": 3.0, "max_seconds": 15.0, "silence_db": -40.0, "min_sile
 def talk(minutes: float, sr: int, seed: int):
     import numpy as np
 
-    from make_data import speechlike
+    from bench.makers import speechlike
 
     rng = np.random.default_rng(seed)
     parts, total = [], 0.0

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
-SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__", "common"))
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__", "common", "makers"))
 
 # script -> (main's arguments for its smallest case, text its last line starts with)
 SMALLEST = {
@@ -15,7 +15,8 @@ SMALLEST = {
     "load_memory": ({"repeat": 1, "model": "f5tts_tiny"}, "load memory: ours"),
     "preflight": ({"repeat": 1, "model_name": "f5tts_tiny"}, "pre-flight / upstream full load"),
     "prepare_speed": ({"clips": 3, "repeat": 1, "updates": 2}, "data preparation, clips per second"),
-    "gpu_step": ({"argv": ["--model", "f5tts_tiny", "--mixed", "no", "--updates", "1,2", "--repeat", "1"]},
+    "gpu_step": ({"argv": ["--model", "f5tts_tiny", "--mixed", "no", "--updates", "1,2", "--repeat", "1",
+                          "--clips", "4"]},
                  "full-size training step"),
     "memory": ({"models": ("f5tts_tiny",), "budgets": (600, 1200)}, "f5tts_tiny"),
     "kill_trials": ({"n": 1, "races": False}, "kill trials: trials 1"),
