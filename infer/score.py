@@ -22,7 +22,7 @@ import unicodedata
 from pathlib import Path
 
 from finetune.lock.builder import without_upstream_trainer
-from finetune.lock.checkpoints import header, list_checkpoints
+from finetune.lock.checkpoints import header, pick_checkpoints
 from finetune.media.dataset import load_clips, split
 from finetune.lock.errors import UserError, user_errors
 from finetune.lock.files import check_writable, sha256_bytes
@@ -59,24 +59,11 @@ def held_out(run_dir: Path, manifest: dict) -> list:
 
 
 def pick(run_dir: Path, ckpt: str, weights: str) -> tuple[dict, list[str]]:
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise UserError(f"{run_dir}: no checkpoints yet; score the run once it has saved one", code="scores")
-    if ckpt == "all":
-        chosen = found
-    elif ckpt == "last":
-        chosen = {max(found): found[max(found)]}
-    else:
-        wanted = [w.strip() for w in ckpt.split(",")]
-        bad = [w for w in wanted if not w.isdigit() or int(w) not in found]
-        if bad:
-            raise UserError(f"ckpt={ckpt}: {run_dir} has no checkpoint {bad[0]}; use all, last or updates among "
-                            f"{', '.join(map(str, found))} (comma-separated)", code="scores")
-        chosen = {int(w): found[int(w)] for w in wanted}
+    chosen = pick_checkpoints(run_dir, ckpt)
     sets = list(dict.fromkeys(w.strip() for w in weights.split(",")))
     if not sets or any(w not in ("ema", "online") for w in sets):
         raise UserError(f"weights={weights}: use ema, online or ema,online", code="scores")
-    return dict(sorted(chosen.items())), sets
+    return chosen, sets
 
 
 def normalize(text: str) -> str:

@@ -93,13 +93,6 @@ def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run")
 
 def resolve_checkpoint(run_dir: Path, ckpt: str) -> int:
     """`last` or an update number, as the update it means now (so the output names the checkpoint used)."""
-    from finetune.lock.checkpoints import list_checkpoints
+    from finetune.lock.checkpoints import pick_checkpoints
 
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint yet", code="app")
-    if ckpt in (None, "", "last"):
-        return max(found)
-    if not str(ckpt).isdigit() or int(ckpt) not in found:
-        raise UserError(f"run {run_dir.name!r} has no checkpoint {ckpt}", code="app")
-    return int(ckpt)
+    return next(iter(pick_checkpoints(run_dir, ckpt)))

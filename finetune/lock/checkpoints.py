@@ -115,15 +115,31 @@ def list_checkpoints(run_dir) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def pick_checkpoint(run_dir, which: str) -> Path:
+def pick_checkpoints(run_dir, which) -> dict[int, Path]:
+    """The checkpoints `ckpt=` names: `last`, an update, or `all` and comma-separated updates; {update: path},
+    oldest first. The one reading of ckpt= for inference, export, scoring and the app (`best` is a scored
+    row: media/scores.resolve_ckpt turns it into an update first)."""
     found = list_checkpoints(run_dir)
     if not found:
         raise UserError(f"{run_dir}: no checkpoints in {CKPT_DIR}/; the run saved none yet", code="checkpoint")
+    which = str(which or "last")
+    if which == "all":
+        return found
     if which == "last":
-        return found[max(found)]
-    if not str(which).isdigit() or int(which) not in found:
-        raise UserError(f"{run_dir}: no checkpoint ckpt={which}; choose last or one of {', '.join(map(str, found))}", code="checkpoint")
-    return found[int(which)]
+        return {max(found): found[max(found)]}
+    wanted = [w.strip() for w in which.split(",")]
+    bad = [w for w in wanted if not w.isdigit() or int(w) not in found]
+    if bad:
+        raise UserError(f"{run_dir}: no checkpoint ckpt={bad[0]}; choose last or one of "
+                        f"{', '.join(map(str, found))}", code="checkpoint")
+    return {int(w): found[int(w)] for w in sorted(set(wanted), key=int)}
+
+
+def pick_checkpoint(run_dir, which) -> Path:
+    picked = pick_checkpoints(run_dir, which)
+    if len(picked) != 1:
+        raise UserError(f"ckpt={which}: give one checkpoint here (last or an update)", code="usage")
+    return next(iter(picked.values()))
 
 
 def _read_header(f) -> tuple[int, dict]:
