@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from finetune.media.audio import wav_settings
-from finetune.lock.checkpoints import DamagedFile, file_shapes, header, list_checkpoints, weights_in
+from finetune.lock.checkpoints import DamagedFile, binding, file_shapes, header, list_checkpoints, weights_in
 from finetune.lock.adapter import describe_adapter
 from finetune.lock.layouts import adapter_keys
 from finetune.lock.diagnose import arch_of, describe, misfit
@@ -67,11 +67,9 @@ def run_report(run_dir: Path) -> list[str]:
         except DamagedFile:
             lines.append(f"  {update}: DAMAGED ({ckpt.name})")
             continue
-        bound = meta.get("manifest_sha256")
-        binding = "bound" if bound == body["sha256"] else (f"FOREIGN (run {meta.get('run')})" if bound else "UNBOUND")
         fits = "fits" if not misfit(body["fingerprint"], weights_in(shapes, "ema")) else "DOES NOT FIT"
         kinds = "+".join(weight_sets(shapes, meta))
-        lines.append(f"  {update}: {binding}, {fits}, {kinds} ({ckpt.name})")
+        lines.append(f"  {update}: {binding(meta, body)}, {fits}, {kinds} ({ckpt.name})")
     return lines
 
 

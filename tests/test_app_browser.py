@@ -212,7 +212,7 @@ def test_run_page_shows_verified_manifest_and_loss_curve(site, page, tmp_path):
     assert points.count() == logged
     wait_text(page, "run-command", "python -m finetune model=f5tts_tiny")
     checkpoints = table_rows(page, "run-checkpoints")
-    assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "verified" for r in checkpoints), checkpoints
+    assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "bound" for r in checkpoints), checkpoints
     if os.environ.get("F5TUNE_APP_SCREENSHOT"):  # docs/app.png is made this way
         page.screenshot(path=os.environ["F5TUNE_APP_SCREENSHOT"], full_page=False)
 
@@ -306,7 +306,7 @@ def test_launch_stop_resume_from_the_page(site, page, tmp_path):
     status = json.loads((site.runs / HOSTILE / "status.json").read_text())
     reached = status["update"]
     assert status["state"] == "stopped" and reached >= 3
-    wait_row(page, "run-checkpoints", str(reached), 1, "verified", 20)  # a checkpoint at the update reached
+    wait_row(page, "run-checkpoints", str(reached), 1, "bound", 20)  # a checkpoint at the update reached
     page.locator("#resume-panel").get_by_text("Resume").first.click()
     fill(page, "resume-max-updates", reached + 3)
     click(page, "resume-button")

@@ -124,7 +124,7 @@ def table(root: Path) -> list[list]:
 
 def checkpoint_rows(run_dir: Path, m: dict) -> list[list]:
     """update, binding to this run's manifest, size (weights + training state), weight sets present."""
-    from finetune.lock.checkpoints import header, list_checkpoints, state_path
+    from finetune.lock.checkpoints import binding, header, list_checkpoints, state_path
     from finetune.lock.layouts import weight_sets
 
     rows = []
@@ -134,15 +134,12 @@ def checkpoint_rows(run_dir: Path, m: dict) -> list[list]:
         except UserError as e:
             rows.append([update, f"damaged: {e}", "", ""])
             continue
-        bound = meta.get("manifest_sha256")
-        binding = ("verified" if bound == m["sha256"] else
-                   f"belongs to run {meta.get('run', '?')}" if bound else "no binding")
         try:
             size = path.stat().st_size + (state_path(run_dir, update).stat().st_size
                                           if state_path(run_dir, update).exists() else 0)
         except OSError:
             size = 0
-        rows.append([update, binding, human_size(size), ", ".join(weight_sets(shapes, meta))])
+        rows.append([update, binding(meta, m), human_size(size), ", ".join(weight_sets(shapes, meta))])
     return rows
 
 

@@ -240,15 +240,24 @@ def read_into(model, path, weights: str, state: dict | None = None) -> None:
 
 # ---- from a manifest and a checkpoint file to a loaded model --------------------------------------
 
+def binding(meta: dict, manifest: dict) -> str:
+    """How a checkpoint (its metadata) stands to a run, in the words inspect, the errors and the app all use:
+    `bound` (to this run's manifest), `belongs to run '<name>'` (another's) or `unbound` (none: placed by hand)."""
+    bound = meta.get("manifest_sha256")
+    if bound == manifest["sha256"]:
+        return "bound"
+    return f"belongs to run {meta.get('run', '?')!r}" if bound else "unbound"
+
+
 def binding_error(meta: dict, manifest: dict, run_dir: Path, path: Path, strict: bool = False) -> str | None:
     """Why a checkpoint does not belong to this run: it is bound to another run, or (strict) to none. None when
     it is bound to this run, or unbound and not strict."""
-    bound = meta.get("manifest_sha256")
-    if bound == manifest["sha256"]:
+    words = binding(meta, manifest)
+    if words == "bound" or (words == "unbound" and not strict):
         return None
-    if not bound:
-        return f"{path} carries no run binding, so nothing says it was trained as this run's model" if strict else None
-    return (f"{path} belongs to run {meta.get('run', '?')!r} (manifest {bound[:12]}), not to run {run_dir.name!r} "
+    if words == "unbound":
+        return f"{path} is unbound (it carries no run binding), so nothing says it was trained as this run's model"
+    return (f"{path} {words} (manifest {meta['manifest_sha256'][:12]}), not to run {run_dir.name!r} "
             f"(manifest {manifest['sha256'][:12]})")
 
 
