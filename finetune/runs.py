@@ -141,12 +141,12 @@ def _counters(path: Path, run_manifest) -> dict:
     return {"step": state["ema_step"], "initted": state["ema_initted"]}
 
 
-def sample_writer(cfg: dict, mel: dict, clip, accelerator):
+def sample_writer(cfg: dict, spec: dict, clip, accelerator):
     if not (cfg["train"]["log_samples"] and accelerator.is_main_process):
         return None
     from .samples import SampleWriter
 
-    return SampleWriter(cfg, mel, clip, accelerator.device)
+    return SampleWriter(cfg, spec, clip, accelerator.device)
 
 
 def start(cfg: dict) -> tuple[Path, dict]:
@@ -184,7 +184,7 @@ def start(cfg: dict) -> tuple[Path, dict]:
     model, pretrained, ema_start = initial_model(spec, vocab, cfg["pretrained"], name, len(added),
                                                  cfg["train"]["seed"], dropout=cfg["adapter"]["dropout"])
     cfg, probe = fit_budget(cfg, model, clips, accelerator, optimizer_cls, hop / sr)
-    samples = sample_writer(cfg, spec["mel"], first, accelerator)
+    samples = sample_writer(cfg, spec, first, accelerator)
     reference = load_audio(data.pop("reference"), sr)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
@@ -395,7 +395,7 @@ def _resume_locked(run_dir: Path, manifest: dict, cfg: dict, changed: dict, acce
                         spec["mel"]["hop_length"] / spec["mel"]["target_sample_rate"])
     if asked == "auto":  # the amendment records the number measured, not the word
         changed["data.frames_per_batch"] = (changed["data.frames_per_batch"][0], cfg["data"]["frames_per_batch"])
-    samples = sample_writer(cfg, spec["mel"], first, accelerator)
+    samples = sample_writer(cfg, spec, first, accelerator)
     trainer = Trainer(cfg, accelerator, model, clips, run_dir, manifest, samples, held, ema_start)
     if state is not None:
         trainer.restore(state, ema)

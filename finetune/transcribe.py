@@ -36,19 +36,9 @@ check_language = asr_models.check_language
 
 
 def pick_device(device: str) -> str:
-    import torch
+    from .lock.load import pick_device as pick
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        raise UserError(f"asr.device={device}: not a device; use auto, cpu, cuda or cuda:N", code="device")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"asr.device={device}: no CUDA device here; use asr.device=cpu", code="device")
-    if kind not in ("cpu", "cuda", "mps", "xpu"):
-        raise UserError(f"asr.device={device}: use auto, cpu, cuda or cuda:N", code="device")
-    return device
+    return str(pick(device, "asr.device"))
 
 
 # ---- the cache -----------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def wav_report(path: Path) -> list[str]:
 
     lines = [f"wav: {path}"] + [f"{k}: {shown(v)}" for k, v in settings.items() if k not in ("format", "versions")]
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in settings["versions"].items()))
-    if settings["kind"] == "inference":
+    if settings["kind"] in ("inference", "checkpoint sample"):
         missing = [k for k in ("gen_text", "ref_text") if settings[k] is None]
         if missing:
             lines.append(f"reproduce: {' and '.join(missing)} too long to be held in the wav (see its sha256 above); "

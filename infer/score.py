@@ -134,7 +134,7 @@ def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners
     """Validation loss, and with listeners the synthesised speech's error rates and speaker similarity."""
     from finetune.media.validation import validation_loss
 
-    from .synth import speak
+    from finetune.media.speak import speak
 
     row = {"val_loss": validation_loss(model, held, manifest["config"]["train"]["seed"]),
            "wer": None, "cer": None, "speaker_similarity": None, "clips": []}

@@ -110,6 +110,9 @@ def test_checkpoint_samples_record_their_settings(tmp_path):
                          "seed": manifest["config"]["train"]["seed"], "nfe_step": 5, "use_epss": False,
                          "cfg_strength": 2.0, "sway_sampling_coef": -1.0, "vocoder": "griffinlim"}
     assert gen["ref_text"] == gen["gen_text"] == manifest["reference"]["text"]
+    # the one sampling path: python -m infer, given the settings the sample records, makes the same wav
+    again = infer(*reproduce_args(gen), f"out={tmp_path / 'again.wav'}")
+    assert (sf.read(str(again))[0] == sf.read(str(run / "samples" / "update_00000001_gen.wav"))[0]).all()
     ref = wav_settings(run / "samples" / "update_00000001_ref.wav")
     assert "vocoder alone" in ref["kind"] and ref["seed"] is None and ref["manifest_sha256"] == manifest["sha256"]
 

@@ -21,17 +21,18 @@ from .vocab import grow_text_embedding, parse_vocab, read_vocab, vocab_bytes
 EXPORT_FORMAT = "f5tune-export/1"
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "device") -> torch.device:
+    """The device a `key=` setting names (auto: CUDA where there is one, else the CPU), or a one-line refusal."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, ValueError):
         device = None
     if device is None or device.type not in ("cpu", "cuda", "mps"):
-        raise UserError(f"device={name}: not a device to run on; use auto, cpu, cuda, cuda:N or mps", code="device")
+        raise UserError(f"{key}={name}: not a device to run on; use auto, cpu, cuda, cuda:N or mps", code="device")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device={name}: CUDA is not available here; use device=cpu", code="device")
+        raise UserError(f"{key}={name}: CUDA is not available here; use {key}=cpu", code="device")
     return device
 
 
