@@ -130,6 +130,11 @@ def _vocos_filters(sample_rate: int, n_fft: int, win_length: int, n_mels: int) -
     return torch.hann_window(win_length), filters
 
 
+def mel_filters(mel: dict) -> torch.Tensor:
+    """The mel filterbank of the vocos mel, [frequencies, n_mel]: the one the mel and Griffin-Lim's inverse use."""
+    return _vocos_filters(mel["target_sample_rate"], mel["n_fft"], mel["win_length"], mel["n_mel_channels"])[1]
+
+
 def mel_spectrogram(wav: torch.Tensor, mel: dict) -> torch.Tensor:
     """[n_mel, frames], log-magnitude mel as upstream's MelSpec computes it.
 

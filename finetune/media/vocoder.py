@@ -14,12 +14,11 @@ class GriffinLim:
     """Inverts upstream's vocos-type log-mel: exp, pseudo-inverse of the mel filterbank, Griffin-Lim."""
 
     def __init__(self, mel: dict, n_iter: int = 32):
-        import torchaudio.functional as AF
         import torchaudio.transforms as AT
 
-        fb = AF.melscale_fbanks(mel["n_fft"] // 2 + 1, 0.0, mel["target_sample_rate"] / 2, mel["n_mel_channels"],
-                                mel["target_sample_rate"], norm=None, mel_scale="htk")  # as MelSpectrogram's defaults
-        self.inverse_fb = torch.linalg.pinv(fb.T)  # [n_stft, n_mel]
+        from .audio import mel_filters
+
+        self.inverse_fb = torch.linalg.pinv(mel_filters(mel).T)  # [n_stft, n_mel]
         self.griffin_lim = AT.GriffinLim(n_fft=mel["n_fft"], win_length=mel["win_length"],
                                          hop_length=mel["hop_length"], power=1.0, n_iter=n_iter)
 
