@@ -13,10 +13,9 @@ from .lock.diagnose import arch_of, check_fits, describe, misfit
 from .lock.layouts import one_set
 from .lock.errors import UserError
 from .lock.files import sha256_file
-from .lock.manifest import versions
 from .lock.schema import RunConfig, from_argv, key, unseen_keys
 from .lock.vocab import default_vocab_path, read_vocab
-from .runfolder import create_run, now, run_path
+from .runfolder import create_run, manifest_body, pretrained_record, run_path
 
 SIZES = ("dim", "depth", "heads", "ff_mult", "text_dim", "conv_layers")
 UPSTREAM_CONFIG = "an upstream training config (the .hydra/config.yaml upstream's train.py leaves beside a run, " \
@@ -155,21 +154,11 @@ def adopt(argv: list[str]) -> Path:
     sr = spec["mel"]["target_sample_rate"]
     cfg["pretrained"] = str(path)
     cfg["run"] = {"root": str(run_dir.parent), "name": run_dir.name}
-    body = {
-        "created": now(),
-        "adopted": True,  # no training happened here: the weights are the file's
-        "model": spec,
-        "pretrained": {"source": str(path), "file": path.name, "sha256": sha256_file(path),
-                       # what the shapes cannot show came from the config: recorded as assumed
-                       "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]},
-                       **({"config": str(args["config"])} if args["config"] else {})},
-        "data": None,
-        "reference": {"audio": "reference.wav", "text": ref_text},
-        "recommended_weights": "ema",
-        "config": cfg,
-        "versions": versions(),
-        "fingerprint": expected,
-    }
+    pretrained = pretrained_record(str(path), path, sha256_file(path), spec)
+    if args["config"]:
+        pretrained["config"] = str(args["config"])
+    # adopted: no training happened here, the weights are the file's
+    body = manifest_body(spec, cfg, pretrained, None, ref_text, expected, adopted=True)
     manifest, lock = create_run(run_dir, body, vocab, load_audio(ref_audio, sr), sr)
     try:
         save_checkpoint(run_dir, 0, online if online.keys() == ema.keys() else {}, ema, manifest["sha256"])

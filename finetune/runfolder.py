@@ -12,7 +12,8 @@ from pathlib import Path
 from .media.audio import write_wav
 from .lock.errors import UserError
 from .lock.files import FolderLock, atomic_write, atomic_write_bytes, holder, sha256_bytes
-from .lock.manifest import read_manifest, write_manifest
+from .lock.manifest import read_manifest, versions, write_manifest
+from .lock.schema import unseen_keys
 from .lock.vocab import vocab_bytes
 
 STATUS = "status.json"
@@ -21,6 +22,20 @@ AMENDMENTS = "amendments.jsonl"
 CONSOLE = "console.log"
 CONSOLE_ENV = "F5TUNE_CONSOLE"  # set by a launcher (the web app): the file this process's output goes to
 NAME_BYTES = 255  # the longest file name Linux file systems take
+
+
+def pretrained_record(source: str, path: Path, sha256: str, spec: dict) -> dict:
+    """The manifest's `pretrained`: where the weights came from and their sha256, and what their shapes cannot
+    show, taken from the model config and recorded as assumed."""
+    return {"source": source, "file": path.name, "sha256": sha256,
+            "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]}}
+
+
+def manifest_body(spec: dict, cfg: dict, pretrained, data, reference_text: str, fingerprint: dict, **extra) -> dict:
+    """What every manifest holds, a fine-tune's and an adopted checkpoint's alike (create_run seals it)."""
+    return {"created": now(), **extra, "model": spec, "pretrained": pretrained, "data": data,
+            "reference": {"audio": "reference.wav", "text": reference_text}, "recommended_weights": "ema",
+            "config": cfg, "versions": versions(), "fingerprint": fingerprint}
 
 
 def now() -> str:

@@ -29,8 +29,8 @@ from .lock.diagnose import check_fits
 from .lock.errors import UserError
 from .lock.files import FolderLock, sha256_file
 from .lock.load import adapter_model, build_checked, load_checkpoint, load_run
-from .lock.manifest import read_manifest, versions
-from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of, unseen_keys
+from .lock.manifest import read_manifest
+from .lock.schema import MODEL, RUNTIME, TRAINING, flatten, kind_of
 from .lock.vocab import (
     EMBED,
     default_vocab_path,
@@ -45,7 +45,8 @@ from .runfolder import (
     append_amendment,
     create_run,
     manifest_and_config,
-    now,
+    manifest_body,
+    pretrained_record,
     run_path,
 )
 from .train import Trainer, make_accelerator, optimizer_class
@@ -118,9 +119,7 @@ def initial_model(spec: dict, vocab: list[str], source, wanted: str, grow: int, 
     expected = fingerprint(model.state_dict())
     for sd in (online, ema):
         check_fits(expected, fingerprint(sd), path, f"model={wanted}")
-    pretrained = {"source": source, "file": path.name, "sha256": digest,
-                  # what the file's shapes cannot show is taken from the model config: recorded as assumed
-                  "assumed": {f"model.arch.{k}": spec["arch"][k] for k in unseen_keys() if k in spec["arch"]}}
+    pretrained = pretrained_record(source, path, digest, spec)
     if adapter:
         model.load_state_dict(ema, strict=True)
         pretrained |= {"path": str(path.resolve()), "fingerprint": fingerprint(model.state_dict()),
@@ -188,18 +187,9 @@ def start(cfg: dict) -> tuple[Path, dict]:
     reference = load_audio(data.pop("reference"), sr)
     accelerator.wait_for_everyone()  # no rank may see the folder rank 0 is about to create as "existing"
 
-    body = {
-        "created": now(),
-        "model": spec,
-        "pretrained": pretrained,
-        "data": data,
-        "reference": {"audio": "reference.wav", "text": first.text},
-        "recommended_weights": "ema",
-        "config": cfg,
-        "versions": versions(),
-        "fingerprint": fingerprint(trained_state(model)),  # a LoRA run's: its adapter's (the base's: pretrained)
-        **({"batch_probe": probe} if probe else {}),
-    }
+    # a LoRA run's fingerprint is its adapter's (the base's is under pretrained)
+    body = manifest_body(spec, cfg, pretrained, data, first.text, fingerprint(trained_state(model)),
+                         **({"batch_probe": probe} if probe else {}))
     created = {}
 
     def create():

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 from .media import asr as asr_models
-from .lock.errors import UserError
 from .lock.files import sha256_bytes
 
 CACHE = "asr.jsonl"

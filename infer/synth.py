@@ -10,8 +10,6 @@ from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 from finetune.media.audio import demo_rows, load_audio, write_wav, written_here
 from finetune.lock.checkpoints import header
 from finetune.lock.errors import UserError

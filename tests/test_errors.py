@@ -3,7 +3,6 @@ every code the source raises is on it, and README's table of codes is that list.
 import ast
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 

@@ -10,10 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from finetune.lock.errors import UserError
-from finetune.lock.files import holder
 from finetune.lock.manifest import NAME as MANIFEST, read_manifest
 from finetune.lock.schema import flatten
-from finetune.runfolder import (METRICS, STATES, last_metrics, read_amendments, read_metrics, read_status,  # noqa: F401
+from finetune.runfolder import (last_metrics, read_amendments, read_metrics, read_status,  # noqa: F401 (page_run)
                                 state, tail)
 
 COLUMNS = ["run", "model", "family", "data", "clips", "hours", "updates", "last loss", "state", "created", "size"]
