@@ -316,3 +316,16 @@ def test_an_export_that_fails_midway_leaves_nothing_and_can_be_retried(runs, tmp
     monkeypatch.undo()
     assert infer("export", f"run={runs['f5']}", f"out={out}", "layout=upstream") == out
     assert (tmp_path / "up_vocab.txt").is_file()
+
+
+def test_an_export_whose_named_manifest_is_not_the_embedded_one_is_refused(runs, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = infer("export", f"run={runs['e2']}", f"out={tmp_path / 'x.safetensors'}")
+    with safe_open(str(out), framework="pt") as f:
+        tensors, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    save_file(tensors, str(tmp_path / "edited.safetensors"), metadata={**meta, "manifest_sha256": "0" * 64})
+    with pytest.raises(UserError, match="names manifest 000000000000, the embedded manifest is") as e:
+        infer(f"model_file={tmp_path / 'edited.safetensors'}", "nfe_step=1")
+    assert e.value.code == "manifest"

@@ -109,7 +109,7 @@ def diagnose(expected: dict, found: dict, target: str = "the run") -> str:
         more = f["vocab_rows"] > e["vocab_rows"]
         return (f"checkpoint has {f['vocab_rows']} text-embedding rows, the run's vocab gives {e['vocab_rows']}: "
                 f"it was trained with {'an extended' if more else 'a smaller'} vocab; use the vocab it was trained with")
-    return "tensor names or shapes differ (see above)"
+    return "tensor names or shapes differ (listed below)"
 
 
 def misfit(expected: dict, found: dict, limit: int = 10) -> list[str]:
@@ -136,5 +136,4 @@ def check_fits(expected: dict, found: dict, source, target: str) -> None:
     if rows:
         raise UserError(
             f"{source} does not fit {target}: {diagnose(expected, found, target)}\n"
-            f"  checkpoint: {describe(found)}\n  expected:   {describe(expected)}\n" + "\n".join(rows)
-        , code="fit")
+            f"  checkpoint: {describe(found)}\n  expected:   {describe(expected)}\n" + "\n".join(rows), code="fit")

@@ -178,6 +178,10 @@ def read_export(path) -> tuple[dict, list[str], dict]:
     if not all(isinstance(meta.get(k), str) for k in ("manifest", "vocab")):
         raise UserError(f"model_file={path}: its metadata lacks the manifest or the vocab; export it again", code="vocab")
     manifest = parse_manifest(meta["manifest"], f"{path} (embedded manifest)")
+    if meta.get("manifest_sha256", manifest["sha256"]) != manifest["sha256"]:
+        raise UserError(f"model_file={path}: its metadata names manifest {meta['manifest_sha256'][:12]}, the embedded "
+                        f"manifest is {manifest['sha256'][:12]}; the file was edited after export: export it again",
+                        code="manifest")
     vocab = parse_vocab(meta["vocab"].encode("utf-8"), f"{path} (embedded vocab)")
     if vocab_bytes(vocab) != meta["vocab"].encode("utf-8"):
         raise UserError(f"model_file={path}: embedded vocab is malformed", code="vocab")
