@@ -22,7 +22,7 @@ from app_browser import (AppServer, audio_bytes, choose, choose_starting, click,
 from tests.conftest import cli, finetune
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest
-from make_data import speechlike, write_clips, write_metadata
+from bench.makers import speechlike, write_clips, write_metadata
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")]

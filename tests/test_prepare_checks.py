@@ -12,7 +12,7 @@ from tests.conftest import assert_user_error, cli
 from finetune.lock.errors import UserError
 from finetune.lock.files import FolderLock
 from finetune.prepare import prepare
-from make_data import speechlike, write_clips, write_metadata
+from bench.makers import speechlike, write_clips, write_metadata
 from test_raw import config
 
 
