@@ -35,7 +35,7 @@ def recogniser_key(identity: dict, language) -> str:
 check_language = asr_models.check_language
 
 
-def pick_device(device: str) -> str:
+def pick_device(device: str, key: str = "asr.device") -> str:
     import torch
 
     if device == "auto":
@@ -43,11 +43,11 @@ def pick_device(device: str) -> str:
     try:
         kind = torch.device(device).type
     except (RuntimeError, ValueError):
-        raise UserError(f"asr.device={device}: not a device; use auto, cpu, cuda or cuda:N")
+        raise UserError(f"{key}={device}: not a device; use auto, cpu, cuda or cuda:N")
     if kind == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"asr.device={device}: no CUDA device here; use asr.device=cpu")
+        raise UserError(f"{key}={device}: no CUDA device here; use {key}=cpu")
     if kind not in ("cpu", "cuda", "mps", "xpu"):
-        raise UserError(f"asr.device={device}: use auto, cpu, cuda or cuda:N")
+        raise UserError(f"{key}={device}: use auto, cpu, cuda or cuda:N")
     return device
 
 
