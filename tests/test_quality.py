@@ -76,6 +76,10 @@ def test_every_clip_gets_a_quality_score_offline_and_the_filter_leaves_out_the_n
     assert scored["model"].startswith("distillmos ") and scored["min_quality"] is None and scored["left_out"] == 0
     clean, dirty = (c["quality"] for c in ds["clips"])
     assert clean > 3.5 and dirty < 2.5 and scored["kept"]["min"] == dirty and scored["kept"]["max"] == clean
+    from finetune.app import datasets  # what the Browse table shows
+
+    assert [r[datasets.HEADERS.index("quality")] for r in datasets.clips(out)] == [clean, dirty]
+    assert f"quality ({scored['model']}) {dirty:.2f}-{clean:.2f}" in datasets.describe(ds["summary"])
 
     capsys.readouterr()
     out = prepare(config(meta, tmp_path / "filtered", "filter.min_quality=3"))
@@ -106,6 +110,13 @@ def test_a_clip_left_out_for_its_quality_is_restored_in_review(tmp_path):
     listed = review_clips(out)
     assert [c["dropped"] for c in listed] == [False, True] and listed[1]["problem"].startswith("low_quality: quality ")
     assert listed[0]["quality"] > 3 > listed[1]["quality"]  # the left-out clip's score is shown too
+    from finetune.app import transcripts  # what the Review table shows
+
+    table = transcripts.table(listed, tmp_path)
+    assert [r[transcripts.HEADERS.index("quality")] for r in table] == [c["quality"] for c in listed]
+    assert [r[transcripts.DROP] for r in table] == [False, True]
+    table[1][transcripts.DROP] = False  # unticked on the page: restored with its text
+    assert transcripts.decisions(listed, table) == ({listed[1]["audio"]: listed[1]["text"]}, set())
     save_review(out, {listed[1]["audio"]: listed[1]["text"]}, set())  # unticked on the review page
     assert len(dataset(out)["clips"]) == 2
     prepare(cfg)  # restored by a person: the filter leaves it in from then on
