@@ -3,7 +3,9 @@
 Part 1 writes N synthetic speech-like clips (1-6 s, 24 kHz) with a metadata file in upstream's
 format, then runs both command lines from process start to finish into fresh folders, alternating,
 each with its default worker count. Upstream reads each file's duration and converts the text;
-this tool also decodes every clip, checks it and computes its mel spectrogram.
+this tool also decodes every clip, checks it and computes its mel spectrogram: first without its
+per-clip extras (like for like), then with loudness normalisation, then with its defaults (loudness
+and a quality score per clip).
 
 Part 2 trains f5tts_tiny for a few updates on the prepared clips twice: mel read from the cache,
 and mel computed from the audio for every batch (what upstream's dataset does). A tiny model shows
@@ -25,23 +27,34 @@ from bench.common import machine, wall  # noqa: E402
 from make_data import write_clips, write_metadata  # noqa: E402
 
 
+# this tool's preparation with each of its per-clip steps: loudness (default -20 LUFS), quality scores (default on)
+VARIANTS = {"plain": ["loudness.target_lufs=null", "quality.model=null"], "loudness": ["quality.model=null"],
+            "default": []}
+
+
 def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
     meta = write_metadata(tmp / "metadata.csv", write_clips(tmp / "src", clips, seed=1))
-    ours, theirs = [], []
+    ours, theirs = {k: [] for k in VARIANTS}, []
     for i in range(repeat):
         theirs.append(wall([sys.executable, "-m", "f5_tts.train.datasets.prepare_csv_wavs", str(meta),
                             str(tmp / f"up{i}"), "--pretrain"]))
-        ours.append(wall([sys.executable, "-m", "finetune.prepare", f"input={meta}", f"out={tmp / f'ds{i}'}"]))
-    again = wall([sys.executable, "-m", "finetune.prepare", f"input={meta}", f"out={tmp / 'ds0'}"])
+        for kind, extra in VARIANTS.items():
+            ours[kind].append(wall([sys.executable, "-m", "finetune.prepare", f"input={meta}",
+                                    f"out={tmp / f'ds-{kind}{i}'}", *extra]))
+    again = wall([sys.executable, "-m", "finetune.prepare", f"input={meta}", f"out={tmp / 'ds-default0'}"])
     print(f"{'preparation of ' + str(clips) + ' clips':<44} {'clips/s median (range)':<26}")
     for label, t in (("upstream prepare_csv_wavs (duration + text)", theirs),
-                     ("this tool (decode, checks, mel cache)", ours)):
+                     ("this tool (decode, checks, mel cache)", ours["plain"]),
+                     ("  + loudness to -20 LUFS", ours["loudness"]),
+                     ("  + quality scores (defaults)", ours["default"])):
         rates = [clips / s for s in t]
         print(f"{label:<44} {statistics.median(rates):8.1f} ({min(rates):.1f}-{max(rates):.1f})")
     print(f"{'this tool, re-run on the same input':<44} {clips / again:8.1f}")
-    ratio = statistics.median(a / b for a, b in zip(theirs, ours))
-    print(f"{'ours/upstream (pairwise median)':<44} {ratio:8.2f}x")
-    return tmp / "ds0", ratio
+    cost = statistics.median(b / a for a, b in zip(ours["plain"], ours["loudness"]))
+    print(f"{'loudness normalisation, time x (pairwise)':<44} {cost:8.2f}x")
+    ratio = statistics.median(a / b for a, b in zip(theirs, ours["plain"]))
+    print(f"{'ours/upstream, like for like (pairwise)':<44} {ratio:8.2f}x")
+    return tmp / "ds-default0", ratio
 
 
 def train_speed(dataset: Path, updates: int, repeat: int) -> None:
