@@ -57,6 +57,38 @@ def prepare_speed(tmp: Path, clips: int, repeat: int) -> tuple[Path, float]:
     return tmp / "ds-default0", ratio
 
 
+def per_clip_cost(tmp: Path, repeat: int) -> None:
+    """CPU time of one clip's preparation (decode, checks, mel) in this process, with loudness normalisation off
+    and on, and of its quality score: per-clip costs, less sensitive than wall time to a busy machine."""
+    from finetune.lock.audio import decode
+    from finetune.lock.quality import score
+    from finetune.prepare import process
+    from tests.helpers import spec_of
+
+    mel, audio = spec_of("f5tts")["mel"], sorted((tmp / "src" / "wavs").glob("*.wav"))[:60]
+    bounds = {"min_seconds": 0.3, "max_seconds": 30.0, "silence_db": -60.0, "loud_db": 6.0}
+    seconds = sum(decode(p.read_bytes())[0].size for p in audio) / 24000
+    times = {"off": [], "on": []}
+    for i in range(repeat):
+        for kind, target in (("off", None), ("on", -20.0)):
+            out = tmp / f"cost-{kind}{i}"
+            (out / "mel").mkdir(parents=True)
+            started = time.process_time()
+            for p in audio:
+                process(str(p), str(out), mel, bounds, {"target_lufs": target, "peak_db": -1.0})
+            times[kind].append((time.process_time() - started) / len(audio))
+    score([decode(audio[0].read_bytes())[0]], 24000)  # the model's load is not the rate
+    started = time.process_time()
+    for p in audio[:20]:
+        score([decode(p.read_bytes())[0]], 24000)
+    rated = (time.process_time() - started) / 20
+    off, on = statistics.median(times["off"]), statistics.median(times["on"])
+    print(f"{'CPU per clip (' + f'{seconds / len(audio):.1f} s mean), ms':<44} {'median':<26}")
+    print(f"{'decode, checks, mel':<44} {off * 1000:8.1f}")
+    print(f"{'  + loudness to -20 LUFS':<44} {on * 1000:8.1f}   (+{(on - off) * 1000:.1f} ms, {on / off:.2f}x)")
+    print(f"{'quality score (distillmos, 1 thread)':<44} {rated * 1000:8.1f}")
+
+
 def train_speed(dataset: Path, updates: int, repeat: int) -> None:
     import torch
 
@@ -100,6 +132,7 @@ def main(clips: int = 300, repeat: int = 3, updates: int = 40) -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         dataset, ratio = prepare_speed(Path(tmp), clips, repeat)
+        per_clip_cost(Path(tmp), repeat)
         train_speed(dataset, updates, repeat)
     print(f"data preparation, clips per second, ours/upstream: {ratio:.2f}x")
 

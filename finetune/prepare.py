@@ -36,7 +36,8 @@ from .workers import pmap
 # clips a person dropped, an edited metadata file kept aside, clips under filter.min_quality
 NOT_COUNTED = ("header", "short_piece", "dropped", "replaced", "low_quality")
 SHOWN = 20  # problem lines printed; report.txt has them all
-OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, quality.CACHE, recordings.METADATA}  # what prepare writes in out=
+# what prepare writes in out=
+OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, quality.CACHE, recordings.METADATA}
 
 
 MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # what mel_name() writes, and nothing else
@@ -137,6 +138,9 @@ def text_problem(text: str, seconds: float, bounds: dict):
 def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, level: dict, workers: int) -> list[dict]:
     from functools import partial
 
+    if level["target_lufs"] is not None:
+        import pyloudnorm  # noqa: F401  (with scipy: once here, not in every forked worker)
+        import scipy.ndimage  # noqa: F401
     job = partial(process, out=str(out), mel=mel, bounds=bounds, level=level)
     return pmap(job, audio, workers, "prepare", "clip")
 
@@ -238,6 +242,7 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
                       **({"lufs": round(res["lufs"], 2)} if res["lufs"] is not None else {}),
                       "text_by": listed.text_by.get(audio, "person") if listed else "person",
                       **(listed.provenance.get(audio, {}) if listed else {})})
+    used = {c["mel"] for c in clips}  # kept in mel/, with those of clips the filter leaves out: a restore reuses them
     clips, scored = _scored(clips, cfg, out, workers, problems, listed)
     problems.sort(key=lambda p: _natural(p.where))
     counted = Counter(p.kind for p in problems if p.kind not in NOT_COUNTED)
@@ -287,7 +292,6 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
     atomic_write_bytes(out / "report.txt", "".join(f"{line}\n" for line in lines).encode())
     atomic_write_bytes(out / "dataset.json",
                        json.dumps({"summary": summary, "clips": clips}, indent=1, ensure_ascii=False).encode())
-    used = {c["mel"] for c in clips}
     for stale in (out / "mel").glob("*.safetensors"):  # clips no longer in the input (only after the save)
         if f"mel/{stale.name}" not in used and MEL_NAME.fullmatch(stale.name):  # never a file we did not write
             stale.unlink(missing_ok=True)
