@@ -43,11 +43,15 @@ def identity() -> dict:
 
 @lru_cache(maxsize=2)
 def _model(device: str):
+    import warnings
+
     import torch
     from distillmos import ConvTransformerSQAModel
 
     model = ConvTransformerSQAModel(load_weights=False, segmenting_in_forward=False)  # the package's own load prints
-    model.load_state_dict(torch.load(_weights(), map_location="cpu", weights_only=True)["model"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")  # torch's note on the file; it loads
+        model.load_state_dict(torch.load(_weights(), map_location="cpu", weights_only=True)["model"])
     return model.eval().to(device)
 
 
