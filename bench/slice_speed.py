@@ -9,6 +9,9 @@ second of wall time (x real time, target 100x):
 Upstream's slicer lives inside its Gradio app module, which does not import without the app's data
 folder, so there is no upstream line here.
 
+The same with slice.detector=vad (silero-vad finding speech instead of a loudness threshold), and the
+speech-quality predictor (distillmos) on the cut clips, in one process.
+
 Part 2 runs python -m finetune.prepare input=<recordings> transcribe=true on those recordings with a
 random-weight Whisper of 16 d_model (tests/tiny_whisper.py: it writes 16 characters per clip), from
 process start to exit: a first run (slice, transcribe, mel) and a re-run (everything reused). The
@@ -79,6 +82,12 @@ def slicing_speed(tmp: Path, minutes: float, repeat: int) -> float:
         clips = sum(len(find_clips(y, sr, SLICE)[0]) for y, sr in decoded)
         find.append(time.perf_counter() - started)
     print(f"{'find_clips (detect silences, choose cuts)':<44} {rate(audio, find):<28} {clips}")
+    vad = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        found = sum(len(find_clips(y, sr, SLICE | {"detector": "vad"})[0]) for y, sr in decoded)
+        vad.append(time.perf_counter() - started)
+    print(f"{'find_clips, detector=vad (silero-vad)':<44} {rate(audio, vad):<28} {found}")
     cut, again = [], []
     for i in range(repeat):
         folder = tmp / f"clips{i}"
@@ -93,6 +102,27 @@ def slicing_speed(tmp: Path, minutes: float, repeat: int) -> float:
     speed = audio / statistics.median(cut)
     print(f"{'slicing against the 100x target':<44} {speed / 100:10.1f}x")
     return audio
+
+
+def quality_speed(tmp: Path, repeat: int) -> None:
+    """The speech-quality predictor (distillmos) on the clips slicing cut, in this process (one worker's share)."""
+    import torch
+
+    from finetune.media.audio import decode
+    from finetune.media.quality import score
+
+    clips = sorted((tmp / "clips0").glob("*.wav"))[:40]
+    decoded = [decode(p.read_bytes()) for p in clips]
+    audio = sum(y.size / sr for y, sr in decoded)
+    score([decoded[0][0]], decoded[0][1])  # the model's load is not the rate
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        for y, sr in decoded:
+            score([y], sr)
+        times.append(time.perf_counter() - started)
+    print(f"\n{f'quality scores of {len(clips)} clips ({audio:.0f} s)':<44} {rate(audio, times):<28} "
+          f"{torch.get_num_threads()} thread(s)")
 
 
 def raw_to_dataset(tmp: Path, audio: float, repeat: int) -> None:
@@ -120,6 +150,7 @@ def main(minutes: float = 10.0, repeat: int = 3) -> None:
     print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         audio = slicing_speed(Path(tmp), minutes, repeat)
+        quality_speed(Path(tmp), repeat)
         raw_to_dataset(Path(tmp), audio, max(1, repeat - 1))
 
 

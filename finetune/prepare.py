@@ -23,7 +23,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from . import recordings, slicing, transcribe
+from . import loudness, quality, recordings, slicing, transcribe
 from .config import plain, precompose, register
 from .media.dataset import DATASET_FORMAT, dataset_hash, read_dataset
 from .lock.errors import UserError, first_line, user_errors
@@ -34,18 +34,21 @@ from .workers import pmap
 
 # reported, not counted against strict=true: a header row, a row whose quotes changed its text (read as
 # upstream reads it), speech too short to cut into a clip, the clips a person dropped, an edited metadata
-# file kept aside
-NOT_COUNTED = ("header", "quoted", "short_pieces", "dropped", "replaced")
+# file kept aside, clips under filter.min_quality
+NOT_COUNTED = ("header", "quoted", "short_piece", "dropped", "replaced", "low_quality")
 SHOWN = 20  # problem lines printed; report.txt has them all
-OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, recordings.METADATA}  # what prepare writes in out=
+# what prepare writes in out=
+OWN = {"mel", ".lock", "clips", recordings.STATE, transcribe.CACHE, quality.CACHE, recordings.METADATA}
 
 
 MEL_NAME = re.compile(r"[0-9a-f]{40}-[0-9a-f]{8}\.safetensors")  # what mel_name() writes, and nothing else
 
 
-def mel_name(audio_sha: str, mel: dict) -> str:
-    """The cache file of one clip's mel, by the audio's content and the mel settings."""
-    return f"mel/{audio_sha[:40]}-{sha256_bytes(json.dumps(mel, sort_keys=True).encode())[:8]}.safetensors"
+def mel_name(audio_sha: str, mel: dict, level: dict | None = None) -> str:
+    """The cache file of one clip's mel, by the audio's content, the mel settings and the loudness it was set to
+    (`level`: the loudness settings; named as before when they are off)."""
+    key = mel if not level or level["target_lufs"] is None else {"mel": mel, "loudness": level}
+    return f"mel/{audio_sha[:40]}-{sha256_bytes(json.dumps(key, sort_keys=True).encode())[:8]}.safetensors"
 
 
 # ---- one clip (runs in a worker process) ---------------------------------------------------------
@@ -56,13 +59,16 @@ def _cached(path: Path):
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
-        return {"seconds": float(meta["seconds"]), "peak_db": float(meta["peak_db"]), "frames": int(meta["frames"])}
+        lufs = meta.get("lufs", "None")
+        return {"seconds": float(meta["seconds"]), "peak_db": float(meta["peak_db"]), "frames": int(meta["frames"]),
+                "lufs": None if lufs == "None" else float(lufs), "limited": meta.get("limited") == "True"}
     except Exception:  # absent, or left half-written by a killed run: compute it again
         return None
 
 
-def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
-    """Check one audio file and write its mel; returns {"kind": "ok", ...} or a problem kind and detail."""
+def process(audio: str, out: str, mel: dict, bounds: dict, level: dict) -> dict:
+    """Check one audio file and write its mel (of the audio set to loudness.target_lufs); returns {"kind": "ok",
+    ...} or a problem kind and detail."""
     import numpy as np
     import torch
     from safetensors.torch import save_file
@@ -76,7 +82,7 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
     except OSError as e:
         return {"kind": "unreadable", "detail": f"{audio}: {e.strerror}"}
     sha = sha256_bytes(data)
-    name = mel_name(sha, mel)
+    name = mel_name(sha, mel, level)
     info = _cached(Path(out) / name)
     if info is None:
         try:
@@ -94,6 +100,10 @@ def process(audio: str, out: str, mel: dict, bounds: dict) -> dict:
         problem = _check(info, bounds)
         if problem:
             return problem
+        info |= {"lufs": None, "limited": False}
+        if level["target_lufs"] is not None:
+            samples, set_to = loudness.normalize(samples, sr, level["target_lufs"], level["peak_db"])
+            info |= set_to
         spec = mel_spectrogram(resample(torch.from_numpy(samples), sr, mel["target_sample_rate"]), mel)
         info["frames"] = spec.shape[1]
         target = Path(out) / name
@@ -126,10 +136,14 @@ def text_problem(text: str, seconds: float, bounds: dict):
     return None
 
 
-def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, workers: int) -> list[dict]:
+def process_all(audio: list[str], out: Path, mel: dict, bounds: dict, level: dict, workers: int) -> list[dict]:
     from functools import partial
 
-    return pmap(partial(process, out=str(out), mel=mel, bounds=bounds), audio, workers, "prepare", "clip")
+    if level["target_lufs"] is not None:
+        import pyloudnorm  # noqa: F401  (with scipy: once here, not in every forked worker)
+        import scipy.ndimage  # noqa: F401
+    job = partial(process, out=str(out), mel=mel, bounds=bounds, level=level)
+    return pmap(job, audio, workers, "prepare", "clip")
 
 
 # ---- the dataset folder --------------------------------------------------------------------------
@@ -170,11 +184,18 @@ def prepare(cfg: dict, review: recordings.Review | None = None) -> Path:
                                 "pick another folder", code="data")
             transcribe.check_language(cfg["asr"]["language"])
             transcribe.pick_device(cfg["asr"]["device"])
+            if cfg["slice"]["detector"] == "vad":
+                _vad()  # the package is there
             recs = recordings.recordings(source)
             model = transcribe.model_folder(cfg["asr"])  # offline with no model: one line, nothing written
             fmt, rows, problems = "recordings", None, []
         else:
             fmt, rows, problems = read_rows(source, cfg["format"])
+        if cfg["quality"]["model"]:
+            transcribe.pick_device(cfg["quality"]["device"], "quality.device")
+            from .media.quality import identity
+
+            identity()  # the package is there
     except OSError as e:
         raise UserError(f"input={source}: cannot read it ({e.strerror or e})", code="io")
     try:
@@ -206,8 +227,8 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
         raise UserError(f"{out} was prepared from {source}, a file of yours; edit it and prepare again", code="data")
 
     workers = cfg["workers"] or os.cpu_count() or 1
-    results = process_all([str(r.audio) for r in rows], out, mel, bounds, workers)
-    clips = []
+    results = process_all([str(r.audio) for r in rows], out, mel, bounds, cfg["loudness"], workers)
+    clips, measured = [], []
     for row, res in zip(rows, results):
         if res["kind"] == "ok":
             res = text_problem(row.text, res["seconds"], bounds) or res
@@ -215,15 +236,20 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
             problems.append(Problem(row.where, res["kind"], res["detail"]))
             continue
         audio = str(row.audio)
+        measured.append(res)
         clips.append({"row": row.where, "audio": audio, "text": row.text,
                       **({"tokens": row.tokens} if row.tokens else {}), "audio_sha256": res["audio_sha256"],
                       "seconds": round(res["seconds"], 4), "frames": res["frames"], "mel": res["mel"],
+                      **({"lufs": round(res["lufs"], 2)} if res["lufs"] is not None else {}),
                       "text_by": listed.text_by.get(audio, "person") if listed else "person",
                       **(listed.provenance.get(audio, {}) if listed else {})})
+    used = {c["mel"] for c in clips}  # kept in mel/, with those of clips the filter leaves out: a restore reuses them
+    clips, scored = _scored(clips, cfg, out, workers, problems, listed)
     problems.sort(key=lambda p: _natural(p.where))
     counted = Counter(p.kind for p in problems if p.kind not in NOT_COUNTED)
     skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(counted.items())) or "none"
     lines = [f"{p.where}: {p.kind}: {p.detail}" for p in problems]
+    left_out = _left_out(listed, sum(1 for p in problems if p.kind == "low_quality"), cfg)
 
     if cfg["strict"] and counted:
         print("\n".join(lines), file=sys.stderr)
@@ -231,32 +257,42 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
                         "drop strict=true to skip them; nothing was written to dataset.json", code="data")
     if not clips:
         print("\n".join(lines[:SHOWN]), file=sys.stderr)
-        raise UserError(f"{source}: no usable rows ({skipped}); see the reasons above", code="data")
+        raise UserError(f"{source}: no usable rows ({skipped}{'; ' + left_out if left_out else ''}); see the "
+                        "reasons above", code="data")
 
     hop, sr = mel["hop_length"], mel["target_sample_rate"]
     frames = sum(c["frames"] for c in clips)
+    loud = loudness.summary(cfg["loudness"], measured)
     summary = {
         "format": DATASET_FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "source": {"input": str(source), "format": fmt} | ({"metadata": str(listed.metadata)} if listed else {}),
         "mel": mel,
         "bounds": bounds,
-        "sha256": dataset_hash(mel, clips),
+        "loudness": loud,  # before the hash: the hash covers the loudness the mel were set to
+        "sha256": dataset_hash(mel, clips, loud),
         "clips": len(clips),
         "hours": round(frames * hop / sr / 3600, 4),
         "frames": frames,
         "longest_frames": max(c["frames"] for c in clips),
         "rows_skipped": dict(sorted(counted.items())),
+        "left_out": {"short_pieces": listed.short if listed else None,
+                     "low_quality": sum(1 for p in problems if p.kind == "low_quality")},
+        "quality": scored,
         "text_by": dict(sorted(Counter(c["text_by"] for c in clips).items())),
         "asr": listed.asr if listed else None,  # the recogniser of the first transcripts: model id, weights sha256
-        "slice": cfg["slice"] if listed else None,
+        "slice": cfg["slice"] | (_vad() if cfg["slice"]["detector"] == "vad" else {}) if listed else None,
     }
     wav = load_audio(clips[0]["audio"], sr)
+    if cfg["loudness"]["target_lufs"] is not None:  # the reference clip as the run's mel hear it
+        import torch
+
+        wav = torch.from_numpy(loudness.normalize(wav.numpy(), sr, cfg["loudness"]["target_lufs"],
+                                                  cfg["loudness"]["peak_db"])[0])
     atomic_write(out / "reference.wav", lambda tmp: write_wav(tmp, wav, sr))
     atomic_write_bytes(out / "report.txt", "".join(f"{line}\n" for line in lines).encode())
     atomic_write_bytes(out / "dataset.json",
                        json.dumps({"summary": summary, "clips": clips}, indent=1, ensure_ascii=False).encode())
-    used = {c["mel"] for c in clips}
     for stale in (out / "mel").glob("*.safetensors"):  # clips no longer in the input (only after the save)
         if f"mel/{stale.name}" not in used and MEL_NAME.fullmatch(stale.name):  # never a file we did not write
             stale.unlink(missing_ok=True)
@@ -269,8 +305,44 @@ def _prepare(cfg, source, out, fmt, rows, problems, recs, model, review) -> Path
     if listed:
         print(f"transcripts: {listed.metadata} (edit it, or drop rows, and run the same command again)", file=sys.stderr)
     print(f"dataset: {out} ({len(clips)} clips, {summary['hours']:.3f} h, sha256 {summary['sha256'][:12]}; "
-          f"skipped: {skipped})")
+          f"skipped: {skipped}{'; ' + left_out if left_out else ''})")
     return out
+
+
+def _scored(clips: list[dict], cfg: dict, out: Path, workers: int, problems: list, listed) -> tuple[list, dict | None]:
+    """The clips with their quality scores (quality.model), less those under filter.min_quality (reported; a clip a
+    person restored in Review stays), and what the summary records of the scores."""
+    if cfg["quality"]["model"] is None:
+        return clips, None
+    found, who = quality.scores([(c["audio"], c["audio_sha256"]) for c in clips], out, cfg["quality"], workers)
+    least, restored = cfg["filter"]["min_quality"], listed.restored if listed else set()
+    kept = []
+    for c in clips:
+        c["quality"] = round(found[c["audio_sha256"]], 3)
+        if least is not None and c["quality"] < least and c["audio"] not in restored:
+            problems.append(Problem(c["row"], "low_quality", f"quality {c['quality']:.2f} is under "
+                                    f"filter.min_quality={least:g}; {quality.restore_hint(listed is not None)}"))
+        else:
+            kept.append(c)
+    return kept, (quality.summary(who, kept, least, len(clips) - len(kept)) if kept else None)
+
+
+def _left_out(listed, low_quality: int, cfg: dict) -> str:
+    """The result line's account of clips left out on purpose (not bad rows): short pieces, low quality."""
+    parts = []
+    short = listed.short if listed else None
+    if short and short["pieces"]:
+        parts.append(f"{short['pieces']} short piece{'s' * (short['pieces'] != 1)} of speech ({short['seconds']:.2f} s) "
+                     "no neighbour could take")
+    if low_quality:
+        parts.append(f"{low_quality} under filter.min_quality={cfg['filter']['min_quality']:g}")
+    return f"left out: {', '.join(parts)}" if parts else ""
+
+
+def _vad() -> dict:
+    from .vad import identity
+
+    return {"vad": identity()}
 
 
 register()

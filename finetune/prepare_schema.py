@@ -16,6 +16,7 @@ class SliceConfig:
     silence_db: float = -40.0  # frames whose loudness (RMS, dBFS) is under this are silence
     min_silence: float = 0.3  # seconds: shorter pauses do not end a clip
     pad: float = 0.1  # seconds of the surrounding silence kept on each side of a clip
+    detector: str = "energy"  # energy: frames under silence_db are silence; vad: a voice-activity model finds speech
 
 
 @dataclass
@@ -25,6 +26,26 @@ class AsrConfig:
     language: Optional[str] = None  # None: detected per clip; or a Whisper language (en, english, de, ...)
     device: str = "auto"  # auto (cuda when there is one), cpu, cuda, cuda:1, ...
     batch_size: int = 8
+
+
+@dataclass
+class LoudnessConfig:
+    """Every prepared clip at one integrated loudness (ITU-R BS.1770) before its mel is computed."""
+    target_lufs: Optional[float] = -20.0  # None: clips as recorded
+    peak_db: float = -1.0  # no sample over this (dBFS) after the gain: a look-ahead limiter takes the peaks down
+
+
+@dataclass
+class QualityConfig:
+    """A speech-quality score (MOS 1-5) per clip by a predictor whose weights ship in its package (offline)."""
+    model: Optional[str] = "distillmos"  # None: no scores (and no filter)
+    device: str = "auto"  # auto (cuda when there is one), cpu, cuda, cuda:1, ...
+
+
+@dataclass
+class FilterConfig:
+    """Clips left out by their scores (reported per clip; a person may restore one in Review)."""
+    min_quality: Optional[float] = None  # leave out clips whose quality score is under this; None: keep all
 
 
 @dataclass
@@ -43,8 +64,13 @@ class PrepareConfig:
     transcribe: bool = False  # input is a folder of recordings without transcripts: slice, transcribe, prepare
     slice: SliceConfig = field(default_factory=SliceConfig)
     asr: AsrConfig = field(default_factory=AsrConfig)
+    loudness: LoudnessConfig = field(default_factory=LoudnessConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
 
 
+DETECTORS = ("energy", "vad")
+QUALITY_MODELS = ("distillmos",)
 WHISPER_SECONDS = 30.0  # Whisper hears 30 s at a time; longer clips would be cut short
 
 # Every number of the config a type cannot bound: (key, test, what it must be), checked in this order.
@@ -63,7 +89,15 @@ RANGES = [
     ("slice.silence_db", lambda v, c: v < 0, "must be under 0 (dBFS)"),
     ("slice.min_silence", lambda v, c: v > 0, "must be more than 0"),
     ("slice.pad", lambda v, c: v >= 0, "must be 0 or more"),
+    ("slice.detector", lambda v, c: v in DETECTORS, f"must be one of {', '.join(DETECTORS)}"),
     ("asr.batch_size", lambda v, c: v >= 1, "must be 1 or more"),
+    ("loudness.target_lufs", lambda v, c: v is None or -70 < v < 0, "must be between -70 and 0 (LUFS), or null (off)"),
+    ("loudness.peak_db", lambda v, c: -20 <= v <= 0, "must be between -20 and 0 (dBFS)"),
+    ("quality.model", lambda v, c: v in (None, *QUALITY_MODELS),
+     f"must be {' or '.join(QUALITY_MODELS)} (its weights ship in its package), or null (no scores)"),
+    ("filter.min_quality", lambda v, c: v is None or 1 <= v <= 5, "must be between 1 and 5 (MOS), or null (keep all)"),
+    ("filter.min_quality", lambda v, c: v is None or c["quality"]["model"] is not None,
+     "needs quality scores: set quality.model=distillmos, or filter.min_quality=null"),
     ("asr.model", lambda v, c: bool(v.strip()), "must name a hub id or a local folder"),
 ]
 

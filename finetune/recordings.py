@@ -51,6 +51,8 @@ class Listed:
     text_by: dict  # clip audio path -> "asr" | "person"
     asr: dict  # the recogniser: model, revision, weights_sha256, language
     keep: set = field(default_factory=set)  # names in clips/ in use
+    short: dict = field(default_factory=dict)  # speech left out in pieces no neighbour could take: pieces, seconds
+    restored: set = field(default_factory=set)  # clip audio paths a person restored in Review: never filtered out
 
 
 def recordings(source: Path) -> list[tuple[str, Path]]:
@@ -95,14 +97,13 @@ def list_clips(source: Path, out: Path, cfg: dict, recs: list, model: tuple, rev
         seen[res["key"]] = rel
         keep |= {f"{res['key']}.json"} | {c["file"] for c in res["clips"]}
         current += [{"audio": str(clips_dir / c["file"]), "source": str(path), "start": c["start"], "end": c["end"]}
-                    for c in res["clips"]]
-        if res["short"]:
-            problems.append(Problem(rel, "short_pieces", f"{len(res['short'])} piece(s) of speech under "
-                                    f"slice.min_seconds={settings['min_seconds']} left out ({sum(res['short']):.1f} s)"))
+                    | ({"short": True} if c.get("short") else {}) for c in res["clips"]]
 
     meta = out / METADATA
     rows = read_metadata(meta)
-    written = {c["audio"]: c["written"] for c in read_state(out).get("clips", [])} if rows is not None else {}
+    before = read_state(out).get("clips", []) if rows is not None else []
+    written = {c["audio"]: c["written"] for c in before}
+    restored = {c["audio"] for c in before if c.get("restored")}
     in_file = dict(rows or {})
     ours = {c["audio"] for c in current}
     if review:
@@ -130,20 +131,30 @@ def list_clips(source: Path, out: Path, cfg: dict, recs: list, model: tuple, rev
     for c in current:
         a = c["audio"]
         text, wrote = None, written.get(a)  # wrote: None for a row the tool never wrote (its notes were lost)
+        vouched = a in restored
         if review and a in review.texts:
-            text = " ".join(review.texts[a].split())
+            text, vouched = " ".join(review.texts[a].split()), True
         elif review and a in review.dropped:
-            pass
+            vouched = False
         elif unedited(a) or (a not in in_file and a not in written):
             text = wrote = recognised[a]
+            if c.get("short") and a not in in_file:  # a piece no neighbour could take: out until a person restores it
+                text = None
         elif a in in_file:
             text = in_file[a]
-        if text is None:
+        if text is None and c.get("short"):
+            notes.append(Problem(Path(a).name, "short_piece", f"{c['end'] - c['start']:.2f} s of speech under "
+                                 f"slice.min_seconds={settings['min_seconds']:g} that no neighbour could take within "
+                                 f"slice.max_seconds={settings['max_seconds']:g}; restore it in Review (or add its row "
+                                 "to metadata.csv) to use it"))
+        elif text is None:
             notes.append(Problem(Path(a).name, "dropped", "its row was removed from metadata.csv; "
                                  "add the row back to use the clip again"))
         else:
             lines.append((a, text))
-        state.append(c | {"written": wrote})  # listed in clips.json: so a clip with no row stays dropped
+        # listed in clips.json: so a clip with no row stays dropped; restored: a person gave it a text in Review, and
+        # the quality filter leaves it in
+        state.append(c | {"written": wrote} | ({"restored": True} if vouched and text is not None else {}))
     removed = {a: t for a, t in in_file.items() if a not in ours and _is_clip(a, clips_dir)}
     lines += [(a, t) for a, t in in_file.items() if a not in ours and a not in removed]
     if any(t != written.get(a) for a, t in removed.items()):
@@ -157,9 +168,11 @@ def list_clips(source: Path, out: Path, cfg: dict, recs: list, model: tuple, rev
     final = dict(lines)
     text_by = {c["audio"]: "asr" if c["written"] == final.get(c["audio"]) else "person" for c in state}
     provenance = {c["audio"]: {"source": c["source"], "start": c["start"], "end": c["end"]} for c in current}
+    left_out = [c["end"] - c["start"] for c in state if c.get("short") and c["audio"] not in final]
     return Listed(meta, problems + notes, provenance, text_by,
                   {k: identity[k] for k in ("model", "revision", "weights_sha256")} | {"language": asr["language"]},
-                  keep)
+                  keep, {"pieces": len(left_out), "seconds": round(sum(left_out), 3)},
+                  {c["audio"] for c in state if c.get("restored")})
 
 
 def _is_clip(audio: str, clips_dir: Path) -> bool:

@@ -6,7 +6,8 @@
                                        transcripts reused; the recogniser is not run for these clips)
 
 A clip is named by its audio path, as metadata.csv and dataset.json name it. A new text for a dropped
-clip brings it back. The preparation's settings are those of the last run, kept in clips.json; it runs
+clip brings it back, as it does a short piece no neighbour could take and a clip under filter.min_quality (which
+then stays in whatever its score). The preparation's settings are those of the last run, kept in clips.json; it runs
 in the calling process without forking, holding the folder's lock (a second writer is refused).
 """
 from pathlib import Path
@@ -28,14 +29,18 @@ def _folder(folder) -> tuple[Path, dict]:
 
 def review_clips(folder) -> list[dict]:
     """Per clip: audio, source, start, end, seconds, text (None when dropped), asr_text (the recogniser's),
-    text_by ("asr" | "person" | None when dropped), dropped, in_dataset, problem (the report's reason or None)."""
+    text_by ("asr" | "person" | None when dropped), dropped (left out: by a person, as a short piece no neighbour
+    could take, or under filter.min_quality), short, quality (its score, or None), in_dataset, problem (the
+    report's reason or None)."""
     from .media.dataset import read_dataset
+    from .quality import read_cache as read_scores
     from .recordings import METADATA, read_metadata
     from .transcribe import read_cache
 
     folder, state = _folder(folder)
     rows, lines = read_metadata(folder / METADATA, with_lines=True) or ({}, {})
-    kept = {c["audio"]: c for c in read_dataset(folder)["clips"]} if (folder / "dataset.json").is_file() else {}
+    ds = read_dataset(folder) if (folder / "dataset.json").is_file() else {"summary": {}, "clips": []}
+    kept = {c["audio"]: c for c in ds["clips"]}
     reasons = {}
     try:
         for line in (folder / "report.txt").read_text(encoding="utf-8").splitlines():
@@ -44,17 +49,22 @@ def review_clips(folder) -> list[dict]:
     except FileNotFoundError:
         pass
     heard, key = read_cache(folder), state["recogniser"]["key"]
+    predictor = (ds["summary"].get("quality") or {}).get("weights_sha256")
+    scored = read_scores(folder, predictor) if predictor else {}
     out = []
     for c in state["clips"]:
         audio, text = c["audio"], rows.get(c["audio"])
         sha = kept[audio]["audio_sha256"] if audio in kept else (sha256_file(audio) if Path(audio).is_file() else None)
+        problem = reasons.get(f"{METADATA}:{lines.get(audio)}") if text is not None else \
+            reasons.get(Path(audio).name) if c.get("short") else None
         out.append({
             "audio": audio, "source": c["source"], "start": c["start"], "end": c["end"],
             "seconds": round(c["end"] - c["start"], 3), "text": text,
             "asr_text": heard.get((sha, key), c["written"]),
             "text_by": None if text is None else ("asr" if text == c["written"] else "person"),
-            "dropped": text is None, "in_dataset": audio in kept,
-            "problem": reasons.get(f"{METADATA}:{lines.get(audio)}") if text is not None else None,
+            "dropped": text is None or (problem or "").startswith("low_quality:"), "short": bool(c.get("short")),
+            "quality": kept[audio].get("quality") if audio in kept else scored.get(sha),
+            "in_dataset": audio in kept, "problem": problem,
         })
     return out
 

@@ -5,8 +5,11 @@ Pauses shorter than slice.min_silence do not count. A clip ends at the first pau
 slice.min_seconds, or earlier when the next stretch of speech would take it past slice.max_seconds.
 Speech with no pause for longer than slice.max_seconds is cut at its quietest 20 ms frame in the
 second half of the allowed length (a breath or a stop; never leaving a piece under slice.min_seconds
-when it can help it), and those cuts get no padding. Stretches of
-speech shorter than slice.min_seconds that no neighbour can join are left out, and counted.
+when it can help it), and those cuts get no padding. A piece shorter than slice.min_seconds joins the
+neighbour, before or after, with which it stays within slice.max_seconds; a piece no neighbour can take
+is left out of the dataset, but cut and recorded like a clip (marked short), so it is counted and a
+person can restore it. With slice.detector=vad, speech is found by a voice-activity model (vad.py)
+instead of by loudness.
 
 Clips are written once into <out>/clips/: their names and a record <key>.json per recording come
 from a key over the recording's bytes and the slicing settings, so a re-run with both unchanged
@@ -23,7 +26,7 @@ import numpy as np
 from .lock.errors import first_line
 from .lock.files import atomic_write_bytes, sha256_bytes
 
-VERSION = 1  # part of every clip's key: a change to the cutting rules cuts again
+VERSION = 2  # part of every clip's key: a change to the cutting rules cuts again
 HOP_SECONDS = 0.01
 RECORD = re.compile(r"[0-9a-f]{16}\.json")
 CLIP = re.compile(r".+_[0-9a-f]{8}_\d{3,}\.wav")  # what clip_name() writes, and nothing else
@@ -31,6 +34,10 @@ CLIP = re.compile(r".+_[0-9a-f]{8}_\d{3,}\.wav")  # what clip_name() writes, and
 
 def slice_key(audio_sha: str, settings: dict) -> str:
     body = {"audio_sha256": audio_sha, "slice": settings, "version": VERSION}
+    if settings.get("detector") == "vad":  # another voice-activity model cuts again
+        from .vad import identity
+
+        body["vad"] = identity()["weights_sha256"]
     return sha256_bytes(json.dumps(body, sort_keys=True).encode())[:16]
 
 
@@ -41,18 +48,14 @@ def clip_name(stem: str, key: str, n: int) -> str:
 
 # ---- where to cut (a pure function of the samples) ------------------------------------------------
 
-def find_clips(y: np.ndarray, sr: int, s: dict) -> tuple[list[tuple[int, int]], list[float]]:
-    """[(start, end)] in samples of the clips to cut, and the lengths in seconds of speech left out."""
-    import librosa
-
+def find_clips(y: np.ndarray, sr: int, s: dict) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """[(start, end)] in samples of the clips to cut, and of the pieces of speech left out (under min_seconds,
+    and no neighbour could take them within max_seconds)."""
     hop = max(1, round(sr * HOP_SECONDS))
     frame = 2 * hop
     n = y.shape[0]
-    intervals = librosa.effects.split(y, top_db=-s["silence_db"], ref=1.0, frame_length=frame, hop_length=hop)
-    # librosa ends an interval at the first frame whose window is all silence; that window starts a hop earlier
     spans = []
-    for a, b in intervals:
-        a, b = int(a), int(b if b >= n else max(a + 1, b - (frame - hop)))
+    for a, b in _sounds(y, sr, s, frame, hop):
         if spans and a - spans[-1][1] < s["min_silence"] * sr:  # a short pause: the same stretch of speech
             spans[-1][1] = b
         else:
@@ -65,13 +68,14 @@ def find_clips(y: np.ndarray, sr: int, s: dict) -> tuple[list[tuple[int, int]], 
         pieces += _cut_long(y, a, b, int(most - 2 * pad), int(least), hop, frame)
 
     clips, cur = [], None
-    for p in pieces:
+    for p in pieces:  # forward: a clip ends at the first pause after min_seconds, or before passing max_seconds
         if cur is not None and (cur[1] - cur[0] + 2 * pad >= least or p[1] - cur[0] + 2 * pad > most):
             clips.append(cur)
             cur = None
         cur = list(p) if cur is None else [cur[0], p[1], cur[2], p[3]]
     if cur is not None:
         clips.append(cur)
+    _join_short(clips, pad, least, most)
 
     out, short = [], []
     for i, (a, b, pad_left, pad_right) in enumerate(clips):
@@ -79,8 +83,46 @@ def find_clips(y: np.ndarray, sr: int, s: dict) -> tuple[list[tuple[int, int]], 
         low = 0 if i == 0 else (clips[i - 1][1] + a) // 2
         high = n if i == len(clips) - 1 else (b + clips[i + 1][0] + 1) // 2
         a, b = max(low, a - pad) if pad_left else a, min(high, b + pad) if pad_right else b
-        (out.append((a, b)) if b - a >= least else short.append((b - a) / sr))
+        (out.append((a, b)) if b - a >= least else short.append((a, b)))
     return out, short
+
+
+def _sounds(y, sr: int, s: dict, frame: int, hop: int) -> list[tuple[int, int]]:
+    """Where there is sound: speech found by the voice-activity model (slice.detector=vad), or frames louder than
+    slice.silence_db (energy)."""
+    if s.get("detector", "energy") == "vad":
+        from .vad import speech_spans
+
+        return speech_spans(y, sr, s["min_silence"])
+    import librosa
+
+    n = y.shape[0]
+    intervals = librosa.effects.split(y, top_db=-s["silence_db"], ref=1.0, frame_length=frame, hop_length=hop)
+    # librosa ends an interval at the first frame whose window is all silence; that window starts a hop earlier
+    return [(int(a), int(b if b >= n else max(a + 1, b - (frame - hop)))) for a, b in intervals]
+
+
+def _join_short(clips: list[list], pad: int, least: float, most: float) -> None:
+    """A clip under min_seconds joins the neighbour (before or after) with which it stays within max_seconds; the
+    one across the shorter pause when both can. The forward pass alone left a short last sentence out."""
+    i = 0
+    while i < len(clips):
+        a, b = clips[i][:2]
+        if b - a + 2 * pad >= least:
+            i += 1
+            continue
+        options = []  # (pause, index of the pair's first clip)
+        if i > 0 and b - clips[i - 1][0] + 2 * pad <= most:
+            options.append((a - clips[i - 1][1], i - 1))
+        if i + 1 < len(clips) and clips[i + 1][1] - a + 2 * pad <= most:
+            options.append((clips[i + 1][0] - b, i))
+        if not options:
+            i += 1
+            continue
+        j = min(options)[1]
+        first, second = clips[j], clips.pop(j + 1)
+        clips[j] = [first[0], second[1], first[2], second[3]]
+        i = j  # the joined clip may still be short
 
 
 def _cut_long(y, a: int, b: int, limit: int, least: int, hop: int, frame: int) -> list[list]:
@@ -129,19 +171,21 @@ def slice_recording(path: str, clips_dir: str, settings: dict, bounds: dict) -> 
     if problem:
         return problem
     spans, short = find_clips(y, sr, settings)
-    if not spans:
-        heard = f"{sum(short):.1f} s of speech, all in pieces under slice.min_seconds={settings['min_seconds']}" \
-            if short else f"no sound over slice.silence_db={settings['silence_db']} dBFS"
+    if not spans and not short:
+        heard = "the voice-activity model found no speech" if settings.get("detector") == "vad" else \
+            f"no sound over slice.silence_db={settings['silence_db']} dBFS"
         return {"kind": "no_clips", "detail": f"{path.name}: {heard}"}
     subtype = "FLOAT" if np.abs(y).max() > 1 else "PCM_16"  # a float file over full scale is not clipped
     clips = []
-    for n, (a, b) in enumerate(spans):
+    # pieces left out are cut too (marked short): a person may restore one in Review
+    for n, (a, b, left_out) in enumerate(sorted([(a, b, False) for a, b in spans] + [(a, b, True) for a, b in short])):
         name = clip_name(path.stem, key, n)
         _write_clip(clips_dir / name, y[a:b], sr, subtype)
-        clips.append({"file": name, "start": round(a / sr, 3), "end": round(b / sr, 3)})
-    record = {"source_sha256": sha, "slice": settings, "clips": clips, "short": [round(s, 3) for s in short]}
+        clips.append({"file": name, "start": round(a / sr, 3), "end": round(b / sr, 3)}
+                     | ({"short": True} if left_out else {}))
+    record = {"source_sha256": sha, "slice": settings, "clips": clips}
     atomic_write_bytes(clips_dir / f"{key}.json", json.dumps(record, indent=1).encode())  # last: the clips are whole
-    return {"kind": "ok", "key": key, "audio_sha256": sha, "clips": clips, "short": short}
+    return {"kind": "ok", "key": key, "audio_sha256": sha, "clips": clips}
 
 
 def cut_before(path: str, clips_dir: str, settings: dict) -> dict | None:
@@ -159,7 +203,7 @@ def _record(clips_dir: Path, key: str) -> dict | None:
     try:
         done = json.loads((clips_dir / f"{key}.json").read_text(encoding="utf-8"))
         if all((clips_dir / c["file"]).is_file() for c in done["clips"]):
-            return {"kind": "ok", "key": key, "clips": done["clips"], "short": done["short"]}
+            return {"kind": "ok", "key": key, "clips": done["clips"]}
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not cut yet, or cut short by a kill: cut again
     return None

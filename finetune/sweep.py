@@ -229,7 +229,7 @@ class SweepSummary(Callback):
 def main(argv: list[str]) -> None:
     with user_errors():
         if len(argv) != 1 or argv[0].startswith("-"):
-            raise UserError("usage: python -m finetune.sweep <sweep folder> (<run.root>/sweeps/<time>)")
+            raise UserError("usage: python -m finetune.sweep <sweep folder> (<run.root>/sweeps/<time>)", code="usage")
         print(table(argv[0]))
 
 

@@ -34,10 +34,10 @@ def recogniser_key(identity: dict, language) -> str:
 check_language = asr_models.check_language
 
 
-def pick_device(device: str) -> str:
+def pick_device(device: str, key: str = "asr.device") -> str:
     from .lock.load import pick_device as pick
 
-    return str(pick(device, "asr.device"))
+    return str(pick(device, key))
 
 
 # ---- the cache -----------------------------------------------------------------------------------

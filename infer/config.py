@@ -66,3 +66,4 @@ class ScoreConfig(Sampling):
     ckpt: str = "all"  # all | last | <update>[,<update>...]
     weights: str = "ema,online"  # ema | online | ema,online
     max_clips: Optional[int] = key(None, gt=0)  # synthesise at most this many held-out clips; the loss uses all
+    quality: bool = True  # the predicted MOS of the synthesised speech (distillmos: offline, weights in its package)

@@ -1,5 +1,5 @@
 """python -m infer.score run=runs/<name> [ckpt=all|last|N,...] [weights=ema,online] [asr.model=...]
-       [speaker.model=...] [seed=0] [nfe_step=32] [max_clips=N] [vocoder=...] [device=...]
+       [speaker.model=...] [quality=true] [seed=0] [nfe_step=32] [max_clips=N] [vocoder=...] [device=...]
 
 Scores a run's checkpoints on its held-out clips (data.val_clips), per checkpoint and weight set:
 - validation loss: the trainer's own measure (fixed noise, the run's train.seed), over every held-out clip;
@@ -7,6 +7,8 @@ Scores a run's checkpoints on its held-out clips (data.val_clips), per checkpoin
   held-out clip (cyclically; a single held-out clip is its own prompt), through inference's own code, heard
   by the recogniser, and compared with the text: word and character error rates over all clips (jiwer; case
   and punctuation ignored);
+- quality (default on, quality=false turns it off): the speech-quality score (MOS 1-5) of the synthesised speech
+  by the predictor the preparation uses (finetune/lock/quality.py: offline, its weights ship in its package);
 - with speaker.model (a speaker-verification model, e.g. WavLMForXVector): the cosine similarity of the
   synthesised speech's embedding and the prompt clip's. The prompt, not the target clip's own audio, is the
   voice the model was asked to clone: in a dataset of several speakers the two may differ, and a model that
@@ -89,8 +91,13 @@ class Listeners:
     def __init__(self, cfg: dict, device: str):
         from finetune.media import asr as models
 
-        self.asr = self.speaker = None
-        self.described = {"asr": None, "speaker": None}
+        self.asr = self.speaker = self.quality = None
+        self.described = {"asr": None, "speaker": None, "quality": None}
+        if cfg["quality"]:
+            from finetune.media import quality
+
+            self.quality = self.described["quality"] = quality.identity()
+            self.device = device
         if cfg["asr"]["model"]:
             models.check_language(cfg["asr"]["language"])
             folder, identity = models.model_folder(cfg["asr"]["model"], "asr.model")
@@ -105,16 +112,22 @@ class Listeners:
             self.speaker = models.SpeakerModel(folder, cfg["speaker"]["model"], device)
             self.described["speaker"] = identity | {"reference": "prompt clip"}
         self.batch_size = cfg["asr"]["batch_size"]
-        self.rate = models.SAMPLE_RATE
+        self.sample_rate = models.SAMPLE_RATE
         self.prompts = {}  # prompt clip -> its speaker embedding
 
     def __bool__(self):
-        return self.asr is not None or self.speaker is not None
+        return self.asr is not None or self.speaker is not None or self.quality is not None
+
+    def rate(self, wavs: list, sr: int) -> list[float]:
+        """The predicted MOS of each synthesised wav."""
+        from finetune.media.quality import score
+
+        return score(wavs, sr, self.device)
 
     def hear(self, wavs: list, sr: int) -> list[str]:
         from finetune.media.audio import resample
 
-        inputs = [{"raw": resample(w, sr, self.rate).numpy(), "sampling_rate": self.rate} for w in wavs]
+        inputs = [{"raw": resample(w, sr, self.sample_rate).numpy(), "sampling_rate": self.sample_rate} for w in wavs]
         out = self.asr(inputs, batch_size=self.batch_size, generate_kwargs=self.generate, return_timestamps=False)
         return [o["text"] for o in out]
 
@@ -137,7 +150,7 @@ def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners
     from finetune.media.speak import speak
 
     row = {"val_loss": validation_loss(model, held, manifest["config"]["train"]["seed"]),
-           "wer": None, "cer": None, "speaker_similarity": None, "clips": []}
+           "wer": None, "cer": None, "speaker_similarity": None, "quality": None, "clips": []}
     if not listeners:
         return row
     spec = manifest["model"]
@@ -157,6 +170,11 @@ def score_one(model, manifest: dict, held: list, cfg: dict, listeners: Listeners
         row["wer"], row["cer"], per = error_rates([c.text for c in targets], heard)
         for entry, text, (wer, cer) in zip(row["clips"], heard, per):
             entry |= {"heard": text.strip(), "wer": wer, "cer": cer}
+    if listeners.quality is not None:
+        rated = listeners.rate(wavs, sr)
+        row["quality"] = sum(rated) / len(rated)
+        for entry, q in zip(row["clips"], rated):
+            entry["quality"] = q
     if listeners.speaker is not None:
         sims = [listeners.similarity(w, sr, p, audio[p.where]) for w, p in zip(wavs, prompts)]
         row["speaker_similarity"] = sum(sims) / len(sims)
@@ -169,7 +187,7 @@ def table(scores: dict, run_dir: Path) -> str:
     best = scores["best"]
     marks = {k: f"{i + 1}" for i, k in enumerate(scores["setups"])}
     lines = [f"scores of {run_dir} ({len(scores['held_out']['rows'])} held-out clips); * best, by {best['by']}",
-             f"  {'update':>8} {'weights':<8} {'val_loss':>9} {'WER':>7} {'CER':>7} {'speaker':>8}  setup"]
+             f"  {'update':>8} {'weights':<8} {'val_loss':>9} {'WER':>7} {'CER':>7} {'speaker':>8} {'quality':>8}  setup"]
 
     def num(v, fmt):
         return "-" if v is None else format(v, fmt)
@@ -177,7 +195,8 @@ def table(scores: dict, run_dir: Path) -> str:
     for r in scores["rows"]:
         star = "*" if (r["update"], r["weights"]) == (best["update"], best["weights"]) else " "
         lines.append(f"{star} {r['update']:>8} {r['weights']:<8} {r['val_loss']:>9.4f} {num(r['wer'], '7.3f'):>7} "
-                     f"{num(r['cer'], '7.3f'):>7} {num(r['speaker_similarity'], '8.3f'):>8}  {marks[r['setup']]}")
+                     f"{num(r['cer'], '7.3f'):>7} {num(r['speaker_similarity'], '8.3f'):>8} "
+                     f"{num(r.get('quality'), '8.3f'):>8}  {marks[r['setup']]}")
     lines += [f"  {describe_setup(mark, scores['setups'][setup])}" for setup, mark in marks.items()]
     return "\n".join(lines)
 
@@ -214,7 +233,7 @@ def score(cfg: dict) -> tuple[Path, dict]:
         "validation": {"seed": manifest["config"]["train"]["seed"], "clips": len(held)}}
     # rows are comparable when scored alike: the listeners' files count, not where they lie or what they were called
     alike = described | {k: {n: v for n, v in described[k].items() if n not in ("model", "revision")}
-                         for k in ("asr", "speaker") if described[k]}
+                         for k in ("asr", "speaker", "quality") if described[k]}
     setup = sha256_bytes(json.dumps(alike, sort_keys=True).encode())[:16]
 
     rows = []
@@ -233,7 +252,8 @@ def score(cfg: dict) -> tuple[Path, dict]:
                       f"{float(trainer):.6f} when trained (another device or precision?)", file=sys.stderr)
             rows.append(row)
             del model
-            shown = "".join(f", {k} {row[k]:.3f}" for k in ("wer", "cer", "speaker_similarity") if row[k] is not None)
+            shown = "".join(f", {k} {row[k]:.3f}" for k in ("wer", "cer", "speaker_similarity", "quality")
+                            if row[k] is not None)
             print(f"update {update} {weights}: val_loss {row['val_loss']:.4f}{shown} "
                   f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
 

@@ -81,6 +81,13 @@ def test_text_too_long_for_its_clip_and_control_characters_are_refused(tmp_path)
     ({"slice": {"min_silence": 0.0}}, "slice.min_silence=0.0: must be more than 0"),
     ({"slice": {"pad": -0.1}}, "slice.pad=-0.1: must be 0 or more"),
     ({"asr": {"batch_size": 0}}, "asr.batch_size=0: must be 1 or more"),
+    ({"slice": {"detector": "silero"}}, "slice.detector=silero: must be one of energy, vad"),
+    ({"loudness": {"target_lufs": 3.0}}, "loudness.target_lufs=3.0: must be between -70 and 0 (LUFS), or null"),
+    ({"loudness": {"peak_db": 0.5}}, "loudness.peak_db=0.5: must be between -20 and 0"),
+    ({"quality": {"model": "dnsmos"}}, "quality.model=dnsmos: must be distillmos"),
+    ({"quality": {"device": "cuda:x"}}, "quality.device=cuda:x: not a device"),
+    ({"filter": {"min_quality": 6.0}}, "filter.min_quality=6.0: must be between 1 and 5"),
+    ({"quality": {"model": None}, "filter": {"min_quality": 3.0}}, "filter.min_quality=3.0: needs quality scores"),
     ({"out": ""}, "out= is empty"),
 ])
 def test_numbers_out_of_range_are_refused_before_anything_is_written(tmp_path, change, needle):

@@ -46,6 +46,10 @@ def silence(seconds, sr):
 
 # ---- slicing -------------------------------------------------------------------------------------
 
+def seconds(spans, sr):
+    return [(round(a / sr, 2), round(b / sr, 2)) for a, b in spans]
+
+
 @pytest.mark.parametrize("sr", [16000, 44100])
 def test_slicing_cuts_at_the_known_silences(sr):
     # speech at 1-3 s, 4-8 s and 8.2-9.2 s (a 0.2 s pause, under min_silence), 10.7-11.2 s (alone, too short)
@@ -53,20 +57,43 @@ def test_slicing_cuts_at_the_known_silences(sr):
                         silence(1.5, sr), tone(0.5, sr), silence(1, sr)])
     hop = 0.01 * sr
     spans, short = find_clips(y, sr, SLICE)
-    assert len(spans) == 2
-    for (a, b), (start, end) in zip(spans, [(1, 3), (4, 9.2)]):
+    assert len(spans) == 2 and short == []
+    # the 0.5 s piece at the end joins the clip before it (4-11.2 s is within max_seconds=10)
+    for (a, b), (start, end) in zip(spans, [(1, 3), (4, 11.2)]):
         assert abs(a - start * sr) <= hop and abs(b - end * sr) <= hop, (a / sr, b / sr)
-    assert short == [pytest.approx(0.5, abs=0.01)]
 
     spans, _ = find_clips(y, sr, SLICE | {"pad": 0.1})  # padding widens each side, within the recording
-    assert abs(spans[0][0] - 0.9 * sr) <= hop and abs(spans[1][1] - 9.3 * sr) <= hop
-    # a clip ends at the first pause after min_seconds: with 2.5 s the 2 s stretch takes the next one in
-    spans, _ = find_clips(y, sr, SLICE | {"min_seconds": 2.5})
+    assert abs(spans[0][0] - 0.9 * sr) <= hop and abs(spans[1][1] - 11.3 * sr) <= hop
+    # a clip ends at the first pause after min_seconds: with 2.5 s the 2 s stretch takes the next one in; the 0.5 s
+    # piece would make that clip 10.2 s, over max_seconds, and has no other neighbour: it is left out
+    spans, short = find_clips(y, sr, SLICE | {"min_seconds": 2.5})
     assert len(spans) == 1 and abs(spans[0][0] - 1 * sr) <= hop and abs(spans[0][1] - 9.2 * sr) <= hop
+    assert [(b - a) / sr for a, b in short] == [pytest.approx(0.5, abs=0.01)]
     # unless that makes it longer than max_seconds (8.2 s > 6 s): the 2 s stretch is then left out as too short
     spans, short = find_clips(y, sr, SLICE | {"min_seconds": 2.5, "max_seconds": 6})
     assert len(spans) == 1 and abs(spans[0][0] - 4 * sr) <= hop and abs(spans[0][1] - 9.2 * sr) <= hop
-    assert short == [pytest.approx(2.0, abs=0.01), pytest.approx(0.5, abs=0.01)]
+    assert [(b - a) / sr for a, b in short] == [pytest.approx(2.0, abs=0.01), pytest.approx(0.5, abs=0.01)]
+
+
+def test_a_short_last_sentence_joins_the_clip_before_it():
+    """The issue's recording: six sentences, the last one under slice.min_seconds=3 even padded. The forward pass
+    closes each clip at its first pause after 3 s, so the last sentence had no clip to join and was lost."""
+    sr = 16000
+    lengths = [4.1, 5.2, 3.4, 4.6, 4.3, 2.6]
+    parts, starts, t = [silence(0.5, sr)], [], 0.5
+    for i, n in enumerate(lengths):
+        parts += [speechlike(n, sr, seed=i), silence(0.6, sr)]
+        starts.append(t)
+        t += n + 0.6
+    y = np.concatenate(parts)
+    s = SLICE | {"min_seconds": 3.0, "max_seconds": 15.0, "pad": 0.1}
+    spans, short = find_clips(y, sr, s)
+    assert short == []
+    assert len(spans) == 5 and abs(spans[-1][0] / sr - (starts[4] - 0.1)) < 0.1  # the 4.3 s sentence and the last
+    assert abs(spans[-1][1] / sr - (starts[5] + 2.6 + 0.1)) < 0.1, seconds(spans, sr)
+    # a neighbour that would pass max_seconds cannot take it: then it is left out, and said to be
+    spans, short = find_clips(y, sr, s | {"max_seconds": 7.0})
+    assert len(spans) == 5 and len(short) == 1 and abs(short[0][1] / sr - (starts[5] + 2.7)) < 0.1
 
 
 def test_speech_with_no_pause_longer_than_max_seconds_is_cut_to_fit():
@@ -243,3 +270,66 @@ def test_offline_with_no_model_is_one_line_and_writes_nothing(tmp_path):
     with pytest.raises(UserError, match=r"asr\.model=/nowhere/whisper: no such folder"):
         prepare(config(src, tmp_path / "ds", "transcribe=true", "asr.model=/nowhere/whisper"))
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_piece_no_neighbour_can_take_is_counted_listed_and_restorable(whisper, tmp_path, capsys):
+    from finetune.review import review_clips, save_review
+
+    src = tmp_path / "recs"
+    src.mkdir()
+    # 3 s of speech, then 1.2 s that would make a clip of 5 s with it, over slice.max_seconds=4
+    sf.write(src / "a.wav", talk(16000, [(3.0, 1), (1.2, 2)]), 16000)
+    cfg = config(src, tmp_path / "ds", "transcribe=true", f"asr.model={whisper}", "slice.min_seconds=2",
+                 "slice.max_seconds=4")
+    out = prepare(cfg)
+    summary = dataset(out)["summary"]
+    assert summary["clips"] == 1 and summary["left_out"]["short_pieces"] == {"pieces": 1, "seconds": pytest.approx(1.4, abs=0.05)}
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "skipped: none; left out: 1 short piece of speech (1.4" in line and "s) no neighbour could take" in line
+    assert "_001.wav: short_piece: 1.4" in (out / "report.txt").read_text(encoding="utf-8")
+
+    listed = review_clips(out)
+    assert [(c["short"], c["dropped"], c["in_dataset"]) for c in listed] == [(False, False, True), (True, True, False)]
+    assert listed[1]["problem"].startswith("short_piece: 1.4") and listed[1]["asr_text"]  # heard, for a restore
+    save_review(out, {listed[1]["audio"]: listed[1]["asr_text"]}, set())  # unticked on the review page
+    ds = dataset(out)
+    assert [c["audio"] for c in ds["clips"]] == [c["audio"] for c in listed] and ds["clips"][1]["text_by"] == "asr"
+    assert ds["summary"]["left_out"]["short_pieces"] == {"pieces": 0, "seconds": 0}
+    prepare(cfg)  # a re-run keeps it
+    assert len(dataset(out)["clips"]) == 2
+
+
+def noisy_talk(sr: int, snr_db: float, seed: int = 0):
+    """Four utterances of real speech (the clips the f5-tts package ships) between pauses of 1.5 s, under white
+    noise at snr_db: no frame quiet enough for an energy threshold, while a voice-activity model hears the pauses.
+    Returns the samples and where each utterance is, in seconds."""
+    from importlib.resources import files
+
+    from finetune.media.audio import load_audio
+
+    folder = Path(str(files("f5_tts").joinpath("infer/examples")))
+    parts, where, t = [], [], 1.5
+    for name in ("basic/basic_ref_en.wav", "multi/town.flac", "basic/basic_ref_zh.wav", "multi/country.flac"):
+        y = load_audio(folder / name, sr).numpy()
+        parts += [silence(1.5, sr), y]
+        where.append((t, t + y.size / sr))
+        t += y.size / sr + 1.5
+    parts.append(silence(1.5, sr))
+    y = np.concatenate(parts)
+    speech = np.sqrt(np.mean(np.concatenate(parts[1::2]) ** 2))
+    noise = np.random.default_rng(seed).standard_normal(y.size).astype(np.float32) * speech / 10 ** (snr_db / 20)
+    return y + noise, where
+
+
+def test_vad_finds_the_pauses_under_noise_where_energy_hears_sound_everywhere():
+    sr = 24000
+    y, where = noisy_talk(sr, snr_db=10)
+    s = SLICE | {"min_seconds": 3.0, "max_seconds": 12.0, "pad": 0.1}
+    spans, short = find_clips(y, sr, s | {"detector": "vad"})
+    assert len(spans) == len(where) and not short
+    edges = [0.0] + [t for span in where for t in span] + [y.size / sr]
+    for i, (a, b) in enumerate(spans):  # each clip one utterance (files start and end with some quiet of their own)
+        (start, end), before, after = where[i], edges[2 * i], edges[2 * i + 3]
+        assert before < a / sr < start + 1.0 and end - 1.0 < b / sr < after, (a / sr, b / sr, where[i])
+    spans, _ = find_clips(y, sr, s)  # the noise is over slice.silence_db: one stretch of sound, cut to fit
+    assert spans[0][0] == 0 and spans[-1][1] == y.size

@@ -118,7 +118,7 @@ def test_resume_refuses_a_dataset_prepared_again_differently(trained):
     data["clips"] = data["clips"][:-1]  # as a new preparation would write it: a consistent, different dataset
     from finetune.media.dataset import dataset_hash
 
-    data["summary"]["sha256"] = dataset_hash(data["summary"]["mel"], data["clips"])
+    data["summary"]["sha256"] = dataset_hash(data["summary"]["mel"], data["clips"], data["summary"]["loudness"])
     (ds / "dataset.json").write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(UserError, match="dataset at data.path changed since the run started"):
         resume(run, "train.max_updates=2")

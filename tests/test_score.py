@@ -66,7 +66,7 @@ def test_scoring_with_a_recogniser_and_a_speaker_model_writes_the_table(trained,
     assert [(r["update"], r["weights"]) for r in rows] == [(2, "ema"), (2, "online"), (4, "ema"), (4, "online")]
     held = scores["held_out"]["rows"]
     for r in rows:
-        assert 0 <= r["wer"] and 0 <= r["cer"] and -1 <= r["speaker_similarity"] <= 1
+        assert 0 <= r["wer"] and 0 <= r["cer"] and -1 <= r["speaker_similarity"] <= 1 and 1 <= r["quality"] <= 5
         # two of the three held-out clips spoken (max_clips=2), each in the other's voice; the loss takes all three
         assert [(c["row"], c["prompt"]) for c in r["clips"]] == [(held[0], held[1]), (held[1], held[0])]
         assert all(c["heard"] and c["seconds"] > 0 for c in r["clips"])
@@ -76,6 +76,7 @@ def test_scoring_with_a_recogniser_and_a_speaker_model_writes_the_table(trained,
                                               abs=1e-6)
     (setup,) = scores["setups"].values()
     assert setup["asr"]["weights_sha256"] and setup["speaker"]["weights_sha256"] and setup["synthesis"]["seed"] == 0
+    assert setup["quality"]["model"].startswith("distillmos ") and len(setup["quality"]["weights_sha256"]) == 64
     best = min(rows, key=lambda r: (r["wer"], r["val_loss"]))
     assert scores["best"] == {"update": best["update"], "weights": best["weights"], "by": "wer"}
     starred = [line for line in out if line.startswith("*")]
@@ -97,7 +98,7 @@ def test_ckpt_best_picks_the_best_row_in_inference_and_export(trained, tmp_path,
     with pytest.raises(UserError, match="has no scores yet; score it first with python -m infer.score") as e:
         infer(f"run={run}", "ckpt=best", *FAST[:2])
     assert "\n" not in str(e.value)
-    path, _ = score(f"run={run}")  # loss only: best by validation loss
+    path, _ = score(f"run={run}", "quality=false")  # loss only: best by validation loss
     scores = json.loads(path.read_text())
     # recognition scores as a recogniser would give them: the best is not the lowest loss, nor the last update
     wer = {(2, "online"): 0.4, (2, "ema"): 0.9, (4, "ema"): 0.5, (4, "online"): 0.7}
@@ -105,6 +106,12 @@ def test_ckpt_best_picks_the_best_row_in_inference_and_export(trained, tmp_path,
         r["wer"] = wer[(r["update"], r["weights"])]
     path.write_text(json.dumps(scores))
     assert best_row(scores["rows"])[0]["update"] == 2
+    # without WER, the highest quality score is the best; without either, the lowest validation loss
+    rated = [r | {"wer": None, "quality": {(2, "online"): 2.1, (2, "ema"): 3.4}.get((r["update"], r["weights"]), 1.5)}
+             for r in scores["rows"]]
+    assert best_row(rated)[1] == "quality" and (best_row(rated)[0]["update"], best_row(rated)[0]["weights"]) == (2, "ema")
+    plain = [r | {"wer": None} for r in scores["rows"]]
+    assert best_row(plain) == (min(plain, key=lambda r: (r["val_loss"], r["update"])), "val_loss")
 
     out = infer(f"run={run}", "ckpt=best", f"out={tmp_path / 'best.wav'}", *FAST[:2])
     err = capsys.readouterr().err
@@ -121,16 +128,35 @@ def test_without_models_only_the_loss_is_scored_as_the_trainer_measured_it(train
     from infer.score import main
 
     run = copy(trained, tmp_path)
-    main([f"run={run}", "ckpt=last", "weights=online"])
+    main([f"run={run}", "ckpt=last", "weights=online", "quality=false"])
     (row,) = json.loads((run / "scores.json").read_text())["rows"]
     meta = header(list_checkpoints(run)[4])[1]
     assert row["val_loss"] == pytest.approx(float(meta["val_loss"]), abs=1e-6) == pytest.approx(row["val_loss_trainer"])
-    assert row["wer"] is row["cer"] is row["speaker_similarity"] is None and row["clips"] == []
+    assert row["wer"] is row["cer"] is row["speaker_similarity"] is row["quality"] is None and row["clips"] == []
     out = capsys.readouterr().out
-    assert "* best, by val_loss" in out and "recogniser none; speaker model none" in out
-    main([f"run={run}", "ckpt=2", "weights=online"])  # merged with the earlier row
+    assert "* best, by val_loss" in out and "recogniser none; speaker model none; quality none" in out
+    main([f"run={run}", "ckpt=2", "weights=online", "quality=false"])  # merged with the earlier row
     rows = json.loads((run / "scores.json").read_text())["rows"]
     assert [(r["update"], r["weights"]) for r in rows] == [(2, "online"), (4, "online")]
+
+
+def test_the_quality_score_needs_no_hub_and_picks_the_best_row_without_wer(trained, tmp_path, capsys):
+    """By default (no recogniser, no speaker model, HF_HUB_OFFLINE set by conftest) each row gets the predicted MOS
+    of its synthesised speech beside the loss, and the best row is the highest score."""
+    from infer.score import main
+
+    run = copy(trained, tmp_path)
+    main([f"run={run}", "weights=ema", "max_clips=2", *FAST])
+    scores = json.loads((run / "scores.json").read_text())
+    rows = scores["rows"]
+    assert [r["update"] for r in rows] == [2, 4] and all(r["wer"] is r["speaker_similarity"] is None for r in rows)
+    for r in rows:
+        assert 1 <= r["quality"] <= 5 and len(r["clips"]) == 2
+        assert r["quality"] == pytest.approx(sum(c["quality"] for c in r["clips"]) / 2)
+    best = max(rows, key=lambda r: r["quality"])
+    assert scores["best"] == {"update": best["update"], "weights": "ema", "by": "quality"}
+    out = capsys.readouterr().out
+    assert "* best, by quality" in out and "quality distillmos " in out and " quality " in out.splitlines()[1]
 
 
 def test_refusals_are_one_line(trained, tmp_path, capsys):

@@ -62,13 +62,27 @@ def summary(folder: Path) -> tuple[dict, str]:
 
 def describe(s: dict) -> str:
     skipped = ", ".join(f"{n} {kind}" for kind, n in (s.get("rows_skipped") or {}).items()) or "none"
-    return (f"**{s.get('clips')} clips, {s.get('hours', 0):.3f} h** (longest {s.get('longest_frames')} mel frames) "
+    line = (f"**{s.get('clips')} clips, {s.get('hours', 0):.3f} h** (longest {s.get('longest_frames')} mel frames) "
             f"from `{s.get('source', {}).get('input')}` ({s.get('source', {}).get('format')}); skipped rows: "
             f"{skipped}; sha256 `{str(s.get('sha256'))[:12]}`; prepared {s.get('created', '')}")
+    short = ((s.get("left_out") or {}).get("short_pieces") or {})
+    if short.get("pieces"):
+        line += f"; left out: {short['pieces']} short piece(s) of speech ({short['seconds']:.2f} s)"
+    if s.get("loudness"):
+        line += f"; loudness {s['loudness']['target_lufs']:g} LUFS"
+    q = s.get("quality")
+    if q:
+        kept = q["kept"]
+        line += (f"; quality ({q['model']}) {kept['min']:.2f}-{kept['max']:.2f}, median {kept['median']:.2f}"
+                 + (f", {q['left_out']} under filter.min_quality={q['min_quality']:g}" if q.get("min_quality") else ""))
+    return line
+
+
+HEADERS = ["row", "text", "seconds", "quality", "audio"]  # quality: the clip's score (MOS 1-5), None unscored
 
 
 def clips(folder: Path, contains: str = "", limit: int = 500) -> list[list]:
-    """[row, text, seconds, audio] of a dataset's clips, those whose text or row holds `contains`."""
+    """[row, text, seconds, quality, audio] of a dataset's clips, those whose text or row holds `contains`."""
     try:
         ds = read_dataset(folder)
     except UserError:
@@ -78,7 +92,7 @@ def clips(folder: Path, contains: str = "", limit: int = 500) -> list[list]:
     for c in ds["clips"]:
         if needle and needle not in c["text"].lower() and needle not in c["row"].lower():
             continue
-        rows.append([c["row"], c["text"], c["seconds"], c["audio"]])
+        rows.append([c["row"], c["text"], c["seconds"], c.get("quality"), c["audio"]])
         if len(rows) >= limit:
             break
     return rows

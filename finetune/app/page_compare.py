@@ -41,14 +41,15 @@ def score_section(ctx: Ctx, app: gr.Blocks):
     """The score table of a run, and the two rows picked for A/B: (run, row A, row B, button)."""
     names = ctx.run_names()
     gr.Markdown("### Checkpoint scores\nA run's scores from `python -m infer.score`: validation loss on its held-out "
-                "clips, and with a recogniser and a speaker model the WER, CER and speaker similarity of speech it "
-                "synthesised. Pick two rows to hear them with the A/B settings below.")
+                "clips, the quality score (predicted MOS, offline) of speech it synthesised, and with a recogniser "
+                "and a speaker model the WER, CER and speaker similarity of that speech. Pick two rows to hear them "
+                "with the A/B settings below.")
     with gr.Row():
         run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="sc-run", scale=4)
         reload = gr.Button("Reload", elem_id="sc-reload", scale=1)
     with gr.Row():
         asr = gr.Textbox(label="recogniser for WER/CER (asr.model: a Whisper folder under data_root or a hub id; "
-                               "empty: loss only)", elem_id="sc-asr", scale=2)
+                               "empty: loss and quality only)", elem_id="sc-asr", scale=2)
         speaker = gr.Textbox(label="speaker model for similarity (speaker.model; empty: none)", elem_id="sc-speaker",
                              scale=2)
         score_btn = gr.Button("Score every checkpoint", elem_id="sc-score", scale=1)

@@ -45,8 +45,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         pick = gr.Dropdown(found, value=found[0] if found else None, label="dataset", elem_id="browse-data", scale=3)
         needle = gr.Textbox(label="filter (text or row)", elem_id="browse-filter", scale=2)
     about = gr.Markdown(elem_id="browse-summary")
-    clips = gr.Dataframe(headers=["row", "text", "seconds", "audio"], interactive=False, wrap=True, max_height=400,
-                         elem_id="browse-clips")
+    clips = gr.Dataframe(headers=datasets.HEADERS, datatype=["str", "str", "number", "number", "str"],
+                         interactive=False, wrap=True, max_height=400, elem_id="browse-clips")
     with gr.Row():
         audio = gr.Audio(label="clip", interactive=False, elem_id="browse-audio", scale=2)
         said = gr.HTML(elem_id="browse-text")
@@ -112,10 +112,10 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     def listen(evt: gr.SelectData):
         row = evt.row_value or []
-        if len(row) < 4:
+        if len(row) < len(datasets.HEADERS):
             return None, ""
         try:  # clips of a metadata file may name audio anywhere: only those under the roots are played
-            path = roots.confine(row[3], "audio", roots=(roots.data, roots.runs))
+            path = roots.confine(row[-1], "audio", roots=(roots.data, roots.runs))
         except UserError as e:
             return None, error(e)
         return str(path), message(f"{row[0]}: {row[1]}")

@@ -14,8 +14,10 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     roots = ctx.roots
     gr.Markdown("### Review transcripts\nA dataset prepared from recordings (`transcribe=true`): listen to each "
                 "clip, correct its text (double-click the cell), tick **drop** to leave a clip out (untick to "
-                "restore it). **Save** writes the dataset's `metadata.csv` and prepares it again: the mel of every "
-                "clip is reused and the recogniser is not run again.")
+                "restore it: also a short piece of speech the slicer could not join to a neighbour, or a clip "
+                "under `filter.min_quality`). Click a header to sort (by quality, for one). **Save** writes the "
+                "dataset's `metadata.csv` and prepares it again: the mel of every clip is reused and the recogniser "
+                "is not run again.")
     found = datasets.reviewable(roots.data)
     with gr.Row():
         pick = gr.Dropdown(found, value=found[0] if found else None, label="dataset prepared from recordings",
@@ -24,7 +26,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     about = gr.Markdown(elem_id="rev-summary")
     clips = gr.Dataframe(headers=transcripts.HEADERS, datatype=transcripts.DATATYPES, interactive=True,
                          static_columns=transcripts.STATIC, type="array", wrap=True, max_height=600,
-                         elem_id="rev-clips", column_widths=["11%", "21%", "6%", "22%", "13%", "6%", "6%", "8%", "7%"])
+                         elem_id="rev-clips", column_widths=["10%", "20%", "5%", "21%", "13%", "6%", "5%", "5%", "8%", "7%"])
     save = gr.Button("Save and prepare again", variant="primary", elem_id="rev-save")
     result = gr.HTML(elem_id="rev-result")
 

@@ -7,9 +7,10 @@ from finetune.lock.errors import UserError
 
 from . import runs
 
-HEADERS = ["best", "update", "weights", "val_loss", "wer", "cer", "similarity", "setup", "scored"]
+HEADERS = ["best", "update", "weights", "val_loss", "wer", "cer", "similarity", "quality", "setup", "scored"]
 BEST = "★"
 BY = {"wer": "the lowest WER among the rows scored like the latest one with a WER",
+      "quality": "the highest quality score among the rows scored like the latest one with one (no WER)",
       "val_loss": "the lowest validation loss"}
 
 
@@ -44,8 +45,8 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
             return (f"{run_dir.name} holds no clips out of training, so it cannot be scored: train with "
                     "data.val_clips=N (for example 8), then score the run with python -m infer.score"), [], [], (None, None)
         return (f"{run_dir.name} has no scores yet: press Score, or run\n  python -m infer.score run={run_dir}\n"
-                "(validation loss; add asr.model=<a Whisper> for WER and CER, speaker.model=<a speaker-verification "
-                "model> for speaker similarity)"), [], [], (None, None)
+                "(validation loss and the quality score of the speech; add asr.model=<a Whisper> for WER and CER, "
+                "speaker.model=<a speaker-verification model> for speaker similarity)"), [], [], (None, None)
     rows = scores["rows"]
     best, by = best_row(rows)
     setups = {name: n for n, name in enumerate(scores["setups"], 1)}
@@ -54,7 +55,8 @@ def score_table(run_dir: Path) -> tuple[str, list[list], list[tuple[str, str]], 
     for r in rows:
         star = key(r) == key(best)
         table.append([BEST if star else "", r["update"], r["weights"], _num(r["val_loss"], 4), _num(r.get("wer"), 3),
-                      _num(r.get("cer"), 3), _num(r.get("speaker_similarity"), 3), setups.get(r["setup"]),
+                      _num(r.get("cer"), 3), _num(r.get("speaker_similarity"), 3), _num(r.get("quality"), 3),
+                      setups.get(r["setup"]),
                       runs.when(r.get("scored"))])
         label = f"update {r['update']}, {r['weights']}" + (" (best)" if star else "") + \
             ("" if r["update"] in present else " (checkpoint gone)")

@@ -9,8 +9,8 @@ from finetune.lock.errors import UserError
 from .paths import inside
 from .widgets import audio_tag
 
-HEADERS = ["clip", "listen", "drop", "text", "heard (recogniser)", "by", "seconds", "from", "problem"]
-DATATYPES = ["str", "html", "bool", "str", "str", "str", "number", "str", "str"]
+HEADERS = ["clip", "listen", "drop", "text", "heard (recogniser)", "by", "seconds", "quality", "from", "problem"]
+DATATYPES = ["str", "html", "bool", "str", "str", "str", "number", "number", "str", "str"]
 DROP, TEXT = 2, 3
 EDITABLE = (DROP, TEXT)
 STATIC = [i for i in range(len(HEADERS)) if i not in EDITABLE]
@@ -31,8 +31,9 @@ def table(listing: list[dict], data_root: Path) -> list[list]:
         player = audio_tag(audio) if inside(audio.resolve(), data_root) else "(outside data_root)"
         text = c["text"] if c["text"] is not None else (c["asr_text"] or "")
         problem = c["problem"] or ("" if c["in_dataset"] or c["dropped"] else "not in the dataset")
-        rows.append([audio.name, player, bool(c["dropped"]), text, c["asr_text"] or "", c["text_by"] or "dropped",
-                     c["seconds"], f"{Path(c['source']).name} {c['start']:.2f}-{c['end']:.2f} s", problem])
+        by = c["text_by"] or ("short piece" if c.get("short") else "dropped")
+        rows.append([audio.name, player, bool(c["dropped"]), text, c["asr_text"] or "", by, c["seconds"],
+                     c.get("quality"), f"{Path(c['source']).name} {c['start']:.2f}-{c['end']:.2f} s", problem])
     return rows
 
 
@@ -41,8 +42,10 @@ def describe(listing: list[dict], summary: dict | None) -> str:
     dropped = sum(1 for c in listing if c["dropped"])
     person = sum(1 for c in listing if c["text_by"] == "person")
     sources = len({c["source"] for c in listing})
+    short = [c for c in listing if c.get("short") and c["dropped"]]
     line = (f"**{len(listing)} clips** cut from {sources} recording{'s' * (sources != 1)}: {kept} in the dataset, "
-            f"{dropped} dropped, {person} text{'s' * (person != 1)} by a person")
+            f"{dropped} left out ({len(short)} short piece{'s' * (len(short) != 1)} of speech no neighbour could take, "
+            f"{sum(c['seconds'] for c in short):.2f} s), {person} text{'s' * (person != 1)} by a person")
     if summary:
         asr = (summary.get("asr") or {}).get("model")
         line += f"; dataset sha256 `{str(summary.get('sha256'))[:12]}`" + (f"; recogniser `{asr}`" if asr else "")

@@ -19,9 +19,12 @@ from ..lock.vocab import tokenize
 DATASET_FORMAT = "f5tune-dataset/1"
 
 
-def dataset_hash(mel: dict, clips: list[dict]) -> str:
-    """What a run trains on: the mel settings and, per clip, its audio bytes, text and length."""
+def dataset_hash(mel: dict, clips: list[dict], loudness: dict | None = None) -> str:
+    """What a run trains on: the mel settings, the loudness the clips were set to (the summary's `loudness`; None:
+    as recorded) and, per clip, its audio bytes, text and length."""
     body = {"mel": mel, "clips": [[c["audio_sha256"], c["text"], c.get("tokens"), c["frames"]] for c in clips]}
+    if loudness:  # absent when off: a dataset prepared before loudness existed keeps its hash
+        body["loudness"] = {k: loudness.get(k) for k in ("target_lufs", "peak_db")}
     return sha256_bytes(json.dumps(body, sort_keys=True, ensure_ascii=False).encode())
 
 
@@ -48,6 +51,8 @@ def _dataset_problem(ds: dict):
     summary, clips = ds["summary"], ds.get("clips")
     if not isinstance(summary.get("mel"), dict) or not isinstance(summary.get("sha256"), str):
         return "summary: needs mel and sha256"
+    if summary.get("loudness") is not None and not isinstance(summary["loudness"], dict):
+        return "summary: loudness must be a mapping or null"
     if not isinstance(clips, list) or not clips:
         return "clips: missing or empty"
     for n, c in enumerate(clips):
@@ -102,7 +107,7 @@ def prepared_clips(folder, spec: dict) -> tuple[list[Clip], dict]:
                         f"({'; '.join(diffs)}); prepare it again with python -m finetune.prepare model={spec['name']}", code="data")
     again = f"run python -m finetune.prepare input={summary.get('source', {}).get('input')} out={folder} again"
     # recomputed, not read: an edited text or frame count in dataset.json must change what runs record
-    sha = dataset_hash(summary["mel"], ds["clips"])
+    sha = dataset_hash(summary["mel"], ds["clips"], summary.get("loudness"))
     if sha != summary["sha256"]:
         raise UserError(f"{folder / 'dataset.json'}: its clips no longer match the hash prepare recorded (edited "
                         f"by hand?); {again}", code="data")

@@ -6,8 +6,10 @@ when they were scored the same way (recogniser, speaker model, seed, steps, voco
 clips, the run's train.seed).
 
 The best row: when any row has a word error rate, the lowest WER among the rows scored with the setup of
-the most recently scored row that has one (ties: lower validation loss); otherwise the lowest validation
-loss of all rows.
+the most recently scored row that has one (ties: lower validation loss); otherwise, when any row has a
+quality score (the predicted MOS of its synthesised speech), the highest quality among the rows scored with
+the setup of the most recently scored row that has one (ties: lower validation loss); otherwise the lowest
+validation loss of all rows.
 """
 import json
 import sys
@@ -44,7 +46,8 @@ def read_scores(run_dir, manifest_sha: str | None = None) -> dict | None:
             isinstance(r, dict) and isinstance(r.get("update"), int) and r.get("weights") in ("ema", "online")
             and isinstance(r.get("val_loss"), (int, float)) and isinstance(r.get("setup"), str)
             and r["setup"] in data["setups"] and isinstance(r.get("scored"), str)
-            and all(_number_or_none(r.get(k)) for k in ("wer", "cer", "speaker_similarity")) for r in data["rows"])
+            and all(_number_or_none(r.get(k)) for k in ("wer", "cer", "speaker_similarity", "quality"))
+            for r in data["rows"])
     if not ok:
         raise UserError(f"{path}: not a {FORMAT} file; delete it and score the run again with python -m infer.score", code="scores")
     if manifest_sha and data.get("manifest_sha256") != manifest_sha:
@@ -57,16 +60,19 @@ def describe_setup(mark, d: dict) -> str:
     """One line saying how the rows of a setup were scored."""
     asr, speaker, synth = d.get("asr") or {}, d.get("speaker") or {}, d.get("synthesis") or {}
     return (f"setup {mark}: recogniser {asr.get('model', 'none')}; speaker model {speaker.get('model', 'none')}; "
+            f"quality {(d.get('quality') or {}).get('model', 'none')}; "
             f"seed {synth.get('seed')}, nfe_step {synth.get('nfe_step')}, vocoder {synth.get('vocoder')}")
 
 
 def best_row(rows: list[dict]) -> tuple[dict, str] | None:
-    """(the best row, what it was picked by: "wer" or "val_loss"); None for no rows. See the module's rule."""
-    with_wer = [r for r in rows if r.get("wer") is not None]
-    if with_wer:
-        setup = max(with_wer, key=lambda r: r["scored"])["setup"]
-        same = [r for r in with_wer if r["setup"] == setup]
-        return min(same, key=lambda r: (r["wer"], r["val_loss"], r["update"])), "wer"
+    """(the best row, what it was picked by: "wer", "quality" or "val_loss"); None for no rows. See the module's
+    rule."""
+    for by, sign in (("wer", 1), ("quality", -1)):  # lower WER is better, higher quality
+        scored = [r for r in rows if r.get(by) is not None]
+        if scored:
+            setup = max(scored, key=lambda r: r["scored"])["setup"]
+            same = [r for r in scored if r["setup"] == setup]
+            return min(same, key=lambda r: (sign * r[by], r["val_loss"], r["update"])), by
     if rows:
         return min(rows, key=lambda r: (r["val_loss"], r["update"])), "val_loss"
     return None
@@ -126,7 +132,7 @@ def resolve_ckpt(run_dir, ckpt, weights) -> tuple[str, str]:
     if header(path)[1].get(f"{row['weights']}_sha256") != row.get("weights_sha256"):
         raise UserError(f"ckpt=best: {path} is not the file that was scored (its {row['weights']} weights changed); "
                         f"score the run again with python -m infer.score run={run_dir}", code="scores")
-    shown = f"WER {row['wer']:.3f}, " if by == "wer" else ""
+    shown = f"WER {row['wer']:.3f}, " if by == "wer" else f"quality {row['quality']:.2f}, " if by == "quality" else ""
     print(f"ckpt=best: update {update}, {row['weights']} weights ({shown}validation loss {row['val_loss']:.4f}; "
           f"best by {by} in {scores_path(run_dir)})", file=sys.stderr)
     return str(update), row["weights"]
