@@ -102,9 +102,12 @@ class AdoptConfig:
     run: RunConfig = key(factory=RunConfig)
 
 
+COMMAND = "python -m finetune adopt"
+
+
 def adopt(argv: list[str]) -> Path:
     model_overrides = [a for a in argv if a.startswith("model.")]
-    args = from_argv([a for a in argv if not a.startswith("model.")], AdoptConfig, "python -m finetune adopt")
+    args = from_argv([a for a in argv if not a.startswith("model.")], AdoptConfig, COMMAND)
     if not args["ckpt"]:
         raise UserError("adopt needs ckpt=<file.pt|file.safetensors>", code="usage")
     if model_overrides and not args["model"]:

@@ -5,6 +5,7 @@ say, and checks a config read back from a file (a manifest, an amendment) the sa
 decides who may change it: resume, `pretrained=` and inference derive their rules from `kind_of()`.
 """
 import math
+import re
 import typing
 from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -245,7 +246,7 @@ class AdapterConfig:
 @dataclass
 class RunConfig:
     KIND: ClassVar[str] = FIXED
-    root: str = key("runs", nonempty=True)
+    root: str = key("runs", nonempty=True)  # the folder that holds the run folders
     name: Optional[str] = key(None, nonempty=True)  # None: <model>-<data>-<time>
 
 
@@ -424,7 +425,10 @@ def flatten(d: dict, prefix: str = "") -> dict:
 def from_argv(argv: list[str], schema, command: str) -> dict:
     """A key=value command line read into `schema`'s plain data (`section.key=` for a nested section): each
     value converted by its field's type (text stays text, whatever it looks like; `null` clears an optional
-    key), then checked like any config. Every command's key=value line is read here."""
+    key), then checked like any config. Every command's key=value line is read here, and its --help printed."""
+    if "--help" in argv or "-h" in argv:
+        print(help_text(schema, command))
+        raise SystemExit(0)
     data = complete({}, schema)
     leaves = sorted(flatten(data))
     for arg in argv:
@@ -460,3 +464,88 @@ def from_argv(argv: list[str], schema, command: str) -> dict:
     if found:
         raise UserError(found[0], code="range")
     return data
+
+
+# ---- what a command offers: one list, derived from its schema -----------------------------------------
+
+def _comments(schema) -> dict[str, str]:
+    """Each field's own comment in the schema's source (on its line, or the lines just above it), its bases'
+    fields included."""
+    found = {}
+    for cls in reversed([c for c in schema.__mro__ if is_dataclass(c)]):
+        found |= _own_comments(cls)
+    return found
+
+
+def _own_comments(schema) -> dict[str, str]:
+    import inspect
+    import io
+    import tokenize
+
+    try:
+        source = inspect.getsource(schema)
+    except (OSError, TypeError):
+        return {}
+    found, above, line_name = {}, [], {}
+    for n, line in enumerate(source.splitlines(), 1):
+        m = re.match(r"\s+(\w+)\s*:", line)
+        if m:
+            line_name[n] = m.group(1)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type != tokenize.COMMENT:
+            continue
+        n, text = tok.start[0], tok.string.lstrip("#").strip()
+        if n in line_name:
+            found[line_name[n]] = " ".join(above + [text]) if above and line_name.get(n) not in found else text
+            above = []
+        elif n + 1 in line_name or (above and n + 1 - len(above) in line_name):
+            above.append(text)
+    return found
+
+
+def options(schema, prefix: str = "", kind: str | None = None) -> list[dict]:
+    """Every key a command line may set in `schema` (sections as `section.key`), in the schema's order: its
+    type, default, kind, bounds, choices and comment. The one list that a command's --help, the web app's forms
+    and README's tables of keys come from."""
+    rows, comments = [], _comments(schema)
+    kind = getattr(schema, "KIND", kind)
+    for f in fields(schema):
+        optional, t = _optional(f.type)
+        own_kind = f.metadata.get("kind") or kind
+        if is_dataclass(t):
+            rows += options(t, f"{prefix}{f.name}.", own_kind)
+            continue
+        default = _default(f)
+        choices = [e.value for e in t] if isinstance(t, type) and issubclass(t, Enum) else \
+            list(f.metadata.get("words", ()))
+        rows.append({"key": prefix + f.name, "type": getattr(t, "__name__", str(t)) if not choices else "choice",
+                     "default": default.value if isinstance(default, Enum) else default, "optional": optional,
+                     "kind": own_kind, "choices": choices, "doc": comments.get(f.name, ""),
+                     "bounds": {b: f.metadata[b] for b in ("gt", "ge", "lt", "le", "ne") if b in f.metadata}})
+    return rows
+
+
+def _shown(value) -> str:
+    if value is MISSING:
+        return "(required)"
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def help_text(schema, command: str) -> str:
+    """`command --help`: every key with its default and what it does."""
+    lines = [f"usage: {command} key=value ...", ""]
+    for o in options(schema):
+        what = " | ".join(o["choices"]) if o["choices"] else o["type"]
+        lines.append(f"  {o['key']}={_shown(o['default'])}  [{what}]  {o['doc']}".rstrip())
+    return "\n".join(lines)
+
+
+def markdown_table(schema) -> str:
+    """README's table of a command's keys."""
+    rows = ["| key | default | what it does |", "|---|---|---|"]
+    for o in options(schema):
+        bar = " \\| "  # a | inside a markdown table cell
+        choices = f" ({bar.join(o['choices'])})" if o["choices"] else ""
+        doc = o["doc"].replace("|", bar.strip()).replace("<", "&lt;").replace(">", "&gt;")
+        rows.append(f"| `{o['key']}` | `{_shown(o['default'])}` | {doc}{choices} |")
+    return "\n".join(rows)
