@@ -6,9 +6,10 @@ Review, and it then stays in).
 The score is of the clip as recorded: the predictor scales what it hears to its own peak, so the loudness gain
 (loudness.target_lufs) would not change it.
 """
-import json
 import sys
 from pathlib import Path
+
+from .lock.files import append_jsonl, read_jsonl
 
 CACHE = "quality.jsonl"
 CHUNK = 64  # clips scored between two appends to the cache: a kill loses little
@@ -17,25 +18,13 @@ CHUNK = 64  # clips scored between two appends to the cache: a kill loses little
 def read_cache(out: Path, weights_sha: str) -> dict:
     """{audio_sha256: score} by these weights; a line torn by a kill is skipped."""
     found = {}
-    try:
-        lines = (out / CACHE).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
+    for entry in read_jsonl(out / CACHE):
         try:
-            entry = json.loads(line)
             if entry["weights_sha256"] == weights_sha:
                 found[entry["audio_sha256"]] = float(entry["score"])
         except (ValueError, KeyError, TypeError):
             continue
     return found
-
-
-def _append(out: Path, entries: list[dict]) -> None:
-    with open(out / CACHE, "a", encoding="utf-8") as f:
-        if f.tell() and not (out / CACHE).read_bytes().endswith(b"\n"):
-            f.write("\n")  # after a torn line
-        f.write("".join(json.dumps(e) + "\n" for e in entries))
 
 
 def _score_file(path: str) -> float:
@@ -65,7 +54,7 @@ def scores(clips: list[tuple[str, str]], out: Path, settings: dict, workers: int
             got = _on_device([path for _, path in part], device)
         entries = [{"audio_sha256": sha, "weights_sha256": who["weights_sha256"], "score": s}
                    for (sha, _), s in zip(part, got)]
-        _append(out, entries)
+        append_jsonl(out / CACHE, entries)
         known |= {e["audio_sha256"]: e["score"] for e in entries}
     return known, who
 

@@ -9,12 +9,11 @@ the language; transcripts are cached in <out>/asr.jsonl by clip audio hash and t
 re-run transcribes only clips it has not heard with that recogniser.
 """
 import json
-import os
 import sys
 from pathlib import Path
 
 from .media import asr as asr_models
-from .lock.files import sha256_bytes
+from .lock.files import append_jsonl, read_jsonl, sha256_bytes
 
 CACHE = "asr.jsonl"
 SAMPLE_RATE = asr_models.SAMPLE_RATE
@@ -45,26 +44,12 @@ def pick_device(device: str, key: str = "asr.device") -> str:
 def read_cache(out: Path) -> dict:
     """{(audio_sha256, recogniser): text}; a line torn by a kill is skipped."""
     found = {}
-    try:
-        lines = (out / CACHE).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return found
-    for line in lines:
+    for entry in read_jsonl(out / CACHE):
         try:
-            entry = json.loads(line)
             found[(entry["audio_sha256"], entry["recogniser"])] = str(entry["text"])
-        except (ValueError, KeyError, TypeError):
+        except (KeyError, TypeError):
             continue
     return found
-
-
-def _append(out: Path, entries: list[dict]) -> None:
-    with open(out / CACHE, "a", encoding="utf-8") as f:
-        if f.tell() and not (out / CACHE).read_bytes().endswith(b"\n"):
-            f.write("\n")  # after a torn line
-        f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def clean(text: str) -> str:
@@ -94,7 +79,7 @@ def transcribe(audio: list[tuple[str, str]], asr: dict, folder: Path, key: str, 
             heard = pipe([_load(path) for _, path in part], batch_size=asr["batch_size"], generate_kwargs=generate,
                          return_timestamps=False)
             entries = [{"audio_sha256": sha, "recogniser": key, "text": clean(h["text"])} for (sha, _), h in zip(part, heard)]
-            _append(out, entries)
+            append_jsonl(out / CACHE, entries)
             texts |= {e["audio_sha256"]: e["text"] for e in entries}
             bar.update(len(part))
     return texts

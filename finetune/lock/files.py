@@ -43,6 +43,39 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = True) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), durable)
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The mappings of a JSON-lines file, in order; a line a kill tore (or any that is not a mapping) is skipped,
+    and a missing file has none."""
+    import json
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            found.append(entry)
+    return found
+
+
+def append_jsonl(path: Path, entries: list[dict]) -> None:
+    """Append lines to a JSON-lines file (a cache) and flush them to disk; a line torn by a kill before them is
+    ended first, so that it stays one bad line and does not swallow the first new one."""
+    import json
+
+    with open(path, "a", encoding="utf-8") as f:
+        if f.tell() and not Path(path).read_bytes().endswith(b"\n"):
+            f.write("\n")
+        f.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in entries))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
