@@ -171,7 +171,7 @@ def apply_overrides(cfg: dict, overrides: list[str]) -> dict:
         if "." not in dotted and (CONF_DIR / dotted).is_dir():
             if not (CONF_DIR / dotted / f"{value}.yaml").is_file():
                 options = sorted(p.stem for p in (CONF_DIR / dotted).glob("*.yaml"))
-                raise UserError(f"{arg}: no such option; conf/{dotted}/ has {', '.join(options)}", code="missing")
+                raise UserError(f"{arg}: no such option; conf/{dotted}/ has {', '.join(options)}", code="config")
             from .lock.schema import flatten
 
             changes |= {f"{dotted}.{k}": v for k, v in flatten(group_option(dotted, value)).items()}

@@ -97,7 +97,7 @@ def filled(given: dict, cls, derived, where: str) -> dict:
     extra = [k for k, v in given.items() if v is not None and k not in accepted]
     if extra:
         raise UserError(f"{where}.{extra[0]}={given[extra[0]]!r}: {cls.__name__} of the installed f5-tts "
-                        f"{upstream_version()} takes no such argument; remove it (or set it to null)", code="missing")
+                        f"{upstream_version()} takes no such argument; remove it (or set it to null)", code="config")
     out = {}
     for name, default in accepted.items():
         value = given.get(name)
@@ -113,7 +113,7 @@ def _complete_args(model_cfg: dict) -> dict:
     if unknown:
         raise UserError(f"the installed f5-tts {upstream_version()} takes {', '.join(unknown)}, which this f5tune "
                         f"does not record (it is tested with f5-tts {pinned_upstream()}): install that release, "
-                        "or an f5tune that records them", code="config")
+                        "or an f5tune that records them", code="upstream")
     out = {section: filled(model_cfg.get(section) or {}, cls, derived, f"model.{section}")
            for section, (cls, derived, _) in _sections(model_cfg["backbone"]).items()}
     arch = out["arch"]

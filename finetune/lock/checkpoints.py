@@ -301,7 +301,7 @@ def _pt_tensors(path: Path) -> tuple[dict, dict]:
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # weights_only refuses any pickled object; torch raises several types for junk
         raise UserError(f"{path}: cannot read as a weights-only torch checkpoint ({type(e).__name__}); "
-                        "pass an upstream .pt or .safetensors file", code="io")
+                        "pass an upstream .pt or .safetensors file", code="checkpoint")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: holds a {type(raw).__name__}, not a state dict; pass an upstream .pt or "
                         ".safetensors checkpoint", code="checkpoint")

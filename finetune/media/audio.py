@@ -35,7 +35,7 @@ def load_audio(path, sample_rate: int) -> torch.Tensor:
     try:
         samples, sr = decode(path.read_bytes())
     except Exception as e:  # soundfile raises several types for unreadable input
-        raise UserError(f"{path}: cannot read audio ({first_line(e)}); use wav, flac or ogg", code="io")
+        raise UserError(f"{path}: cannot read audio ({first_line(e)}); use wav, flac or ogg", code="audio")
     if samples.shape[0] == 0:
         raise UserError(f"{path}: audio has no samples", code="audio")
     return resample(torch.from_numpy(samples), sr, sample_rate)
