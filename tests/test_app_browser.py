@@ -278,7 +278,7 @@ def test_launch_stop_resume_from_the_page(site, page, tmp_path):
     # the name and the last field filled both show: an edit made while a compose is pending is not dropped
     command = wait_text(page, "new-command", rf"(?s)(?=.*{re.escape(HOSTILE)})(?=.*train\.log_every=1)")
     assert f'run.name="{HOSTILE}"' in shlex.split(command), command  # one argument, quoted for Hydra
-    refusal = click_then(page, "new-launch", "new-result", r"\Aerror:")
+    refusal = click_then(page, "new-launch", "new-result", r"\Aerror\[vocab\]:")
     assert SNOWMAN in refusal and "vocab.accept_unknown=true" in refusal, refusal
     assert not (site.runs / HOSTILE).exists()  # refused: nothing written
     click(page, "new-vocab-accept")
@@ -289,7 +289,7 @@ def test_launch_stop_resume_from_the_page(site, page, tmp_path):
         assert time.monotonic() < deadline, "the run never got past update 3"
         time.sleep(0.3)
     tab(page, "new")  # the same run name again, while the first one trains: refused
-    assert "already exists" in click_then(page, "new-launch", "new-result", r"\Aerror:")
+    assert "already exists" in click_then(page, "new-launch", "new-result", r"\Aerror\[exists\]:")
 
     page.goto("about:blank")  # leaving the page and restarting the app leave the run training
     site.restart()
@@ -452,7 +452,7 @@ def test_score_table_marks_the_best_and_plays_two_rows(site, page, tmp_path):
     choose(page, "sc-run", "scored")
     wait_text(page, "sc-msg", re.escape(f"python -m infer.score run={run}"))
     fill(page, "sc-asr", "/etc")
-    assert "outside" in click_then(page, "sc-score", "sc-msg", r"\Aerror:")
+    assert "outside" in click_then(page, "sc-score", "sc-msg", r"\Aerror\[path\]:")
     fill(page, "sc-asr", "")
     click_then(page, "sc-score", "sc-msg", "4 scored rows", 180)
     scores = read_scores(run)
