@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/python -m infer run=$${run#run: }
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 tests
 
 # make app [ARGS="runs=runs data_root=data port=7860"]: the web app on http://127.0.0.1:7860/
 app: install
