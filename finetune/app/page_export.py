@@ -16,7 +16,7 @@ def export_plan(ctx: Ctx, run, ckpt, weights, layout):
     """The argument list and the files it writes, in the run's exports/ folder (named by checkpoint, weights
     and layout: the same export asked for twice is the same file, offered again)."""
     run_dir = ctx.roots.run_dir(run)
-    update = resolve_checkpoint(run_dir, ckpt)
+    update = resolve_checkpoint(run_dir, ckpt, weights)
     suffix = "" if layout == "f5tune" else "-upstream"
     out = run_dir / "exports" / f"{run_dir.name}-{update:08d}-{weights}{suffix}.safetensors"
     files = [out] + ([out.with_name(out.stem + "_vocab.txt")] if layout == "upstream" else [])
