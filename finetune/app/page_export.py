@@ -38,7 +38,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     go = gr.Button("Export", variant="primary", elem_id="exp-go")
     result = gr.HTML(elem_id="exp-msg")
     download = gr.HTML(elem_id="exp-files")
-    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="exp-command")
+    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="exp-command", wrap_lines=True,
+                      lines=2, max_lines=10)
 
     def export(*values):
         try:

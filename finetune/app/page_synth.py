@@ -106,7 +106,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     go = gr.Button("Synthesize", variant="primary", elem_id="syn-go")
     result = gr.HTML(elem_id="syn-msg")
     out = gr.Audio(label="Result", interactive=False, elem_id="syn-out")
-    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="syn-command", wrap_lines=True)
+    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="syn-command", wrap_lines=True,
+                      lines=2, max_lines=10)
 
     def synthesize(r, c, w, *values):
         *values, silence, recogniser = values

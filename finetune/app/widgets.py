@@ -67,7 +67,8 @@ def progress_html(what: str, state: dict | None, elem_id: str = "") -> str:
                 + (f" ({html.escape(str(state.get('desc')))} {state.get('n')})" if state else "") + "</div>")
     n, total = state["n"], state["total"]
     unit, rate = state.get("unit") or "it", state.get("rate")
-    parts = [f"{html.escape(str(state.get('desc') or what))}: {n:g} of {total:g} {html.escape(unit)}"]
+    parts = [f"{html.escape(what)} ({html.escape(str(state.get('desc') or ''))}): {n:g} of {total:g} "
+             f"{html.escape(unit)}{'s' if total != 1 else ''}"]
     if rate:
         parts.append(f"{rate:.3g} {html.escape(unit)}/s" if rate >= 1 else f"{1 / rate:.3g} s/{html.escape(unit)}")
         if total > n:
