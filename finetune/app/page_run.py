@@ -11,7 +11,8 @@ from finetune.lock.errors import UserError
 from finetune.runfolder import CONSOLE
 
 from . import commands, launch, runs
-from .fields import check_as_typed, field, show, values
+from .fields import check_as_typed, field, values
+from .fields import show as as_typed
 from .settings import read_lines, settable
 from .widgets import REFRESH, Ctx, audio_tag, duration, error, message
 
@@ -65,7 +66,7 @@ def _state_html(run_dir, status, rows) -> str:
         parts.append(f"pid {status.get('pid')} on {html.escape(str(status.get('host')))}")
         if status.get("message"):
             parts.append(html.escape(str(status["message"])))
-    bar = f'<progress id="run-progress" value="{done}" max="{planned}"></progress> ' if planned else ""
+    bar = f'<progress id="run-progress" value="{done}" max="{planned}"></progress>' if planned else ""
     return '<div class="msg info progress">' + bar + " &middot; ".join(parts) + "</div>"
 
 
@@ -178,7 +179,7 @@ def _resume_fields(ctx: Ctx, run: str | None, keys) -> list:
     flat = flatten(current_config(ctx, run) or {})
     out = []
     for key in RESUME_WIDGETS:
-        text = f"keep: {show(flat[key])}" if key in flat else "keep"
+        text = f"keep: {as_typed(flat[key])}" if key in flat else "keep"
         out.append(gr.update(value="", choices=[(text, ""), *keys[key].choices]) if keys[key].choices
                    else gr.update(value="", placeholder=text))
     return out
@@ -284,12 +285,13 @@ def build(ctx: Ctx, app: gr.Blocks):
 
     resuming = resume.click(do_resume, [run, *fields_, extra], [action, *fields_, extra])
 
-    def pick(r):
-        """Another run: its page, with nothing of the run shown before (message, Resume fields)."""
-        return (*page(r), signature(ctx, r), "", *_resume_fields(ctx, r, keys), "")
+    def clear(r):
+        """Another run: nothing of the run shown before stays (message, Resume fields), at once."""
+        return "", *_resume_fields(ctx, r, keys), ""
 
-    run.change(pick, run, [*parts, seen, action, *fields_, extra], show_progress="hidden",
-               cancels=[resuming, stopping])
+    # two events: clearing is instant, while the page of a run shown for the first time composes its command
+    run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
+    run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
     run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
     app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
     return run, like

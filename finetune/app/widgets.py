@@ -63,7 +63,7 @@ def progress_html(what: str, state: dict | None, elem_id: str = "") -> str:
     an indeterminate bar."""
     ident = f' id="{html.escape(elem_id)}"' if elem_id else ""
     if not state or not state.get("total"):
-        return (f'<div class="msg info progress"{ident}><progress></progress> {html.escape(what)}'
+        return (f'<div class="msg info progress"{ident}><progress></progress>{html.escape(what)}'
                 + (f" ({html.escape(str(state.get('desc')))} {state.get('n')})" if state else "") + "</div>")
     n, total = state["n"], state["total"]
     unit, rate = state.get("unit") or "it", state.get("rate")
@@ -73,7 +73,7 @@ def progress_html(what: str, state: dict | None, elem_id: str = "") -> str:
         parts.append(f"{rate:.3g} {html.escape(unit)}/s" if rate >= 1 else f"{1 / rate:.3g} s/{html.escape(unit)}")
         if total > n:
             parts.append(f"{duration((total - n) / rate)} left")
-    return (f'<div class="msg info progress"{ident}><progress value="{n}" max="{total}"></progress> '
+    return (f'<div class="msg info progress"{ident}><progress value="{n}" max="{total}"></progress>'
             + " &middot; ".join(parts) + "</div>")
 
 
