@@ -534,3 +534,31 @@ def test_remove_silence_cuts_long_pauses_and_keeps_the_settings(tmp_path):
         assert voice.seed(typed) == ok if ok is not None else 0 <= voice.seed(typed) < 2 ** 32
     with pytest.raises(UserError):
         voice.seed("-2")
+
+
+def test_a_reference_without_text_is_transcribed_by_the_recogniser(tmp_path):
+    """Synthesize's reference clip with no text: the recogniser named on the page writes it (a tiny random
+    Whisper here, so the text is gibberish: the path is what is checked)."""
+    import numpy as np
+    import soundfile as sf
+
+    from finetune.app import voice
+    from make_data import speechlike
+    from tiny_whisper import write_tiny_whisper
+
+    whisper = write_tiny_whisper(tmp_path / "whisper")
+    sf.write(tmp_path / "ref.wav", np.stack([speechlike(1.5, 22050, 3)] * 2, axis=1), 22050)  # stereo, 22 kHz
+    text = voice.transcribe(tmp_path / "ref.wav", str(whisper))
+    assert text.strip() and text == voice.transcribe(tmp_path / "ref.wav", str(whisper))
+    with pytest.raises(UserError, match="asr.model"):
+        voice.transcribe(tmp_path / "ref.wav", str(tmp_path / "missing"))
+
+
+def test_system_tab_names_devices_versions_and_free_disk(roots):
+    from finetune.app.page_system import report
+    from finetune.app.widgets import Ctx
+
+    rows = dict(report(Ctx(roots)))
+    assert rows["torch"].split("+")[0] and rows["f5-tts"] == "1.1.22"
+    assert "free of" in rows["disk under runs"] and str(roots.runs) in rows["disk under runs"]
+    assert "free of" in rows["memory"] and ("devices" in rows or "cuda:0" in rows)

@@ -25,7 +25,8 @@ from finetune.lock.manifest import read_manifest
 from make_data import speechlike, write_clips, write_metadata
 
 pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser"),
-              pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs /usr/bin/chromium")]
+              pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"),
+                                 reason="needs /usr/bin/chromium (sudo apt-get install chromium)")]
 
 # user text that a shell would act on: it must reach the tools as one argument and do nothing else
 HOSTILE = "tiny; rm -rf canary $(touch pwned)"
@@ -600,6 +601,10 @@ def test_upload_a_recording_and_prepare_it_with_a_progress_bar(site, page, tmp_p
     assert page.locator("#rev-data input").input_value() == "uploaded-ds"
     page.locator("#prep-transcribe input").uncheck()
     fill(page, "prep-extra", "")
+    choose(page, "voc-data", "voice")  # its symbols against a model's vocab, before any launch
+    choose(page, "voc-model", "f5tts_tiny")
+    said = click_then(page, "voc-go", "voc-msg", "vocab")
+    assert SNOWMAN in said and "vocab.accept_unknown=true" in said, said
 
 
 @screenshot_on_failure
