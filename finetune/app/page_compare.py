@@ -10,8 +10,8 @@ import pandas as pd
 
 from finetune.lock.errors import UserError
 
-from . import commands, launch, listening, runs, scores
-from .page_synth import FIELDS, settle_voice, synth_args, voice_inputs, random_reference
+from . import commands, launch, listening, runs, scores, voice
+from .page_synth import FIELDS, random_reference, settle_voice, synth_args, voice_inputs
 from .widgets import (Ctx, checkpoint_choices, checkpoint_picker, error, message, progress_html, resolve_checkpoint,
                       run_choices)
 
@@ -35,7 +35,8 @@ def diff_rows(ctx: Ctx, a: str, b: str, only_differing: bool) -> tuple[str, pd.D
     return said, pd.DataFrame([[*r[:3], "same" if r[3] else "differs"] for r in rows], columns=HEADERS)
 
 
-def synth_pair(ctx: Ctx, a: tuple, b: tuple, voice_values, recogniser) -> tuple[list, list, list[str], dict]:
+def synth_pair(ctx: Ctx, a: tuple, b: tuple, voice_values, recogniser, silence: bool = False) \
+        -> tuple[list, list, list[str], dict]:
     """The same text, reference and seed through two (run, checkpoint, weights): ([wav a, wav b], the sides as
     played, notes, the voice settings)."""
     values, notes = settle_voice(ctx, list(voice_values), recogniser)
@@ -43,13 +44,15 @@ def synth_pair(ctx: Ctx, a: tuple, b: tuple, voice_values, recogniser) -> tuple[
     for run, ckpt, weights in (a, b):
         argv, _ = synth_args(ctx, run, ckpt, weights, *values)
         wavs.append(launch.infer_here(argv))
+        if silence:
+            wavs[-1] = voice.remove_silence(wavs[-1])
         run_dir = ctx.roots.run_dir(run)
         sides.append({"run": run, "update": resolve_checkpoint(run_dir, ckpt, weights), "weights": weights,
                       "wav": str(wavs[-1])})
     text, ref, ref_text, seed, nfe, speed, vocoder = values
-    voice = {"gen_text": text or None, "ref_audio": str(ref) if ref else None, "ref_text": ref_text or None,
-             "seed": seed, "nfe_step": nfe, "speed": speed, "vocoder": vocoder}
-    return wavs, sides, notes, voice
+    settings = {"gen_text": text or None, "ref_audio": str(ref) if ref else None, "ref_text": ref_text or None,
+             "seed": seed, "nfe_step": nfe, "speed": speed, "vocoder": vocoder, "remove_silence": bool(silence)}
+    return wavs, sides, notes, settings
 
 
 def score_section(ctx: Ctx, app: gr.Blocks):
@@ -158,10 +161,10 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     pending = gr.State(None)  # the blind pair awaiting a choice
     outputs = [result, out_a, out_b, choose, pending]
 
-    def play(a, b, voice_values, recogniser, is_blind):
+    def play(a, b, voice_values, recogniser, silence, is_blind):
         """Both wavs, in a shuffled order when blind; the outputs of the A/B section."""
         try:
-            wavs, sides, notes, said = synth_pair(ctx, a, b, voice_values, recogniser)
+            wavs, sides, notes, said = synth_pair(ctx, a, b, voice_values, recogniser, silence)
         except UserError as e:
             return error(e, FIELDS), None, None, gr.update(visible=False), None
         if not is_blind:
@@ -177,10 +180,10 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
                 gr.update(visible=True), json.dumps(state))
 
     def ab(run_a, ckpt_a, w_a, run_b, ckpt_b, w_b, *rest):
-        *voice_values, recogniser, is_blind = rest
-        return play((run_a, ckpt_a, w_a), (run_b, ckpt_b, w_b), voice_values, recogniser, is_blind)
+        *voice_values, recogniser, silence, is_blind = rest
+        return play((run_a, ckpt_a, w_a), (run_b, ckpt_b, w_b), voice_values, recogniser, silence, is_blind)
 
-    go_ab.click(ab, [*side_a, *side_b, *voice, extras["asr"], blind], outputs)
+    go_ab.click(ab, [*side_a, *side_b, *voice, extras["asr"], extras["silence"], blind], outputs)
     extras["random"].click(lambda r: random_reference(ctx, r), side_a[0], [voice[1], voice[2], result])
 
     def choose_one(state, choice):
@@ -207,16 +210,17 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     def ab_rows(name, a, b, *rest):
         """Two rows of the score table through the A/B path; the pickers then show what was played."""
-        *voice_values, recogniser, is_blind = rest
+        *voice_values, recogniser, silence, is_blind = rest
         try:
             picked = [(name, *scores.parse_key(a)), (name, *scores.parse_key(b))]
         except UserError as e:
             return error(e), None, None, gr.update(visible=False), None, *[gr.skip()] * 6
-        said = play(picked[0], picked[1], voice_values, recogniser, is_blind)
+        said = play(picked[0], picked[1], voice_values, recogniser, silence, is_blind)
         pickers = []
         for run, update, weights in picked:
             pickers += [gr.update(choices=ctx.run_names(), value=run),
                         gr.update(choices=checkpoint_choices(ctx, run), value=update), weights]
         return *said, *pickers
 
-    sc_go.click(ab_rows, [sc_run, sc_a, sc_b, *voice, extras["asr"], blind], [*outputs, *side_a, *side_b])
+    sc_go.click(ab_rows, [sc_run, sc_a, sc_b, *voice, extras["asr"], extras["silence"], blind],
+                [*outputs, *side_a, *side_b])

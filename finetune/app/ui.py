@@ -1,13 +1,13 @@
 """The page: one tab per task, each built by its own module (page_*.py) from the widgets they share."""
 import gradio as gr
 
-from . import (page_compare, page_data, page_export, page_new, page_review, page_run, page_runs, page_synth,
+from . import (page_compare, page_data, page_export, page_new, page_run, page_runs, page_synth,
                page_system)
 from .widgets import Ctx
 
 
 def build(ctx: Ctx) -> gr.Blocks:
-    with gr.Blocks(title="f5tune", analytics_enabled=False) as app:
+    with gr.Blocks(title="f5tune", analytics_enabled=False, fill_width=True) as app:
         gr.Markdown(f"## f5tune &nbsp; <small>runs: `{ctx.roots.runs}` &nbsp; data: `{ctx.roots.data}`</small>")
         with gr.Tabs(selected="runs", elem_id="tabs") as tabs:
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):

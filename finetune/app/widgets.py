@@ -26,7 +26,7 @@ CSS = """
 .invalid [data-testid="block-info"], .invalid .info, .invalid span[data-testid="block-info"] { color: #b42318 !important; }
 #runs-table table, #cmp-diff table { table-layout: auto; }
 #runs-table th, #cmp-diff th, #runs-table th *, #cmp-diff th * { white-space: nowrap; word-break: normal; }
-#runs-table td { word-break: normal; overflow-wrap: anywhere; }
+#runs-table .text.wrap, #cmp-diff .text.wrap { overflow-wrap: anywhere; }
 .cm-content, .cm-line { white-space: pre-wrap !important; word-break: break-all; }
 """
 
