@@ -112,7 +112,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
                             ", ".join(k for k in keys if k not in OWNED))
     check = gr.HTML(elem_id="prep-check")
     command = gr.Code(label="Equivalent command", language="shell", interactive=False, elem_id="prep-command",
-                      wrap_lines=True, lines=2, max_lines=10)
+                      wrap_lines=True, lines=2, max_lines=10, elem_classes=["command"])
     go = gr.Button("Prepare", variant="primary", elem_id="prep-go")
     result = gr.HTML(elem_id="prep-result")
     report = gr.Textbox(label="Skipped rows", lines=4, max_lines=12, interactive=False, elem_id="prep-report")

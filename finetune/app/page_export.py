@@ -39,7 +39,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     result = gr.HTML(elem_id="exp-msg")
     download = gr.HTML(elem_id="exp-files")
     command = gr.Code(label="Command", language="shell", interactive=False, elem_id="exp-command", wrap_lines=True,
-                      lines=2, max_lines=10)
+                      lines=2, max_lines=10, elem_classes=["command"])
 
     def export(*values):
         try:

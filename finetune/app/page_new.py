@@ -131,7 +131,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
                            info=f"{len(rest)} more keys; see `python -m finetune model=f5tts --help`")
         extra_check = gr.HTML(elem_id="new-extra-check")
     command = gr.Code(label="Equivalent command", language="shell", interactive=False, elem_id="new-command",
-                      wrap_lines=True, lines=2, max_lines=10)
+                      wrap_lines=True, lines=2, max_lines=10, elem_classes=["command"])
     launch_btn = gr.Button("Launch", variant="primary", elem_id="new-launch")
     result = gr.HTML(elem_id="new-result")
     with gr.Group(visible=False, elem_id="new-vocab") as vocab_box:

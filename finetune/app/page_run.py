@@ -209,7 +209,7 @@ def build(ctx: Ctx, app: gr.Blocks):
         resume = gr.Button("Resume", variant="primary", elem_id="resume-button")
     verified = gr.HTML(elem_id="run-verified")
     reproduce = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command",
-                        wrap_lines=True, lines=2, max_lines=10)
+                        wrap_lines=True, lines=2, max_lines=10, elem_classes=["command"])
     curves = []
     items = list(CURVES.items())
     for row in (items[:3], items[3:]):

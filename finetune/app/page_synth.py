@@ -107,7 +107,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     result = gr.HTML(elem_id="syn-msg")
     out = gr.Audio(label="Result", interactive=False, elem_id="syn-out")
     command = gr.Code(label="Command", language="shell", interactive=False, elem_id="syn-command", wrap_lines=True,
-                      lines=2, max_lines=10)
+                      lines=2, max_lines=10, elem_classes=["command"])
 
     def synthesize(r, c, w, *values):
         *values, silence, recogniser = values

@@ -27,7 +27,8 @@ CSS = """
 #runs-table table, #cmp-diff table { table-layout: auto; }
 #runs-table th, #cmp-diff th, #runs-table th *, #cmp-diff th * { white-space: nowrap; word-break: normal; }
 #runs-table .text.wrap, #cmp-diff .text.wrap { overflow-wrap: anywhere; }
-.cm-content, .cm-line { white-space: pre-wrap !important; word-break: break-all; }
+.command .cm-content, .command .cm-line { white-space: pre-wrap !important; word-break: break-all; }
+.command .cm-scroller { min-height: 3em !important; }
 """
 
 
