@@ -211,6 +211,13 @@ def choose_first(page, elem_id: str) -> None:
     box.blur()
 
 
+def open_resume(page) -> None:
+    """The Resume panel open (a click on its title toggles it, and the page is shared)."""
+    if not page.locator("#resume-train-max-updates input").is_visible():
+        page.locator("#resume-panel").get_by_text("Resume").first.click()
+    page.locator("#resume-train-max-updates input").wait_for(state="visible")
+
+
 def run_update(page) -> int:
     return int(page.locator("#run-update").inner_text())
 
@@ -333,7 +340,7 @@ def test_launch_stop_resume_from_the_page(site, page, tmp_path):
     reached = status["update"]
     assert status["state"] == "stopped" and reached >= 3
     wait_row(page, "run-checkpoints", str(reached), 1, "verified", 20)  # a checkpoint at the update reached
-    page.locator("#resume-panel").get_by_text("Resume").first.click()
+    open_resume(page)
     fill(page, "resume-train-max-updates", reached + 3)
     click(page, "resume-button")
     wait_text(page, "run-state", state + "finished", 120)
@@ -537,7 +544,7 @@ def test_the_run_page_belongs_to_the_run_shown(site, page, tmp_path):
     trainer refuses shows as refused, in its own words; a resume with data.frames_per_batch (what an out of
     memory run needs) is amended into that run alone."""
     open_run(page, "gamma")
-    page.locator("#resume-panel").get_by_text("Resume").first.click()
+    open_resume(page)
     fill(page, "resume-train-max-updates", 8)
     fill(page, "resume-data-frames-per-batch", 1500)
     open_run(page, "beta")
