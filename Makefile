@@ -22,6 +22,7 @@ demo: install
 	$(BIN)/python -m infer run=$${run#run: }
 
 test: install
+	@[ -x /usr/bin/chromium ] || echo "note: the web app's browser tests are skipped: no /usr/bin/chromium (install it: sudo apt-get install chromium)"
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10 tests
 
 # make app [ARGS="runs=runs data_root=data port=7860"]: the web app on http://127.0.0.1:7860/

@@ -30,7 +30,7 @@ def main() -> None:
         server.wait()
         with sync_playwright() as pw:
             browser = launch_browser(pw)
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page = browser.new_page(viewport={"width": 1400, "height": 1250})
             page.goto(server.url)
             page.wait_for_selector("#runs-table [data-testid=cell-0-0]")
             page.locator("#runs-table [data-testid=cell-0-0]").click()

@@ -103,6 +103,6 @@ def check_ranges(cfg: dict) -> None:
 
     check(cfg, PrepareConfig)
     at = flatten({k: v for k, v in cfg.items() if k != "model"})
-    for key, test, what in RELATIONS:
-        if not test(at[key], cfg):
-            raise UserError(f"{key}={at[key]}: {what.format(**cfg)}", code="range")
+    for name, test, what in RELATIONS:
+        if not test(at[name], cfg):
+            raise UserError(f"{name}={at[name]}: {what.format(**cfg)}", code="range")

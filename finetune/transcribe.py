@@ -70,7 +70,7 @@ def transcribe(audio: list[tuple[str, str]], asr: dict, folder: Path, key: str, 
     pipe = _pipeline(folder, asr)
     generate = asr_models.generate_kwargs(pipe, asr["language"], asr["model"])
 
-    from tqdm import tqdm
+    from .media.progress import bar as tqdm
 
     step = asr["batch_size"] * 4  # results reach the cache every few batches: a kill loses little
     with tqdm(total=len(todo), desc="transcribe", unit="clip", file=sys.stderr, mininterval=0.5) as bar:

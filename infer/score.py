@@ -236,7 +236,10 @@ def score(cfg: dict) -> tuple[Path, dict]:
                          for k in ("asr", "speaker", "quality") if described[k]}
     setup = sha256_bytes(json.dumps(alike, sort_keys=True).encode())[:16]
 
+    from finetune.media.progress import bar
+
     rows = []
+    progress = bar(total=len(chosen) * len(sets), desc="score", unit="row")
     for update, path in chosen.items():
         meta = header(path)[1]
         for weights in sets:
@@ -256,6 +259,8 @@ def score(cfg: dict) -> tuple[Path, dict]:
                             if row[k] is not None)
             print(f"update {update} {weights}: val_loss {row['val_loss']:.4f}{shown} "
                   f"({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+            progress.update(1)
+    progress.close()
 
     head = {"run": run_dir.name, "manifest_sha256": manifest["sha256"],
             "held_out": {"rows": [c.where for c in held], "audio_sha256": [c.sha for c in held]}}

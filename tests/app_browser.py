@@ -212,4 +212,8 @@ def audio_bytes(page, elem_id: str) -> bytes:
 
 
 def env() -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "GRADIO_ANALYTICS_ENABLED": "False"}
+    # PYTHONPATH: the app and the tools it starts (python -P, from another folder) import this checkout's code,
+    # whichever checkout the environment was installed from
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONPATH": path}

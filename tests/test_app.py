@@ -118,19 +118,131 @@ def test_run_names_are_one_folder_under_the_runs_root(roots, tmp_path):
         roots.run_dir("missing")
 
 
-def test_extra_settings_take_only_training_keys(roots, tmp_path):
-    assert commands.check_extra("train.log_every=1\n\n# a comment\noptim=demo", roots.confine) == \
-        ["train.log_every=1", "optim=demo"]
-    for line in ("run.root=/tmp", "run.name=x", "hydra.run.dir=/tmp", "data.path=/etc", "model.arch.dim=8",
-                 "pretrained=/etc/passwd", "-m", "train.", "logger=nope"):
-        with pytest.raises(UserError):
-            commands.check_extra(line, roots.confine)
+def test_key_value_lines_are_checked_against_the_schema(roots, tmp_path):
+    from finetune.app.page_new import fields_of_page
+    from finetune.app.settings import read_lines
+
+    owned = fields_of_page()
+    pairs = read_lines("train.val_every=1\n\n# a comment\noptim=demo\nadapter.targets=[to_q, to_k]", "new", owned)
+    assert pairs == [("train.val_every", 1), ("optim", "demo"), ("adapter.targets", ["to_q", "to_k"])]
+    assert commands.extra_args(pairs, roots.confine) == ["train.val_every=1", "optim=demo", "adapter.targets=[to_q, to_k]"]
+    for line, said in (("run.root=/tmp", "Run|runs="), ("run.name=x", "Run name"), ("hydra.run.dir=/tmp", "not a key"),
+                       ("data.path=/etc", "Dataset"), ("pretrained=/etc/passwd", "Start from"), ("-m", "key=value"),
+                       ("train.=1", "not a key"), ("train=nope", "no option"), ("train.val_every=0", "must be above 0"),
+                       ("optim.weight_decay=-1", "at least 0"), ("logger.kind=x", "one of none"),
+                       ("optim.lr=1", "set by the field 'optim.lr'")):
+        with pytest.raises(UserError, match=said):
+            read_lines(line, "new", owned)
     with pytest.raises(UserError, match="outside"):
-        commands.check_extra(f"vocoder.path={tmp_path / 'elsewhere'}", roots.confine)
+        commands.extra_args(read_lines(f"vocoder.path={tmp_path / 'elsewhere'}", "new", owned), roots.confine)
     (roots.data / "vocos").mkdir()
-    assert commands.check_extra("vocoder.path=vocos", roots.confine) == [f"vocoder.path={roots.data / 'vocos'}"]
-    with pytest.raises(UserError):  # a resume amends training keys only
-        commands.check_extra("vocab.extend=true", roots.confine, amend_only=True)
+    assert commands.extra_args(read_lines("vocoder.path=vocos", "new", owned), roots.confine) == \
+        [f"vocoder.path={roots.data / 'vocos'}"]
+    # a resume amends training and runtime keys only: the two an out-of-memory run needs, not the optimizer kind
+    assert read_lines("data.frames_per_batch=1000\nmodel.arch.checkpoint_activations=true", "resume") == \
+        [("data.frames_per_batch", 1000), ("model.arch.checkpoint_activations", True)]
+    for line in ("vocab.extend=true", "optim.name=adamw8bit", "data.val_clips=2", "adapter.rank=4"):
+        with pytest.raises(UserError, match="not a key a resume takes"):
+            read_lines(line, "resume")
+
+
+def test_each_form_offers_what_the_schema_lets_its_command_set():
+    """The schema walked key by key: New fine-tune sets every key of python -m finetune (a field of its own or a
+    key=value line), Resume exactly those a resume may amend (training and runtime), Data every key of
+    python -m finetune.prepare; the fields' choices are the schema's; the command line takes all of it."""
+    from dataclasses import fields as dc_fields
+
+    from finetune.app import page_data, page_new, page_run
+    from finetune.app.settings import groups, leaves, read_lines, settable
+    from finetune.lock.schema import RUNTIME, TRAINING, FinetuneConfig
+    from finetune.prepare_schema import PrepareConfig
+
+    every = leaves(FinetuneConfig)
+    assert {s.key for s in every} == set(settable("new"))
+    assert {s.key for s in every if s.kind in (TRAINING, RUNTIME)} == set(settable("resume"))
+    assert {"data.frames_per_batch", "model.arch.checkpoint_activations", "optim.lr"} <= set(settable("resume"))
+    assert "optim.name" not in settable("resume") and "data.val_clips" in settable("new")
+    owned = page_new.fields_of_page()
+    composed = flatten(finetune_config(["model=f5tts_tiny", "data=demo"]))
+    lines = []
+    for s in every:
+        if s.key in page_new.widget_keys():
+            assert s.key in owned
+            continue
+        if s.key in page_new.OWNED:
+            continue
+        value = composed[s.key]
+        lines.append(f"{s.key}={commands.hydra_value(value)}")
+        assert read_lines(lines[-1], "new", owned), s.key  # taken as a key=value line
+    for group in groups("new"):  # every config group: a field of its own, or group=option
+        assert group in page_new.OWNED or read_lines(f"{group}={commands.options(group)[0]}", "new", owned)
+    # python -m finetune composes every line the form would pass (one compose for all of them)
+    again = flatten(finetune_config(["model=f5tts_tiny", "data=demo", *lines]))
+    assert all(again[line.split("=")[0]] == composed[line.split("=")[0]] for line in lines)
+    for key in page_new.widget_keys():  # a field's choices are the schema's (enums, true/false)
+        assert key in settable("new")
+    for key in page_run.RESUME_WIDGETS:
+        assert key in settable("resume")
+    for s in settable("resume").values():  # the rest of a resume's keys go as lines
+        assert s.key in page_run.RESUME_WIDGETS or read_lines(f"{s.key}={commands.hydra_value(composed[s.key])}",
+                                                              "resume", {k: k for k in page_run.RESUME_WIDGETS})
+    prepare_keys = {s.key for s in leaves(PrepareConfig, kinds=False) if not s.key.startswith("model.")}
+    assert prepare_keys == set(settable("prepare")) and {f.name for f in dc_fields(PrepareConfig)} - {"model"} <= \
+        {k.split(".")[0] for k in prepare_keys}
+    for key in prepare_keys - set(page_data.OWNED):
+        value = settable("prepare")[key].default
+        assert read_lines(f"{key}={commands.hydra_value(value)}", "prepare", page_data.OWNED), key
+
+
+def test_every_text_key_is_confined_or_plain_text():
+    """A text key of the schema that holds a path must be confined to the roots: a new one fails here until it is
+    classified (commands.PATH_KEYS, or a field of the page that confines it, or plain text)."""
+    from finetune.app import page_new
+    from finetune.app.settings import settable
+
+    texts = {k for k, s in settable("new").items() if s.type is str}
+    plain = {"model.name", "model.upstream", "model.arch.qk_norm", "model.arch.skip_connect_type",
+             "model.arch.attn_backend", "model.mel.mel_spec_type", "data.name", "logger.project"}
+    assert texts == plain | set(commands.PATH_KEYS) | (texts & set(page_new.OWNED))
+
+
+def test_a_setting_says_what_it_takes_and_refuses_the_rest():
+    from finetune.app.settings import UNSET, settable
+
+    keys = settable("new")
+    assert keys["optim.lr"].describe() == "number > 0"
+    assert keys["data.frames_per_batch"].describe() == "whole number > 0, or auto"
+    assert keys["train.keep_last_n"].describe() == "whole number >= -1, not 0"
+    assert keys["optim.name"].choices == ("adamw", "adamw8bit") and keys["train.log_samples"].choices == ("true", "false")
+    assert keys["optim.lr"].check("  ") is UNSET and keys["optim.lr"].check("1e-4") == 1e-4
+    assert keys["train.max_updates"].check("null") is None and keys["data.frames_per_batch"].check("auto") == "auto"
+    for key, text, said in (("optim.lr", "-1", "optim.lr=-1: must be above 0"), ("optim.lr", "nan", "finite"),
+                            ("train.seed", "abc", "whole number"), ("train.seed", "1.5", "whole number"),
+                            ("optim.name", "sgd", "must be one of adamw, adamw8bit"),
+                            ("data.frames_per_batch", "0", "or auto"), ("run.name", "", None)):
+        if said is None:
+            assert keys[key].check(text) is UNSET
+            continue
+        with pytest.raises(UserError, match=said):
+            keys[key].check(text)
+
+
+def test_new_run_like_this_one_composes_its_config_again(runs, tmp_path):
+    """The New fine-tune form filled from a run gives back the command of that run's config (but its name)."""
+    from finetune.app import page_new
+    from finetune.app.widgets import Ctx
+    from finetune.runfolder import manifest_and_config
+
+    roots = Roots.make(tmp_path / "runs", tmp_path / "data", tmp_path / "up")
+    for run_dir in runs.values():
+        config = manifest_and_config(run_dir)[1]
+        form = dict(zip(page_new.NAMES + page_new.widget_keys(), page_new.fill(Ctx(roots), config)))
+        assert form["name"] == "" and form["preset"] == "demo"  # a new name
+        form["name"] = "again"
+        argv, _ = page_new.form_args(Ctx(roots), form)
+        again = flatten(finetune_config(argv[4:]))
+        assert {k: v for k, v in again.items() if not k.startswith("run.")} == \
+            {k: v for k, v in flatten(config).items() if not k.startswith("run.")}
 
 
 def write_status(run_dir: Path, state: str) -> None:
@@ -160,10 +272,32 @@ def test_metrics_skip_a_torn_last_line(tmp_path):
     assert runs.last_metrics(tmp_path)["update"] == 3
 
 
-def test_diff_lists_differing_keys_first():
+def test_diff_lists_differing_keys_first(tmp_path, monkeypatch):
     rows = runs.diff({"a": 1, "m": {"x": 1, "y": 2}}, {"a": 1, "m": {"x": 5, "y": 2}, "z": None})
     assert [r[0] for r in rows] == ["m.x", "z", "a", "m.y"]
     assert rows[1][1:] == ["(absent)", "null", False]
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)  # one folder named relative and absolute is the same folder
+    assert runs.diff({"run": {"root": "data"}}, {"run": {"root": str(tmp_path / "data")}})[0][3] is True
+    assert runs.diff({"run": {"root": "elsewhere"}}, {"run": {"root": str(tmp_path / "data")}})[0][3] is False
+
+
+def test_diff_shows_what_a_run_trains_with_after_a_resume(runs, tmp_path):
+    """An amended run diffs with its amendments applied: the updates it was resumed to, not those it started with."""
+    import shutil
+
+    from finetune.app.page_compare import diff_rows
+    from finetune.app.widgets import Ctx
+    from finetune.runfolder import append_amendment
+
+    roots = Roots.make(tmp_path / "runs", tmp_path / "data", tmp_path / "up")
+    for name in ("a", "b"):
+        shutil.copytree(runs["f5"], tmp_path / "runs" / name, ignore=shutil.ignore_patterns(".lock"))
+    append_amendment(tmp_path / "runs" / "b", read_manifest(tmp_path / "runs" / "b"), {"train.max_updates": [4, 150]})
+    said, table = diff_rows(Ctx(roots), "a", "b", True)
+    assert table.values.tolist() == [["config.train.max_updates", "4", "150"]] and list(table.columns) == ["key", "A", "B"]
+    said, table = diff_rows(Ctx(roots), "a", "b", False)
+    assert set(table["same"]) == {"same", "differs"}
 
 
 def test_a_second_launch_of_a_name_is_refused_while_the_first_starts(roots):
@@ -196,13 +330,37 @@ def test_a_tool_run_in_data_root_imports_nothing_from_it(roots):
         (roots.data / name).mkdir()
         (roots.data / name / "__init__.py").write_text('raise SystemExit("error: imported from data_root")')
     said = list(launch.run_tool(commands.score_args({}), roots.data, poll=0.05))[-1]
-    assert said == ("refused", "error[usage]: run= is required: python -m infer.score run=runs/<name>"), said
+    assert said[0] == "refused" and launch.REFUSAL.match(said[1]) and \
+        said[1].endswith(": run= is required: python -m infer.score run=runs/<name>"), said
 
 
 def test_error_line_is_the_tools_own():
-    assert launch.error_line("loading\r50%\rwarning: x\nerror[missing]: data.path=/x: not found\n") == \
-        "error[missing]: data.path=/x: not found"
+    assert launch.error_line("loading\r50%\rwarning: x\nerror: data.path=/x: not found\n") == \
+        "error: data.path=/x: not found"
+    assert launch.error_line("warning: y\nerror[vocab]: data: 1 symbols ...\n") == "error[vocab]: data: 1 symbols ..."
+    assert launch.error_code("error[vocab]: data: 1 symbols") == "vocab"
+    assert launch.error_code("error: data: 1 symbols") is None and launch.error_code("warning: x") is None
     assert launch.progress_line("prepare:  10%\rprepare:  60%") == "prepare:  60%"
+
+
+def test_a_refusal_names_the_field_of_the_page_for_its_key():
+    from finetune.app.widgets import error
+
+    fields = {"ref_text": "What the reference says", "vocab": "Vocab"}
+    assert "→ on this page: What the reference says" in error("ref_text= is required with ref_audio=", fields)
+    assert "→ on this page: Vocab" in error("error[vocab]: data: 2 symbols are not in the vocab", fields)
+    assert "on this page" not in error("error[busy]: run x is running", fields)
+
+
+def test_tools_report_progress_to_a_file_not_a_console(tmp_path, monkeypatch):
+    from finetune.media import progress
+    from finetune.workers import pmap
+
+    monkeypatch.setenv(progress.ENV, str(tmp_path / "p.json"))
+    assert pmap(abs, [-1, -2, -3], 1, "prepare", "clip") == [1, 2, 3]
+    state = progress.read(tmp_path / "p.json")
+    assert (state["desc"], state["n"], state["total"], state["unit"]) == ("prepare", 3, 3, "clip")
+    assert progress.read(tmp_path / "none.json") is None
 
 
 def test_app_arguments():
@@ -291,3 +449,116 @@ def test_score_table_marks_the_best_row_and_says_how_to_score(runs, tmp_path):
     write_scores(run, data | {"manifest_sha256": "0" * 64})
     with pytest.raises(UserError, match="scores of another run"):
         scores.score_table(run)
+
+
+def test_uploads_land_in_a_new_folder_under_data_root_and_never_outside(roots, tmp_path):
+    import zipfile
+
+    from finetune.app import uploads
+
+    wav = roots.uploads / "a.wav"
+    wav.write_bytes(b"RIFF....WAVE")
+    (roots.uploads / "a.txt").write_text("Hello.")
+    safe = roots.uploads / "clips.zip"
+    with zipfile.ZipFile(safe, "w") as z:
+        z.writestr("voice/wavs/b.wav", b"RIFF")
+        z.writestr("voice/metadata.csv", "wavs/b.wav|Hi.")
+        z.writestr("__MACOSX/._b.wav", b"x")
+        z.writestr("voice/notes.exe", b"x")  # not for prepare: left out
+    target, written = uploads.store(roots, [str(wav), str(roots.uploads / "a.txt"), str(safe)], "mine")
+    assert target == roots.data / "mine"
+    assert sorted(str(p.relative_to(target)) for p in written) == \
+        ["a.txt", "a.wav", "voice/metadata.csv", "voice/wavs/b.wav"]
+    with pytest.raises(UserError, match="exists already"):
+        uploads.store(roots, [str(wav)], "mine")
+    for member in ("../evil.wav", "/abs.wav", "a/../../evil.wav"):
+        bad = roots.uploads / "bad.zip"
+        with zipfile.ZipFile(bad, "w") as z:
+            z.writestr(member, b"RIFF")
+        with pytest.raises(UserError, match="outside its folder"):
+            uploads.store(roots, [str(bad)], "bad")
+        assert not (roots.data / "bad").exists() and not (roots.data / "evil.wav").exists()
+    link = roots.uploads / "link.zip"
+    with zipfile.ZipFile(link, "w") as z:
+        info = zipfile.ZipInfo("l.wav")
+        info.external_attr = 0o120777 << 16
+        z.writestr(info, "/etc/passwd")
+    with pytest.raises(UserError, match="is a link"):
+        uploads.store(roots, [str(link)], "links")
+    with pytest.raises(UserError, match="outside"):  # a file that is not an upload
+        uploads.store(roots, [str(tmp_path / "elsewhere")], "x")
+    for name in ("../up", "a/b", "", ".."):
+        with pytest.raises(UserError, match="one folder name"):
+            uploads.store(roots, [str(wav)], name)
+    with pytest.raises(UserError, match="no audio"):
+        uploads.store(roots, [str(roots.uploads / "a.txt")], "texts")
+
+
+def test_a_blind_choice_is_recorded_in_each_run_as_the_side_it_was(tmp_path):
+    from finetune.app import listening
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    side_a = {"run": "a", "update": 2, "weights": "ema", "wav": "x.wav"}
+    side_b = {"run": "b", "update": 4, "weights": "online", "wav": "y.wav"}
+    entry = listening.record([a, b], side_a, side_b, True, "first", {"seed": 3})
+    assert entry["choice"] == "b" and entry["played_first"] == "b"  # B played first, and the first was chosen
+    listening.record([a, a], side_a, side_a, False, "same", {"seed": 3})
+    lines = [json.loads(line) for line in (a / listening.FILE).read_text().splitlines()]
+    assert [e["choice"] for e in lines] == ["b", "same"]  # one line per choice, even for one run on both sides
+    assert json.loads((b / listening.FILE).read_text())["b"] == side_b
+
+
+def test_remove_silence_cuts_long_pauses_and_keeps_the_settings(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from finetune.app import voice
+    from finetune.media.audio import wav_settings, write_wav
+    from finetune.media.sampling import record
+
+    sr = 24000
+    tone = 0.3 * np.sin(np.arange(sr) * 2 * np.pi * 220 / sr).astype(np.float32)
+    wav = np.concatenate([tone, np.zeros(3 * sr, np.float32), tone])  # 1 s, 3 s of silence, 1 s
+    keys = ("run", "checkpoint", "update", "manifest_sha256", "weights", "device", "nfe_step", "cfg_strength",
+            "sway_sampling_coef", "use_epss", "speed", "vocoder", "vocoder_path", "vocoder_n_iter", "ref_audio",
+            "ref_text", "gen_text")
+    write_wav(tmp_path / "x.wav", torch.from_numpy(wav), sr, record("inference", seed=5, **dict.fromkeys(keys)))
+    out = voice.remove_silence(tmp_path / "x.wav")
+    trimmed, _ = sf.read(out)
+    assert abs(len(trimmed) / sr - (2 + voice.KEPT_PAUSE)) < 0.05
+    settings = wav_settings(out)
+    assert settings["seed"] == 5 and settings["remove_silence"]["from"] == "x.wav"
+    for typed, ok in (("-1", None), ("", None), ("7", 7)):
+        assert voice.seed(typed) == ok if ok is not None else 0 <= voice.seed(typed) < 2 ** 32
+    with pytest.raises(UserError):
+        voice.seed("-2")
+
+
+def test_a_reference_without_text_is_transcribed_by_the_recogniser(tmp_path):
+    """Synthesize's reference clip with no text: the recogniser named on the page writes it (a tiny random
+    Whisper here, so the text is gibberish: the path is what is checked)."""
+    import numpy as np
+    import soundfile as sf
+
+    from finetune.app import voice
+    from bench.makers import speechlike
+    from tiny_whisper import write_tiny_whisper
+
+    whisper = write_tiny_whisper(tmp_path / "whisper")
+    sf.write(tmp_path / "ref.wav", np.stack([speechlike(1.5, 22050, 3)] * 2, axis=1), 22050)  # stereo, 22 kHz
+    text = voice.transcribe(tmp_path / "ref.wav", str(whisper))
+    assert text.strip() and text == voice.transcribe(tmp_path / "ref.wav", str(whisper))
+    with pytest.raises(UserError, match="asr.model"):
+        voice.transcribe(tmp_path / "ref.wav", str(tmp_path / "missing"))
+
+
+def test_system_tab_names_devices_versions_and_free_disk(roots):
+    from finetune.app.page_system import report
+    from finetune.app.widgets import Ctx
+
+    rows = dict(report(Ctx(roots)))
+    assert rows["torch"].split("+")[0] and rows["f5-tts"] == "1.1.22"
+    assert "free of" in rows["disk under runs"] and str(roots.runs) in rows["disk under runs"]
+    assert "free of" in rows["memory"] and ("devices" in rows or "cuda:0" in rows)

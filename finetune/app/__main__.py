@@ -38,6 +38,7 @@ def main(argv: list[str]) -> None:
 
         from finetune.lock.builder import without_upstream_trainer
 
+        from . import uploads
         from .launch import warm_up
         from .paths import Roots
         from .ui import build
@@ -58,7 +59,8 @@ def main(argv: list[str]) -> None:
         try:
             app.launch(server_name=cfg["host"], server_port=int(cfg["port"]), share=cfg["share"] == "true",
                        allowed_paths=[str(roots.runs), str(roots.data)], css=CSS, inbrowser=False, quiet=True,
-                       ssr_mode=False, prevent_thread_lock=True, footer_links=[])
+                       ssr_mode=False, prevent_thread_lock=True, footer_links=[],
+                       max_file_size=uploads.LIMIT_BYTES)
         except OSError as e:
             raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
                             "pass another port=", code="app")

@@ -59,21 +59,33 @@ class Job:
             return None
 
 
-ERROR_LINE = re.compile(r"error\[(?P<code>[a-z]+)\]: ")  # how the tools print a refusal (lock/errors.py)
+# a tool's refusal: `error: <message>`, or `error[<code>]: <message>` where the code says what it is about
+# (vocab, range, binding, busy, offline, ...): the one place that reads it
+REFUSAL = re.compile(r"^error(?:\[(?P<code>[\w.-]+)\])?: (?P<message>.*)$")
+
+
+def _lines(text: str) -> list[str]:
+    return [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
 
 
 def error_line(text: str) -> str:
-    """The tool's own one-line refusal (`error[<code>]: ...`), or the end of its output when it died otherwise."""
-    lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
-    errors = [ln for ln in lines if ERROR_LINE.match(ln)]
+    """The tool's own one-line refusal, or the end of its output when it died otherwise."""
+    lines = _lines(text)
+    errors = [ln for ln in lines if REFUSAL.match(ln)]
     if errors:
         return errors[-1]
     return "\n".join(lines[-15:]) or "the process ended without output"
 
 
+def error_code(line: str) -> str | None:
+    """The code of a refusal line (`error[vocab]: ...` -> vocab); None for `error: ...` or any other line."""
+    m = REFUSAL.match(line or "")
+    return m["code"] if m else None
+
+
 def progress_line(text: str) -> str:
     """The last line of the output, as a terminal would show it (tqdm redraws its bar with \\r)."""
-    lines = [ln for ln in re.split(r"[\r\n]+", text) if ln.strip()]
+    lines = _lines(text)
     return lines[-1] if lines else ""
 
 
@@ -167,15 +179,20 @@ def launch_resume(run_dir: Path, argv: list[str]) -> Job:
 
 
 def settle_resume(job: Job, run_dir: Path) -> tuple[str, str]:
+    """("started", ...) once the resumed process trains (its status says running under its own PID: every
+    check of a resume comes before that, while it already holds the lock), ("finished", ...), ("refused",
+    the error line) or ("starting", ...)."""
+    from finetune.runfolder import read_status
+
     if job.done():
         text = job.text()
         if job.proc.returncode == 0:
             return "finished", progress_line(text)
         return "refused", error_line(text)
-    who = holder(run_dir) or ""
-    if who.startswith(f"pid {job.pid} "):
-        return "started", who
-    return "starting", progress_line(job.text())
+    status = read_status(run_dir) or {}
+    if status.get("state") == "running" and status.get("pid") == job.pid:
+        return "started", f"pid {job.pid}"
+    return "starting", ""
 
 
 # ---- short tools: synthesis and export in this process, preparation detached ----------------------------
@@ -214,15 +231,19 @@ def scratch() -> Path:
 
 
 def run_tool(argv: list[str], cwd: Path, poll: float = 0.3):
-    """Start a tool detached in `cwd` and follow it: yields ("running", its last output line) while it runs,
-    then ("done", its whole output) or ("refused", its error line). A model named by a hub id is looked for
-    as a folder relative to `cwd` first: the pages pass data_root, where Roots.model checked for one."""
-    job = Job(argv, scratch() / "output.log", cwd=cwd)
+    """Start a tool detached in `cwd` and follow it: yields ("running", its progress: the state its bars report
+    through F5TUNE_PROGRESS, or None before the first) while it runs, then ("done", its whole output) or
+    ("refused", its error line). A model named by a hub id is looked for as a folder relative to `cwd` first:
+    the pages pass data_root, where Roots.model checked for one."""
+    from finetune.media.progress import ENV, read
+
+    folder = scratch()
+    job = Job(argv, folder / "output.log", cwd=cwd, env={ENV: str(folder / "progress.json")})
     try:
         while not job.done():
-            yield "running", progress_line(job.text())
+            yield "running", read(folder / "progress.json")
             time.sleep(poll)
         text = job.text()
     finally:  # the output is on the page now (or nobody is watching): only the tool's own files stay
-        shutil.rmtree(job.console.parent, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
     yield ("done", text) if job.proc.returncode == 0 else ("refused", error_line(text))

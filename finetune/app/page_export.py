@@ -16,7 +16,7 @@ def export_plan(ctx: Ctx, run, ckpt, weights, layout):
     """The argument list and the files it writes, in the run's exports/ folder (named by checkpoint, weights
     and layout: the same export asked for twice is the same file, offered again)."""
     run_dir = ctx.roots.run_dir(run)
-    update = resolve_checkpoint(run_dir, ckpt)
+    update = resolve_checkpoint(run_dir, ckpt, weights)
     suffix = "" if layout == "f5tune" else "-upstream"
     out = run_dir / "exports" / f"{run_dir.name}-{update:08d}-{weights}{suffix}.safetensors"
     files = [out] + ([out.with_name(out.stem + "_vocab.txt")] if layout == "upstream" else [])
@@ -38,7 +38,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     go = gr.Button("Export", variant="primary", elem_id="exp-go")
     result = gr.HTML(elem_id="exp-msg")
     download = gr.HTML(elem_id="exp-files")
-    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="exp-command")
+    command = gr.Code(label="Command", language="shell", interactive=False, elem_id="exp-command", wrap_lines=True,
+                      lines=2, max_lines=10, elem_classes=["command"])
 
     def export(*values):
         try:

@@ -2,6 +2,8 @@
 text (editable) and what the recogniser heard; a clip can be dropped and restored. Saving writes the dataset's
 metadata.csv and prepares it again, reusing cached mel (finetune.review.save_review, in this process, one save
 at a time in Gradio's queue)."""
+from dataclasses import dataclass
+
 import gradio as gr
 
 from finetune.lock.errors import UserError
@@ -10,7 +12,15 @@ from . import datasets, transcripts
 from .widgets import Ctx, error, message
 
 
-def build(ctx: Ctx, app: gr.Blocks) -> None:
+@dataclass
+class Review:
+    """What the Data page wires to: the outputs a finished preparation updates, and the save event."""
+    outputs: list
+    after_prepare: object  # dataset (relative to data_root) -> updates of `outputs`
+    saved: object  # the save's event: .then() runs after it
+
+
+def build(ctx: Ctx, app: gr.Blocks) -> Review:
     roots = ctx.roots
     gr.Markdown("### Review transcripts\nA dataset prepared from recordings (`transcribe=true`): listen to each "
                 "clip, correct its text (double-click the cell), tick **drop** to leave a clip out (untick to "
@@ -49,13 +59,22 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
             return error(e), []
         return transcripts.describe(found, summary), transcripts.table(found, roots.data)
 
-    def refresh(d):  # datasets prepared since the app started
+    def refresh(d):
+        """The datasets prepared since the app started; with none chosen, the first one (and its clips)."""
         found = datasets.reviewable(roots.data)
-        return gr.update(choices=found, value=d if d in found else (found[0] if found else None))
+        chosen = d if d in found else (found[0] if found else None)
+        return gr.update(choices=found, value=chosen), *show(chosen)
 
     gr.on([pick.change, reload.click], show, pick, [about, clips], queue=False)
-    app.load(refresh, pick, pick, queue=False).then(show, pick, [about, clips], queue=False)
-    pick.focus(lambda d: gr.update(choices=datasets.reviewable(roots.data), value=d), pick, pick, queue=False)
+    app.load(refresh, pick, [pick, about, clips], queue=False)
+    pick.focus(refresh, pick, [pick, about, clips], queue=False)
+
+    def after_prepare(rel: str):
+        found = datasets.reviewable(roots.data)
+        chosen = rel if rel in found else None
+        if chosen is None:  # not one from recordings: only the list follows
+            return gr.update(choices=found), gr.skip(), gr.skip()
+        return gr.update(choices=found, value=chosen), *show(chosen)
 
     def store(d, rows):
         try:
@@ -76,4 +95,5 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
                         "ok"), transcripts.describe(found, summary), transcripts.table(found, roots.data))
 
     # in the queue, one save at a time: a save prepares the dataset again (seconds to minutes) in this process
-    save.click(store, [pick, clips], [result, about, clips], concurrency_limit=1, concurrency_id="review-save")
+    saved = save.click(store, [pick, clips], [result, about, clips], concurrency_limit=1, concurrency_id="review-save")
+    return Review([pick, about, clips], after_prepare, saved)

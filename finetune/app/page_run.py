@@ -1,5 +1,6 @@
-"""Run page: manifest (verified or not), state with Stop and Resume, curves, checkpoints, samples, and the
-command that reproduces the run."""
+"""Run page: manifest (verified or not), state with its progress, Stop and Resume, curves (loss, memory, time),
+checkpoints, samples, and the command that reproduces the run. Everything on it belongs to the run shown:
+picking another run clears the messages and the Resume fields, and cancels a wait for a resume's outcome."""
 import html
 import re
 
@@ -10,14 +11,22 @@ from finetune.lock.errors import UserError
 from finetune.runfolder import CONSOLE
 
 from . import commands, launch, runs
-from .widgets import REFRESH, Ctx, audio_tag, error, message
+from .fields import check_as_typed, field, values
+from .fields import show as as_typed
+from .settings import read_lines, settable
+from .widgets import REFRESH, Ctx, audio_tag, duration, error, message
 
 CONSOLE_LINES = 40
 
-
 # metrics.jsonl key -> plot title; validation loss appears at checkpoints when the run holds clips out
 CURVES = {"loss": "train loss", "val_loss": "validation loss (held-out clips)", "lr": "learning rate",
-          "grad_norm": "gradient norm"}
+          "grad_norm": "gradient norm", "memory_mb": "peak memory (MB) since the log before",
+          "seconds": "training time (s)"}
+# the amendments a resume needs most, a field each (an out-of-memory run: a smaller batch, or recomputed
+# activations); every other key a resume takes is a key=value line
+RESUME_WIDGETS = ["train.max_updates", "train.epochs", "train.save_every", "optim.lr", "data.frames_per_batch",
+                  "model.arch.checkpoint_activations"]
+RATE_WINDOW = 20  # metrics lines the rate is measured over
 
 
 def _frame(rows: list[dict], key: str) -> pd.DataFrame:
@@ -25,17 +34,40 @@ def _frame(rows: list[dict], key: str) -> pd.DataFrame:
     return pd.DataFrame(points, columns=["update", key])
 
 
-def _state_html(run_dir, status) -> str:
+def rate(rows: list[dict]) -> float | None:
+    """Updates per second of training time over the last logged updates (metrics.jsonl's `seconds`)."""
+    timed = [r for r in rows if isinstance(r.get("seconds"), (int, float))][-RATE_WINDOW:]
+    if len(timed) == 1:  # one line yet: since the start (seconds count from update 0, over every resume)
+        timed = [{"update": 0, "seconds": 0.0}, *timed]
+    if len(timed) < 2:
+        return None
+    du, ds = timed[-1]["update"] - timed[0]["update"], timed[-1]["seconds"] - timed[0]["seconds"]
+    return du / ds if du > 0 and ds > 0 else None
+
+
+def _state_html(run_dir, status, rows) -> str:
     state = runs.state(run_dir, status)
     m, _ = runs.manifest(run_dir)
-    done, planned = runs.progress(run_dir, m, status, runs.last_metrics(run_dir)) if m else (None, None)
+    done, planned = runs.progress(run_dir, m, status, rows[-1] if rows else None) if m else (None, None)
+    done = done or 0
     parts = [f'{html.escape(run_dir.name)}: <b class="state-{state}" id="run-state-value">{state}</b>',
-             f'update <span id="run-update">{done if done is not None else 0}</span> of {planned or "?"}']
+             f'update <span id="run-update">{done}</span> of <span id="run-planned">{planned or "?"}</span>']
+    speed = rate(rows)
+    if speed:
+        parts.append(f'<span id="run-rate">{speed:.3g} updates/s</span>' if speed >= 1 else
+                     f'<span id="run-rate">{1 / speed:.3g} s/update</span>')
+        if state == "running" and planned and planned > done:
+            parts.append(f'<span id="run-left">{duration((planned - done) / speed)} left</span>')
+    if rows and isinstance(rows[-1].get("seconds"), (int, float)):
+        parts.append(f"trained {duration(rows[-1]['seconds'])}")
+    if rows and isinstance(rows[-1].get("memory_mb"), (int, float)):
+        parts.append(f"peak memory {rows[-1]['memory_mb']:.0f} MB")
     if status:
         parts.append(f"pid {status.get('pid')} on {html.escape(str(status.get('host')))}")
         if status.get("message"):
             parts.append(html.escape(str(status["message"])))
-    return '<div class="msg info">' + " &middot; ".join(parts) + "</div>"
+    bar = f'<progress id="run-progress" value="{done}" max="{planned}"></progress>' if planned else ""
+    return '<div class="msg info progress">' + bar + " &middot; ".join(parts) + "</div>"
 
 
 def _samples_html(run_dir) -> str:
@@ -77,6 +109,7 @@ def signature(ctx: Ctx, run: str | None):
         run_dir = ctx.roots.run_dir(run)
     except UserError:
         return None
+
     def stat(name):
         try:
             st = (run_dir / name).stat()
@@ -102,73 +135,108 @@ def command(ctx: Ctx, run: str | None) -> str:
 
 
 def show(ctx: Ctx, run: str | None):
-    """The parts of the page that follow the run as it trains: verified, state, loss, lr, grad, checkpoints,
-    samples, amendments, manifest text, console."""
+    """The parts of the page that follow the run as it trains: verified, state, curves, checkpoints, samples,
+    amendments, manifest text, console, and whether Stop applies."""
     empty = [_frame([], key) for key in CURVES]
+    no_stop = gr.update(interactive=False)
     if not run:
-        return (message("no run chosen"), "", *empty, [], "", "", "", "")
+        return (message("no run chosen"), "", *empty, [], "", "", "", "", no_stop)
     try:
         run_dir = ctx.roots.run_dir(run)
     except UserError as e:
-        return (error(e), "", *empty, [], "", "", "", "")
+        return (error(e), "", *empty, [], "", "", "", "", no_stop)
     m, problem = runs.manifest(run_dir)
     text = (run_dir / "manifest.yaml").read_text(encoding="utf-8", errors="replace")
     status = runs.read_status(run_dir)
+    rows = runs.read_metrics(run_dir)
+    stop = gr.update(interactive=runs.state(run_dir, status) == "running")
     if m is None:
-        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status), *empty,
-                [], _samples_html(run_dir), "", text, _console(run_dir))
+        return (error(f"manifest NOT verified: {problem}"), _state_html(run_dir, status, rows), *empty,
+                [], _samples_html(run_dir), "", text, _console(run_dir), stop)
     verified = message(f"manifest verified: content hash {m['sha256'][:16]}… matches "
                        f"({m['model']['name']}, {m['model'].get('family', '')}, created {runs.when(m.get('created'))})", "ok")
-    rows = runs.read_metrics(run_dir)
     entries, bad = runs.amendments(run_dir, m)
     amend = bad or "\n".join(f"{e['time']}: " + "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in e["changes"].items())
                              for e in entries) or "none"
-    return (verified, _state_html(run_dir, status), *(_frame(rows, key) for key in CURVES),
-            runs.checkpoint_rows(run_dir, m), _samples_html(run_dir), amend, text,
-            _console(run_dir))
+    return (verified, _state_html(run_dir, status, rows), *(_frame(rows, key) for key in CURVES),
+            runs.checkpoint_rows(run_dir, m), _samples_html(run_dir), amend, text, _console(run_dir), stop)
 
 
-def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
+def current_config(ctx: Ctx, run: str | None) -> dict | None:
+    """The run's config as it trains now: its manifest's, with every resume's amendments applied."""
+    from finetune.runfolder import manifest_and_config
+
+    try:
+        return manifest_and_config(ctx.roots.run_dir(run))[1]
+    except UserError:
+        return None
+
+
+def _resume_fields(ctx: Ctx, run: str | None, keys) -> list:
+    """The Resume fields emptied, each saying the run's current value (what an empty field keeps)."""
+    from finetune.lock.schema import flatten
+
+    flat = flatten(current_config(ctx, run) or {})
+    out = []
+    for key in RESUME_WIDGETS:
+        text = f"keep: {as_typed(flat[key])}" if key in flat else "keep"
+        out.append(gr.update(value="", choices=[(text, ""), *keys[key].choices]) if keys[key].choices
+                   else gr.update(value="", placeholder=text))
+    return out
+
+
+def build(ctx: Ctx, app: gr.Blocks):
+    """The page; returns the run picker and the "New run like this one" button (wired in ui.py)."""
+    keys = settable("resume")
     names = ctx.run_names()
     with gr.Row():
-        run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="run-pick", scale=3)
-        stop = gr.Button("Stop", variant="stop", elem_id="run-stop", scale=1)
+        run = gr.Dropdown(names, value=names[0] if names else None, label="Run", elem_id="run-pick", scale=4)
+        stop = gr.Button("Stop", variant="stop", elem_id="run-stop", scale=1, interactive=False)
+        like = gr.Button("New run like this one", elem_id="run-like", scale=1)
     state = gr.HTML(elem_id="run-state")
     action = gr.HTML(elem_id="run-message")
     with gr.Accordion("Resume", open=False, elem_id="resume-panel"):
-        gr.Markdown("Continues from the newest intact checkpoint. Only `train.*`, `optim.*` and `logger.*` may "
-                    "change; each change is appended to amendments.jsonl. Empty fields keep the run's value.")
+        gr.Markdown("Continues from the newest intact checkpoint. A resume may change the training and runtime "
+                    "settings (each change is appended to amendments.jsonl), never the model, its data or the "
+                    "optimizer kind. Empty fields keep the run's value (shown in grey).")
         with gr.Row():
-            max_updates = gr.Number(None, label="train.max_updates", precision=0, elem_id="resume-max-updates")
-            lr = gr.Number(None, label="optim.lr", elem_id="resume-lr")
-            save_every = gr.Number(None, label="train.save_every", precision=0, elem_id="resume-save-every")
-        extra = gr.Textbox(label="more amendments (key=value, one per line)", lines=2, elem_id="resume-extra")
+            widgets = {k: field(keys[k], "resume", "keep") for k in RESUME_WIDGETS}
+        for k, w in widgets.items():
+            check_as_typed(keys[k], w)
+        extra = gr.Textbox(label="more amendments: key=value, one per line", lines=2, elem_id="resume-extra",
+                           info="any key a resume takes: " + ", ".join(k for k in keys if k not in RESUME_WIDGETS)[:300]
+                           + "…; or a group's option (optim=..., train=..., logger=...)")
         resume = gr.Button("Resume", variant="primary", elem_id="resume-button")
     verified = gr.HTML(elem_id="run-verified")
-    reproduce = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command")
-    with gr.Row():
-        curves = [gr.LinePlot(x="update", y=key, title=title, height=240, min_width=240,
-                              elem_id="plot-" + key.replace("_", "-")) for key, title in CURVES.items()]
+    reproduce = gr.Code(label="Reproduce this run", language="shell", interactive=False, elem_id="run-command",
+                        wrap_lines=True, lines=2, max_lines=10, elem_classes=["command"])
+    curves = []
+    items = list(CURVES.items())
+    for row in (items[:3], items[3:]):
+        with gr.Row():
+            curves += [gr.LinePlot(x="update", y=key, title=title, height=220, min_width=240,
+                                   elem_id="plot-" + key.replace("_", "-")) for key, title in row]
     ckpts = gr.Dataframe(headers=["update", "binding", "size", "weights"], interactive=False,
                          label="Checkpoints", elem_id="run-checkpoints")
     samples = gr.HTML(elem_id="run-samples")
     amend = gr.Textbox(label="Amendments (resume)", interactive=False, elem_id="run-amendments")
     with gr.Accordion("Manifest", open=False):
         manifest = gr.Code(language="yaml", interactive=False, elem_id="run-manifest")
-    with gr.Accordion("Console", open=False):
-        console = gr.Textbox(lines=12, max_lines=12, interactive=False, show_label=False, elem_id="run-console")
+    with gr.Accordion("Console (newest line last)", open=False, elem_id="console-panel") as console_panel:
+        console = gr.Textbox(lines=12, max_lines=12, interactive=False, show_label=False, elem_id="run-console",
+                             autoscroll=True)
+    # opened, the console shows its newest line (a closed accordion's box keeps its scroll at the top)
+    console_panel.expand(None, None, None, js="() => { setTimeout(() => { const t = document.querySelector("
+                                              "'#run-console textarea'); if (t) t.scrollTop = t.scrollHeight; }, 100); }")
     seen = gr.State(None)
 
     # the reproduce command comes in the same response as the rest: as an event of its own, a slow first
     # compose for the run shown at load could land after a newer run's page and show the wrong command
-    parts = [verified, state, *curves, ckpts, samples, amend, manifest, console, reproduce]
+    parts = [verified, state, *curves, ckpts, samples, amend, manifest, console, stop, reproduce]
+    fields_ = [widgets[k] for k in RESUME_WIDGETS]
 
     def page(r):
         return (*show(ctx, r), command(ctx, r))
-
-    run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
-    run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
-    app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
 
     def tick(r, before):
         now = signature(ctx, r)
@@ -184,29 +252,46 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dropdown:
         except UserError as e:
             return error(e)
 
-    stop.click(do_stop, run, action)
+    stopping = stop.click(do_stop, run, action)
+    page_fields = {k: k for k in RESUME_WIDGETS}
 
-    def do_resume(r, n, rate, every, more):
+    def do_resume(r, *texts):
+        """Start the resume, then wait for its first outcome: it trains (its status says so), it ends, or it
+        is refused (the tool's own line)."""
         try:
             run_dir = ctx.roots.run_dir(r)
-            amend_ = {"train.max_updates": int(n) if n else None, "optim.lr": float(rate) if rate else None,
-                      "train.save_every": int(every) if every else None}
-            argv = commands.resume_args(run_dir, amend_, commands.check_extra(more, ctx.roots.confine, amend_only=True))
+            pairs = values([keys[k] for k in RESUME_WIDGETS], texts[:-1]) + \
+                read_lines(texts[-1], "resume", page_fields)
+            argv = commands.resume_args(run_dir, {}, commands.extra_args(pairs, ctx.roots.confine))
             job = launch.launch_resume(run_dir, argv)
         except UserError as e:
-            yield error(e)
+            yield error(e, page_fields), *[gr.skip()] * (len(fields_) + 1)
             return
         line = commands.shell_line(argv)
+        waited = 0.0
         while True:
             kind, text = launch.settle_resume(job, run_dir)
             if kind == "refused":
-                yield error(text)
+                yield error(text, page_fields), *[gr.skip()] * (len(fields_) + 1)
                 return
             if kind in ("started", "finished"):
-                yield message(f"resumed (pid {job.pid}): {line}", "ok")
+                said = "resumed" if kind == "started" else "resumed, and already finished"
+                yield message(f"{said} (pid {job.pid}): {line}", "ok"), *_resume_fields(ctx, r, keys), ""
                 return
-            yield message(f"resuming: {line}\n{text}")
+            yield (message(f"resuming (pid {job.pid}, {waited:.0f} s): checking the run, its checkpoint and data\n"
+                           f"{line}"), *[gr.skip()] * (len(fields_) + 1))
             job.wait(0.5)
+            waited += 0.5
 
-    resume.click(do_resume, [run, max_updates, lr, save_every, extra], action)
-    return run
+    resuming = resume.click(do_resume, [run, *fields_, extra], [action, *fields_, extra])
+
+    def clear(r):
+        """Another run: nothing of the run shown before stays (message, Resume fields), at once."""
+        return "", *_resume_fields(ctx, r, keys), ""
+
+    # two events: clearing is instant, while the page of a run shown for the first time composes its command
+    run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
+    run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
+    run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
+    app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
+    return run, like

@@ -4,12 +4,15 @@ import gradio as gr
 from . import runs
 from .widgets import REFRESH, Ctx
 
+WIDTHS = ["22%", "9%", "8%", "14%", "5%", "6%", "8%", "7%", "8%", "8%", "5%"]  # of runs.COLUMNS
+
 
 def build(ctx: Ctx, app: gr.Blocks) -> gr.Dataframe:
     gr.Markdown("Every run under the runs root. The state comes from the run's status.json read against its "
                 "lock: a run whose process died without a word shows as `interrupted`. Click a run to open it.")
+    # fixed shares: widths measured from the content let a long run name push the last columns off the page
     table = gr.Dataframe(runs.table(ctx.roots.runs), headers=runs.COLUMNS, interactive=False, wrap=True,
-                         elem_id="runs-table", max_height=700)
+                         elem_id="runs-table", max_height=700, column_widths=WIDTHS)
     shown = gr.State(None)
 
     def refresh(before):

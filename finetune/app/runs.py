@@ -163,13 +163,38 @@ def samples(run_dir: Path) -> tuple[list[tuple[int, Path | None, Path | None]], 
     return [(u, d.get("gen"), d.get("ref")) for u, d in sorted(at.items())], other
 
 
+def as_trained(run_dir: Path, m: dict) -> dict:
+    """The manifest with the config the run trains with now: every resume's amendments applied (a run amended
+    to 150 updates shows 150). Amendments that cannot be read leave the manifest's config."""
+    from finetune.runfolder import manifest_and_config
+
+    try:
+        return {**m, "config": manifest_and_config(Path(run_dir))[1]}
+    except UserError:
+        return m
+
+
 def diff(a: dict, b: dict) -> list[list]:
-    """Two manifests key by key: [key, a, b, same], the keys that differ first, each group in manifest order."""
-    fa, fb = flatten(a), flatten(b)
+    """Two manifests key by key: [key, a, b, same], the keys that differ first, each group in manifest order.
+    A path is compared as the file it names (relative paths from the working folder, links followed)."""
+    fa, fb = ({k: _resolved(k, v) for k, v in flatten(m).items()} for m in (a, b))
     keys = list(dict.fromkeys([*fa, *fb]))
     rows = [[k, _show(fa.get(k, ABSENT)), _show(fb.get(k, ABSENT)), k in fa and k in fb and fa[k] == fb[k]]
             for k in keys]
     return [r for r in rows if not r[3]] + [r for r in rows if r[3]]
+
+
+PATH_NAMES = ("path", "root", "pretrained", "vocab", "audio", "input")  # keys whose value names a file or folder
+
+
+def _resolved(key: str, v):
+    if isinstance(v, str) and v and "://" not in v and ("/" in v or key.split(".")[-1] in PATH_NAMES):
+        try:
+            if os.path.lexists(v):
+                return str(Path(v).resolve())
+        except (OSError, ValueError):
+            pass
+    return v
 
 
 ABSENT = "(absent)"

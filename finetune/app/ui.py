@@ -1,28 +1,39 @@
 """The page: one tab per task, each built by its own module (page_*.py) from the widgets they share."""
 import gradio as gr
 
-from . import page_compare, page_data, page_export, page_new, page_review, page_run, page_runs, page_synth
+from . import (page_compare, page_data, page_export, page_new, page_run, page_runs, page_synth,
+               page_system)
 from .widgets import Ctx
 
 
 def build(ctx: Ctx) -> gr.Blocks:
-    with gr.Blocks(title="f5tune", analytics_enabled=False) as app:
+    with gr.Blocks(title="f5tune", analytics_enabled=False, fill_width=True) as app:
         gr.Markdown(f"## f5tune &nbsp; <small>runs: `{ctx.roots.runs}` &nbsp; data: `{ctx.roots.data}`</small>")
         with gr.Tabs(selected="runs", elem_id="tabs") as tabs:
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
                 table = page_runs.build(ctx, app)
             with gr.Tab("Run", id="run", elem_id="tab-run"):
-                run_pick = page_run.build(ctx, app)
+                run_pick, like = page_run.build(ctx, app)
             with gr.Tab("New fine-tune", id="new", elem_id="tab-new"):
-                page_new.build(ctx, app, tabs, run_pick)
+                new_form = page_new.build(ctx, app, tabs, run_pick)
             with gr.Tab("Data", id="data", elem_id="tab-data"):
                 page_data.build(ctx, app)
-                page_review.build(ctx, app)
             with gr.Tab("Synthesize", id="synth", elem_id="tab-synth"):
                 page_synth.build(ctx, app)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 page_compare.build(ctx, app)
             with gr.Tab("Export", id="export", elem_id="tab-export"):
                 page_export.build(ctx, app)
+            with gr.Tab("System", id="system", elem_id="tab-system"):
+                page_system.build(ctx, app)
         page_runs.wire(ctx, table, tabs, run_pick)
+
+        def like_run(r):
+            """New fine-tune, filled with the settings of the run shown (a new name)."""
+            config = page_run.current_config(ctx, r)
+            if config is None:
+                return [gr.skip()] * (len(new_form) + 1)
+            return [*page_new.fill(ctx, config), gr.Tabs(selected="new")]
+
+        like.click(like_run, run_pick, [*new_form, tabs])
     return app

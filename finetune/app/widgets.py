@@ -1,5 +1,6 @@
 """What the pages share: the context (the roots), messages, file links, and the run / checkpoint / weights picker."""
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -20,6 +21,14 @@ CSS = """
 .msg.info { background: #eef2f8; color: #1f3a5f; border: 1px solid #c6d3e6; }
 .samples td { padding: 2px 10px; vertical-align: middle; }
 .state-running { color: #155c2e; } .state-crashed, .state-interrupted { color: #8a1c1c; }
+.msg.progress progress { width: 40%; min-width: 200px; height: 1em; vertical-align: middle; margin-right: .6em; }
+.invalid input, .invalid textarea { border-color: #d33 !important; background: #fff6f6 !important; }
+.invalid [data-testid="block-info"], .invalid .info, .invalid span[data-testid="block-info"] { color: #b42318 !important; }
+#runs-table table, #cmp-diff table { table-layout: auto; }
+#runs-table th, #cmp-diff th, #runs-table th *, #cmp-diff th * { white-space: nowrap; word-break: normal; }
+#runs-table .text.wrap, #cmp-diff .text.wrap { overflow-wrap: anywhere; }
+.command .cm-content, .command .cm-line { white-space: pre-wrap !important; word-break: break-all; }
+.command .cm-scroller { min-height: 3em !important; }
 """
 
 
@@ -35,10 +44,47 @@ def message(text: str, kind: str = "info") -> str:
     return f'<div class="msg {kind}">{html.escape(str(text))}</div>' if text else ""
 
 
-def error(e) -> str:
-    """A refusal as the tools print it: one `error[<code>]: ...` line."""
+def error(e, fields: dict[str, str] | None = None) -> str:
+    """A refusal as the tools print it: one `error: ...` (or `error[code]: ...`) line; then, for each key it
+    names that a field of this page sets (`fields`: key or code -> the field's label), where to set it here."""
+    from .launch import REFUSAL, error_code
+
     text = e.line() if isinstance(e, UserError) else str(e)
-    return message(text if text.startswith("error") else f"error: {text}", "error")
+    text = text if REFUSAL.match(text) else f"error: {text}"
+    named = [k for k in dict.fromkeys(re.findall(r"(?<![\w.])([a-z_][\w]*(?:\.[\w]+)*)=", text)) if k in (fields or {})]
+    code = error_code(text)
+    if code and code in (fields or {}) and not named:
+        named = [code]
+    hints = "".join(f"\n→ on this page: {fields[k]}" for k in named)
+    return message(text + hints, "error")
+
+
+def progress_html(what: str, state: dict | None, elem_id: str = "") -> str:
+    """A progress bar with `n of total`, the rate and the time left; without a state (nothing reported yet),
+    an indeterminate bar."""
+    ident = f' id="{html.escape(elem_id)}"' if elem_id else ""
+    if not state or not state.get("total"):
+        return (f'<div class="msg info progress"{ident}><progress></progress>{html.escape(what)}'
+                + (f" ({html.escape(str(state.get('desc')))} {state.get('n')})" if state else "") + "</div>")
+    n, total = state["n"], state["total"]
+    unit, rate = state.get("unit") or "it", state.get("rate")
+    parts = [f"{html.escape(what)} ({html.escape(str(state.get('desc') or ''))}): {n:g} of {total:g} "
+             f"{html.escape(unit)}{'s' if total != 1 else ''}"]
+    if rate:
+        parts.append(f"{rate:.3g} {html.escape(unit)}/s" if rate >= 1 else f"{1 / rate:.3g} s/{html.escape(unit)}")
+        if total > n:
+            parts.append(f"{duration((total - n) / rate)} left")
+    return (f'<div class="msg info progress"{ident}><progress value="{n}" max="{total}"></progress>'
+            + " &middot; ".join(parts) + "</div>")
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def file_url(path: Path) -> str:
@@ -61,7 +107,7 @@ def checkpoint_choices(ctx: Ctx, run: str | None) -> list[str]:
     if not run:
         return []
     try:
-        return ["last", *(str(u) for u in sorted(list_checkpoints(ctx.roots.run_dir(run)), reverse=True))]
+        return ["last", "best", *(str(u) for u in sorted(list_checkpoints(ctx.roots.run_dir(run)), reverse=True))]
     except UserError:
         return []
 
@@ -91,8 +137,11 @@ def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run")
     return run, ckpt, weights
 
 
-def resolve_checkpoint(run_dir: Path, ckpt: str) -> int:
-    """`last` or an update number, as the update it means now (so the output names the checkpoint used)."""
+def resolve_checkpoint(run_dir: Path, ckpt: str, weights: str = "ema") -> int:
+    """`last`, `best` (the best scored row of these weights: python -m infer.score's) or an update number, as
+    the update it means now (so the output names the checkpoint used)."""
     from finetune.lock.checkpoints import pick_checkpoints
+    from finetune.media.scores import resolve_ckpt
 
-    return next(iter(pick_checkpoints(run_dir, ckpt)))
+    which, _ = resolve_ckpt(run_dir, ckpt or "last", weights)
+    return next(iter(pick_checkpoints(run_dir, which)))
