@@ -5,7 +5,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from .lock.schema import ModelConfig, check, flatten, key
+from .lock.schema import ModelConfig, flatten, key, problems
 
 
 class Detector(str, Enum):
@@ -101,7 +101,10 @@ def check_ranges(cfg: dict) -> None:
     anything is written."""
     from .lock.errors import UserError
 
-    check(cfg, PrepareConfig)
+    # the model section is the model config's, checked where it is composed (the web app checks without one)
+    found = [p for p in problems(cfg, PrepareConfig) if not p.startswith("model")]
+    if found:
+        raise UserError(found[0], code="range")
     at = flatten({k: v for k, v in cfg.items() if k != "model"})
     for name, test, what in RELATIONS:
         if not test(at[name], cfg):
