@@ -7,14 +7,13 @@ resume may amend, training and runtime), `prepare` (python -m finetune.prepare: 
 mel settings come with model=)."""
 import math
 import typing
-from dataclasses import MISSING as NO_DEFAULT
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 from finetune.config import CONF_DIR, parse_override
 from finetune.lock.errors import UserError
-from finetune.lock.schema import RUNTIME, TRAINING, FinetuneConfig, kind_of, problems
+from finetune.lock.schema import RUNTIME, TRAINING, FinetuneConfig, kind_of, options as schema_options, problems
 from finetune.prepare_schema import PrepareConfig
 
 UNSET = object()  # an empty field: the config's value stays
@@ -25,7 +24,7 @@ class Setting:
     key: str  # dotted, as on the command line
     type: Any  # int, float, bool, str, an Enum, list[...], dict[...] or Any
     optional: bool  # null is a value
-    default: Any  # the schema's (a config group may set another); NO_DEFAULT when the schema has none
+    default: Any  # the schema's (a config group may set another)
     kind: str | None  # model, runtime, training or fixed (None: a schema without kinds)
     bounds: tuple  # ((name, bound), ...): ge, gt, le, lt, ne, nonempty
     words: tuple  # words a number field also takes ("auto")
@@ -93,35 +92,11 @@ def _num(b) -> str:
     return f"{b:g}" if isinstance(b, float) else str(b)
 
 
-def _unwrap(t) -> tuple[bool, Any]:
-    args = typing.get_args(t)
-    if typing.get_origin(t) is typing.Union and type(None) in args:
-        return True, next(a for a in args if a is not type(None))
-    return False, t
-
-
-def _default(f):
-    if f.default_factory is not NO_DEFAULT:
-        return f.default_factory()
-    return f.default
-
-
-def leaves(schema, prefix: str = "", kinds: bool = True) -> list[Setting]:
-    """Every key of a schema, sections walked, in the schema's order."""
-    found = []
-    for f in fields(schema):
-        optional, t = _unwrap(f.type)
-        key = prefix + f.name
-        if is_dataclass(t):
-            found += leaves(t, key + ".", kinds)
-            continue
-        bounds = tuple((n, f.metadata[n]) for n in ("gt", "ge", "lt", "le", "ne", "nonempty") if n in f.metadata)
-        words = tuple(f.metadata.get("words", ()))
-        default = _default(f)
-        found.append(Setting(key, int if words and t is Any else t, optional,  # words: a number, or one of them
-                             default.value if isinstance(default, Enum) else default,
-                             kind_of(key) if kinds else None, bounds, words, schema, f.name))
-    return found
+def leaves(schema, kinds: bool = True) -> list[Setting]:
+    """Every key of a schema, sections walked, in the schema's order: the schema's one list of options."""
+    return [Setting(o["key"], int if o["words"] and o["value_type"] is Any else o["value_type"],  # words: a number
+                    o["optional"], o["default"], o["kind"] if kinds else None, tuple(o["bounds"].items()), o["words"],
+                    o["schema"], o["name"]) for o in schema_options(schema)]
 
 
 def settable(purpose: str) -> dict[str, Setting]:

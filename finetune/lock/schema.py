@@ -521,7 +521,9 @@ def options(schema, prefix: str = "", kind: str | None = None) -> list[dict]:
         rows.append({"key": prefix + f.name, "type": getattr(t, "__name__", str(t)) if not choices else "choice",
                      "default": default.value if isinstance(default, Enum) else default, "optional": optional,
                      "kind": own_kind, "choices": choices, "doc": comments.get(f.name, ""),
-                     "bounds": {b: f.metadata[b] for b in ("gt", "ge", "lt", "le", "ne") if b in f.metadata}})
+                     "bounds": {b: f.metadata[b] for b in ("gt", "ge", "lt", "le", "ne", "nonempty") if b in f.metadata},
+                     # for checking a value: its type, the words a number key also takes, and where the field is
+                     "value_type": t, "words": tuple(f.metadata.get("words", ())), "schema": schema, "name": f.name})
     return rows
 
 
