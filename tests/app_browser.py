@@ -122,6 +122,7 @@ def choose(page, elem_id: str, value: str) -> None:
             if box.input_value() == value:
                 return
             time.sleep(0.1)
+    raise AssertionError(f"#{elem_id}: {value!r} could not be chosen; it shows {box.input_value()!r}")
 
 
 def choose_starting(page, elem_id: str, prefix: str) -> str:

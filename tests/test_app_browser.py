@@ -577,7 +577,8 @@ def test_upload_a_recording_and_prepare_it_with_a_progress_bar(site, page, tmp_p
     a progress bar moves through the stages; the dataset then shows for review."""
     tab(page, "data")
     page.locator("#up-files input[type=file]").set_input_files(str(site.top / "recording.wav"))
-    page.locator("#up-files").get_by_text("recording.wav").first.wait_for()
+    # the file list names the file in an aria-label (its text is split into stem and extension)
+    page.locator("#up-files").get_by_label("recording.wav").first.wait_for()
     fill(page, "up-folder", "uploaded")
     said = click_then(page, "up-go", "up-msg", r"\A(uploaded|error)")
     assert said.startswith("uploaded") and (site.data / "uploaded" / "recording.wav").is_file(), said

@@ -112,7 +112,7 @@ def score_section(ctx: Ctx, app: gr.Blocks):
     score_btn.click(score, [run, asr, speaker, row_a, row_b], outputs, concurrency_limit=None)
     app.load(lambda v: run_choices(ctx, v), run, run, queue=False).then(show, [run, row_a, row_b], outputs,
                                                                           queue=False)
-    run.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), run, run, queue=False)
+    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
     return run, row_a, row_b, go
 
 
@@ -135,8 +135,8 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     gr.on([go.click, only.change], compare, [a, b, only], [summary, table], queue=False, trigger_mode="always_last")
     for dd in (a, b):
-        dd.focus(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)
-        app.load(lambda v: gr.update(choices=ctx.run_names(), value=v), dd, dd, queue=False)
+        dd.focus(lambda: gr.update(choices=ctx.run_names()), None, dd, queue=False)
+        app.load(lambda: gr.update(choices=ctx.run_names()), None, dd, queue=False)
 
     sc_run, sc_a, sc_b, sc_go = score_section(ctx, app)
 

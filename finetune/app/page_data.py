@@ -179,7 +179,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     gr.on([app.load, *(c.change for c in form)], show, form, [command, check, *(numbers[k] for k in number_keys)],
           queue=False, show_progress="hidden", trigger_mode="always_last")
-    source.focus(lambda s: gr.update(choices=datasets.inputs(roots.data), value=s), source, source, queue=False)
+    source.focus(lambda: gr.update(choices=datasets.inputs(roots.data)), None, source, queue=False)
 
     def upload(chosen, name):
         try:
@@ -225,8 +225,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         return message(text, kind)
 
     voc_go.click(check_vocab, [voc_data, voc_model], voc_msg)
-    voc_data.focus(lambda d: gr.update(choices=datasets.prepared(roots.data), value=d), voc_data, voc_data,
-                   queue=False)
+    voc_data.focus(lambda: gr.update(choices=datasets.prepared(roots.data)), None, voc_data, queue=False)
 
     def browse(d, text):
         if not d:
@@ -241,7 +240,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     pick.change(browse, [pick, needle], [about, clips], queue=False)
     app.load(browse, [pick, needle], [about, clips], queue=False)
     needle.submit(browse, [pick, needle], [about, clips], queue=False)
-    pick.focus(lambda d: gr.update(choices=datasets.prepared(roots.data), value=d), pick, pick, queue=False)
+    pick.focus(lambda: gr.update(choices=datasets.prepared(roots.data)), None, pick, queue=False)
     # a saved review prepares its dataset again: Browse shows it as it is now
     review.saved.then(browse, [pick, needle], [about, clips], queue=False)
 

@@ -199,8 +199,8 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
         return datasets.describe(s), gr.update(value=rep or "(no skipped rows)", visible=True)
 
     gr.on([app.load, data.change], pick_data, data, [summary, report], queue=False, trigger_mode="always_last")
-    app.load(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
-    data.focus(lambda d: gr.update(choices=[DEMO, *datasets.prepared(roots.data)], value=d), data, data, queue=False)
+    app.load(lambda: gr.update(choices=[DEMO, *datasets.prepared(roots.data)]), None, data, queue=False)
+    data.focus(lambda: gr.update(choices=[DEMO, *datasets.prepared(roots.data)]), None, data, queue=False)
     pretrained.change(lambda p: (gr.update(visible=p == PRETRAINED[2]), gr.update(visible=p == PRETRAINED[3],
                                                                                  choices=ctx.run_names())),
                       pretrained, [pre_file, pre_run], queue=False)

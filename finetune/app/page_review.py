@@ -67,7 +67,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> Review:
 
     gr.on([pick.change, reload.click], show, pick, [about, clips], queue=False)
     app.load(refresh, pick, [pick, about, clips], queue=False)
-    pick.focus(refresh, pick, [pick, about, clips], queue=False)
+    pick.focus(lambda: gr.update(choices=datasets.reviewable(roots.data)), None, pick, queue=False)
 
     def after_prepare(rel: str):
         found = datasets.reviewable(roots.data)

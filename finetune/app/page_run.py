@@ -292,6 +292,6 @@ def build(ctx: Ctx, app: gr.Blocks):
     # two events: clearing is instant, while the page of a run shown for the first time composes its command
     run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
     run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
-    run.focus(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
-    app.load(lambda r: gr.update(choices=ctx.run_names(), value=r), run, run, queue=False)
+    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)  # choices only: see widgets.py
+    app.load(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
     return run, like

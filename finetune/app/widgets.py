@@ -132,8 +132,10 @@ def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run")
         weights = gr.Radio(["ema", "online"], value="ema", label="Weights", elem_id=f"{prefix}-weights", scale=1)
     run.change(lambda r, c: keep_checkpoint(ctx, r, c), [run, ckpt], ckpt, queue=False)
     app.load(lambda r: run_choices(ctx, r), run, run, queue=False)
-    run.focus(lambda r: run_choices(ctx, r), run, run, queue=False)  # runs made since the page opened
-    ckpt.focus(lambda r, c: gr.update(choices=checkpoint_choices(ctx, r), value=c), [run, ckpt], ckpt, queue=False)
+    # on focus, the runs made since the page opened; choices only: a value sent back would be the one the
+    # box had when focused, and a slow reply would undo the choice made meanwhile
+    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
+    ckpt.focus(lambda r: gr.update(choices=checkpoint_choices(ctx, r)), run, ckpt, queue=False)
     return run, ckpt, weights
 
 

@@ -4,6 +4,7 @@ Hydra checks keys and types against these dataclasses at start-up; `check()` add
 say, and checks a config read back from a file (a manifest, an amendment) the same way. Each key's kind
 decides who may change it: resume, `pretrained=` and inference derive their rules from `kind_of()`.
 """
+import functools
 import math
 import re
 import typing
@@ -477,6 +478,7 @@ def _comments(schema) -> dict[str, str]:
     return found
 
 
+@functools.cache  # read from the source file: the app asks for a form's options on every edit
 def _own_comments(schema) -> dict[str, str]:
     import inspect
     import io
