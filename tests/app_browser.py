@@ -96,6 +96,8 @@ def tab(page, tab_id: str) -> None:
 def fill(page, elem_id: str, text) -> None:
     """A textbox or number field: replace its value and let Gradio see the change."""
     box = page.locator(f"#{elem_id} textarea, #{elem_id} input[type=number], #{elem_id} input[type=text]").first
+    if box.input_value() == str(text):  # already so: no edit, no event (a form of 25 fields costs seconds each)
+        return
     box.fill(str(text))
     box.blur()
 

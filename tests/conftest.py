@@ -75,3 +75,17 @@ def runs(tmp_path_factory):
     before = tree(root)
     yield shared
     assert tree(root) == before, "a test wrote into the shared runs: copy them first (shutil.copytree)"
+
+
+@pytest.hookimpl(wrapper=True)  # the groups are set before xdist reads them
+def pytest_collection_modifyitems(items):
+    """A module's tests that share a module-scoped fixture run on one xdist worker (--dist loadgroup), so the
+    fixture is made once, not once per worker (test_same_math's two training processes were made twice)."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        info = getattr(item, "_fixtureinfo", None)  # pytest keeps no public map from a test to its fixtures
+        defs = [d for ds in info.name2fixturedefs.values() for d in ds] if info else []
+        if any(d.scope == "module" for d in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    return (yield)

@@ -11,7 +11,7 @@ SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__"
 # script -> (main's arguments for its smallest case, text its last line starts with)
 SMALLEST = {
     "train_throughput": ({"repeat": 1, "cases": [("f5tts_tiny", 3)]}, "training throughput, ours/upstream"),
-    "infer_cold_start": ({"repeat": 1, "models": ("f5tts_tiny",)}, "inference cold start, ours/upstream"),
+    "infer_cold_start": ({"repeat": 1, "models": ("f5tts_tiny",), "warm": False}, "inference cold start, ours/upstream"),
     "load_memory": ({"repeat": 1, "model": "f5tts_tiny"}, "load memory: ours"),
     "preflight": ({"repeat": 1, "model_name": "f5tts_tiny"}, "pre-flight / upstream full load"),
     "prepare_speed": ({"clips": 3, "repeat": 1, "updates": 2}, "data preparation, clips per second"),
