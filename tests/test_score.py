@@ -13,7 +13,6 @@ from tests.conftest import ERROR_LINE, finetune, infer
 from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
 from tests.tiny_whisper import write_tiny_whisper
-pytestmark = pytest.mark.xdist_group("scoretest")
 
 FAST = ["nfe_step=2", "vocoder=griffinlim", "device=cpu"]
 
