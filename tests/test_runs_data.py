@@ -17,11 +17,15 @@ from bench.makers import write_clips, write_metadata
 
 
 def prepare(src, out, *extra) -> Path:
+    """python -m finetune.prepare's code in this process. Without quality scores unless a test asks for them
+    (`quality.`/`filter.` keys): scoring is 0.3 s of CPU per clip that these tests never look at, and
+    test_quality, test_raw and the browser tests keep it on, as the default is."""
     from finetune.prepare import prepare as prepare_dataset
     from finetune.prepare_schema import PrepareConfig
 
-    return prepare_dataset(plain(compose_config("prepare", [f"input={src}", f"out={out}", "workers=1", *extra]),
-                                 PrepareConfig))
+    asked = any(e.startswith(("quality.", "filter.")) for e in extra)
+    overrides = [f"input={src}", f"out={out}", "workers=1", *([] if asked else ["quality.model=null"]), *extra]
+    return prepare_dataset(plain(compose_config("prepare", overrides), PrepareConfig))
 
 
 def dataset(out) -> dict:
