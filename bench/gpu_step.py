@@ -3,11 +3,12 @@
 For F5TTS_v1_Base and E2TTS_Base (random init): batches of 48 clips x 800 frames (38,400 frames,
 upstream's per-GPU pre-training budget) of random mel and random text. Each side runs in a fresh
 process, twice (N1 and N2 updates); the step time is the difference over N2 - N1 updates, which
-cancels start-up and the final checkpoint save that both sides make. Reports step time, mel
+cancels start-up and the final checkpoint save that both sides make (one count, `--updates N`, runs one
+process per side and counts its start-up in: the test suite's CPU check). Reports step time, mel
 frames/s, peak GPU memory and the share of the GPU's peak dense bf16 throughput (model FLOPs:
 6 x parameters x frames for the matmuls, plus attention). It runs on the GPU when there is one;
 anywhere else `--model f5tts_tiny --mixed no` checks it on the CPU.
-Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--updates 3,13] [--mixed bf16] [--repeat 3]
+Usage: python bench/gpu_step.py [--model f5tts,e2tts] [--updates 3,13 | N] [--mixed bf16] [--repeat 3]
 """
 import argparse
 import json
@@ -127,7 +128,8 @@ def main(argv=None) -> None:
 
     from bench.common import machine
 
-    n1, n2 = map(int, args.updates.split(","))
+    counts = [int(u) for u in args.updates.split(",")]
+    n1, n2 = (0, counts[0]) if len(counts) == 1 else counts
     peak_tp = peak_throughput()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"machine: {machine()}; {device}; {args.mixed}; {CLIPS_PER_BATCH} x {FRAMES} frames per update")
@@ -138,7 +140,8 @@ def main(argv=None) -> None:
         steps, last = {"upstream": [], "ours": []}, {}
         for _ in range(args.repeat):  # the sides alternate, so machine noise hits both
             for side in steps:
-                short, last[side] = run(side, model, n1, args.mixed), run(side, model, n2, args.mixed)
+                short = run(side, model, n1, args.mixed) if n1 else {"seconds": 0.0}
+                last[side] = run(side, model, n2, args.mixed)
                 steps[side].append((last[side]["seconds"] - short["seconds"]) / (n2 - n1))
         for side, times in steps.items():
             step = statistics.median(times)
