@@ -1,4 +1,4 @@
-"""Every prepared clip's speech-quality score (quality.model=distillmos; lock/quality.py), cached in
+"""Every prepared clip's speech-quality score (quality.model=distillmos; media/quality.py), cached in
 <out>/quality.jsonl by the clip audio's hash and the predictor's weights, so a re-run scores only new clips; and
 filter.min_quality, which leaves out the clips scored under it (reported per clip; a person may restore one in
 Review, and it then stays in).

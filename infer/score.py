@@ -8,13 +8,13 @@ Scores a run's checkpoints on its held-out clips (data.val_clips), per checkpoin
   by the recogniser, and compared with the text: word and character error rates over all clips (jiwer; case
   and punctuation ignored);
 - quality (default on, quality=false turns it off): the speech-quality score (MOS 1-5) of the synthesised speech
-  by the predictor the preparation uses (finetune/lock/quality.py: offline, its weights ship in its package);
+  by the predictor the preparation uses (finetune/media/quality.py: offline, its weights ship in its package);
 - with speaker.model (a speaker-verification model, e.g. WavLMForXVector): the cosine similarity of the
   synthesised speech's embedding and the prompt clip's. The prompt, not the target clip's own audio, is the
   voice the model was asked to clone: in a dataset of several speakers the two may differ, and a model that
   ignores its prompt must not score well for it.
 
-Scores are merged into runs/<name>/scores.json (finetune/lock/scores.py: format and the best rule) and printed
+Scores are merged into runs/<name>/scores.json (finetune/media/scores.py: format and the best rule) and printed
 as a table with the best row marked.
 """
 import json

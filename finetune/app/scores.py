@@ -1,5 +1,5 @@
 """A run's checkpoint scores (runs/<name>/scores.json, written by python -m infer.score; format and best rule in
-finetune/lock/scores.py) as the Compare page shows them: one row per scored checkpoint and weight set with the
+finetune/media/scores.py) as the Compare page shows them: one row per scored checkpoint and weight set with the
 best marked, and those rows as choices for A/B listening."""
 from pathlib import Path
 

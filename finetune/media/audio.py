@@ -64,7 +64,7 @@ def settings_json(settings: dict) -> str:
 
 def write_wav(path, wav: torch.Tensor, sample_rate: int, settings: dict | None = None) -> None:
     """A 16-bit mono wav tagged as this tool's; synthesised speech passes the settings it was made with
-    (finetune/lock/sampling.py record()), which wav_settings() reads back."""
+    (finetune/media/sampling.py record()), which wav_settings() reads back."""
     comment = settings_json(settings) if settings is not None else None
     with sf.SoundFile(str(path), "w", sample_rate, 1, format="WAV", subtype="PCM_16") as f:
         f.software = SOFTWARE
