@@ -12,8 +12,8 @@ from finetune.lock.errors import UserError
 
 from . import commands, launch, listening, runs, scores, voice
 from .page_synth import FIELDS, random_reference, settle_voice, synth_args, voice_inputs
-from .widgets import (Ctx, checkpoint_choices, checkpoint_picker, error, message, progress_html, resolve_checkpoint,
-                      run_choices)
+from .widgets import (Ctx, checkpoint_choices, checkpoint_picker, error, keep_fresh, message, progress_html,
+                      resolve_checkpoint, run_choices)
 
 HEADERS = ["key", "A", "B", "same"]
 
@@ -112,7 +112,7 @@ def score_section(ctx: Ctx, app: gr.Blocks):
     score_btn.click(score, [run, asr, speaker, row_a, row_b], outputs, concurrency_limit=None)
     app.load(lambda v: run_choices(ctx, v), run, run, queue=False).then(show, [run, row_a, row_b], outputs,
                                                                           queue=False)
-    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
+    keep_fresh(run, ctx.run_names)
     return run, row_a, row_b, go
 
 
@@ -135,8 +135,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     gr.on([go.click, only.change], compare, [a, b, only], [summary, table], queue=False, trigger_mode="always_last")
     for dd in (a, b):
-        dd.focus(lambda: gr.update(choices=ctx.run_names()), None, dd, queue=False)
-        app.load(lambda: gr.update(choices=ctx.run_names()), None, dd, queue=False)
+        keep_fresh(dd, ctx.run_names, dd.focus, app.load)
 
     sc_run, sc_a, sc_b, sc_go = score_section(ctx, app)
 

@@ -9,7 +9,7 @@ from finetune.lock.errors import UserError
 from . import commands, datasets, launch, page_review, uploads
 from .paths import inside
 from .settings import read_lines, settable
-from .widgets import Ctx, error, message, progress_html
+from .widgets import Ctx, error, keep_fresh, message, progress_html
 
 # the form's number fields: config key -> (elem_id, label)
 NUMBERS = {"min_seconds": ("prep-min", "min_seconds"), "max_seconds": ("prep-max", "max_seconds"),
@@ -179,7 +179,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
 
     gr.on([app.load, *(c.change for c in form)], show, form, [command, check, *(numbers[k] for k in number_keys)],
           queue=False, show_progress="hidden", trigger_mode="always_last")
-    source.focus(lambda: gr.update(choices=datasets.inputs(roots.data)), None, source, queue=False)
+    keep_fresh(source, lambda: datasets.inputs(roots.data))
 
     def upload(chosen, name):
         try:
@@ -225,7 +225,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
         return message(text, kind)
 
     voc_go.click(check_vocab, [voc_data, voc_model], voc_msg)
-    voc_data.focus(lambda: gr.update(choices=datasets.prepared(roots.data)), None, voc_data, queue=False)
+    keep_fresh(voc_data, lambda: datasets.prepared(roots.data))
 
     def browse(d, text):
         if not d:
@@ -240,7 +240,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
     pick.change(browse, [pick, needle], [about, clips], queue=False)
     app.load(browse, [pick, needle], [about, clips], queue=False)
     needle.submit(browse, [pick, needle], [about, clips], queue=False)
-    pick.focus(lambda: gr.update(choices=datasets.prepared(roots.data)), None, pick, queue=False)
+    keep_fresh(pick, lambda: datasets.prepared(roots.data))
     # a saved review prepares its dataset again: Browse shows it as it is now
     review.saved.then(browse, [pick, needle], [about, clips], queue=False)
 

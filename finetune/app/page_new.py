@@ -13,7 +13,7 @@ from finetune.lock.errors import UserError
 from . import commands, datasets, launch
 from .fields import check_as_typed, default_label, empty_label, field, show
 from .settings import UNSET, groups, read_lines, settable
-from .widgets import Ctx, error, message
+from .widgets import Ctx, error, keep_fresh, message
 
 DEMO = "demo (the two clips f5-tts ships)"
 PRETRAINED = ["model default", "none (from scratch)", "local file", "another run"]
@@ -199,8 +199,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
         return datasets.describe(s), gr.update(value=rep or "(no skipped rows)", visible=True)
 
     gr.on([app.load, data.change], pick_data, data, [summary, report], queue=False, trigger_mode="always_last")
-    app.load(lambda: gr.update(choices=[DEMO, *datasets.prepared(roots.data)]), None, data, queue=False)
-    data.focus(lambda: gr.update(choices=[DEMO, *datasets.prepared(roots.data)]), None, data, queue=False)
+    keep_fresh(data, lambda: [DEMO, *datasets.prepared(roots.data)], app.load, data.focus)
     pretrained.change(lambda p: (gr.update(visible=p == PRETRAINED[2]), gr.update(visible=p == PRETRAINED[3],
                                                                                  choices=ctx.run_names())),
                       pretrained, [pre_file, pre_run], queue=False)

@@ -9,7 +9,7 @@ import gradio as gr
 from finetune.lock.errors import UserError
 
 from . import datasets, transcripts
-from .widgets import Ctx, error, message
+from .widgets import Ctx, error, keep_fresh, message
 
 
 @dataclass
@@ -67,7 +67,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> Review:
 
     gr.on([pick.change, reload.click], show, pick, [about, clips], queue=False)
     app.load(refresh, pick, [pick, about, clips], queue=False)
-    pick.focus(lambda: gr.update(choices=datasets.reviewable(roots.data)), None, pick, queue=False)
+    keep_fresh(pick, lambda: datasets.reviewable(roots.data))
 
     def after_prepare(rel: str):
         found = datasets.reviewable(roots.data)

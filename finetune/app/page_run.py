@@ -14,7 +14,7 @@ from . import commands, launch, runs
 from .fields import check_as_typed, field, values
 from .fields import show as as_typed
 from .settings import read_lines, settable
-from .widgets import REFRESH, Ctx, audio_tag, duration, error, message
+from .widgets import REFRESH, Ctx, audio_tag, duration, error, keep_fresh, message
 
 CONSOLE_LINES = 40
 
@@ -292,6 +292,5 @@ def build(ctx: Ctx, app: gr.Blocks):
     # two events: clearing is instant, while the page of a run shown for the first time composes its command
     run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
     run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
-    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)  # choices only: see widgets.py
-    app.load(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
+    keep_fresh(run, ctx.run_names, run.focus, app.load)
     return run, like

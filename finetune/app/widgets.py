@@ -132,11 +132,17 @@ def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run")
         weights = gr.Radio(["ema", "online"], value="ema", label="Weights", elem_id=f"{prefix}-weights", scale=1)
     run.change(lambda r, c: keep_checkpoint(ctx, r, c), [run, ckpt], ckpt, queue=False)
     app.load(lambda r: run_choices(ctx, r), run, run, queue=False)
-    # on focus, the runs made since the page opened; choices only: a value sent back would be the one the
-    # box had when focused, and a slow reply would undo the choice made meanwhile
-    run.focus(lambda: gr.update(choices=ctx.run_names()), None, run, queue=False)
-    ckpt.focus(lambda r: gr.update(choices=checkpoint_choices(ctx, r)), run, ckpt, queue=False)
+    keep_fresh(run, ctx.run_names)
+    keep_fresh(ckpt, lambda r: checkpoint_choices(ctx, r), inputs=run)
     return run, ckpt, weights
+
+
+def keep_fresh(dropdown: gr.Dropdown, choices, *events, inputs=None) -> None:
+    """Refresh a dropdown's choices (`choices(*inputs)`) on these events, its focus by default: what appeared
+    since the page opened. Choices only: a value sent back would be the one the box had when the event fired,
+    and a slow reply would undo a choice made meanwhile."""
+    for event in events or (dropdown.focus,):
+        event(lambda *values: gr.update(choices=choices(*values)), inputs, dropdown, queue=False)
 
 
 def resolve_checkpoint(run_dir: Path, ckpt: str, weights: str = "ema") -> int:
