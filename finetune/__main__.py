@@ -73,28 +73,57 @@ def main(cfg: DictConfig) -> dict:
 
 
 def cli(argv: list[str]) -> None:
-    without_upstream_trainer()
     try:
-        with user_errors():
-            done = run(argv)
-            if done is None:
-                precompose("finetune", argv, "python -m finetune model=<name> --help")
+        _cli(argv)
+    except BaseException as e:
+        if close_process_group():
+            leave(e)
+        raise
+    if close_process_group():
+        leave(None)
+
+
+def _cli(argv: list[str]) -> None:
+    without_upstream_trainer()
+    with user_errors():
+        done = run(argv)
         if done is None:
-            main()
-        elif int(os.environ.get("RANK", "0")) == 0:
-            if done[1].get("verified"):
-                print(done[1]["verified"])
-            print(f"run: {done[0]}")
-    finally:
-        close_process_group()
+            precompose("finetune", argv, "python -m finetune model=<name> --help")
+    if done is None:
+        main()
+    elif int(os.environ.get("RANK", "0")) == 0:
+        if done[1].get("verified"):
+            print(done[1]["verified"])
+        print(f"run: {done[0]}")
 
 
-def close_process_group() -> None:
-    """Leave the process group before exiting, refusal included: gloo's threads torn down at interpreter exit
-    can abort the process ("terminate called without an active exception") instead of exiting 2."""
+def close_process_group() -> bool:
+    """Leave the process group, if this process is one of several; True if it was."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+        return True
+    return False
+
+
+def leave(e: BaseException | None) -> None:
+    """End a process of a distributed job now, with the status Python would give it, skipping interpreter
+    teardown: the group's threads outlive destroy_process_group (a 2-process resume has as many threads after
+    it as before), and one of them taking the GIL while the interpreter finalizes aborts the process
+    ("terminate called without an active exception", exit -6) after the work is done and saved."""
+    import traceback
+
+    if e is None or isinstance(e, SystemExit):
+        status = 0 if e is None or e.code is None else e.code
+        if not isinstance(status, int):  # sys.exit("message") prints it and exits 1, as Python does
+            print(status, file=sys.stderr)
+            status = 1
+    else:
+        traceback.print_exception(e)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,16 @@ def test_fsdp_launch_fails_before_the_run_folder(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="FSDP is not supported.*--multi_gpu"):
         finetune(tmp_path, "sharded", "f5tts_tiny")
     assert not (tmp_path / "sharded").exists()
+
+
+@pytest.mark.parametrize("ending, status, printed", [(None, 0, ""), (SystemExit(2), 2, ""), (SystemExit(None), 0, ""),
+                                                     (SystemExit("stopped"), 1, "stopped"),
+                                                     (RuntimeError("boom"), 1, "RuntimeError: boom")])
+def test_a_distributed_process_leaves_with_the_status_python_would_give(ending, status, printed, monkeypatch, capsys):
+    from finetune.__main__ import leave
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    leave(ending)
+    assert exits == [status]
+    assert printed in capsys.readouterr().err
