@@ -245,16 +245,20 @@ def test_run_page_shows_verified_manifest_and_loss_curve(site, page, tmp_path):
     wait_text(page, "run-verified", "manifest verified")
     logged = len((site.runs / "alpha" / "metrics.jsonl").read_text().splitlines())
     assert logged == 4
-    points = page.locator("#plot-loss g.mark-symbol path")  # one symbol per plotted point
-    deadline = time.monotonic() + 20
-    while points.count() != logged and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert points.count() == logged
+    wait_points(page, logged)
     wait_text(page, "run-command", "python -m finetune model=f5tts_tiny")
     checkpoints = table_rows(page, "run-checkpoints")
     assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "bound" for r in checkpoints), checkpoints
     if os.environ.get("F5TUNE_APP_SCREENSHOT"):  # docs/app.png is made this way
         page.screenshot(path=os.environ["F5TUNE_APP_SCREENSHOT"], full_page=False)
+
+
+def wait_points(page, logged: int) -> None:
+    points = page.locator("#plot-loss g.mark-symbol path")  # one symbol per plotted point
+    deadline = time.monotonic() + 20
+    while points.count() != logged and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert points.count() == logged
 
 
 # 3
@@ -346,6 +350,7 @@ def test_launch_stop_resume_from_the_page(site, page, tmp_path):
     status = json.loads((site.runs / HOSTILE / "status.json").read_text())
     reached = status["update"]
     assert status["state"] == "stopped" and reached >= 3
+    wait_points(page, reached)  # the curves wait while the run trains, not once it stopped
     wait_row(page, "run-checkpoints", str(reached), 1, "bound", 20)  # a checkpoint at the update reached
     open_resume(page)
     fill(page, "resume-train-max-updates", reached + 3)

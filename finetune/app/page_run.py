@@ -3,6 +3,7 @@ checkpoints, samples, and the command that reproduces the run. Everything on it 
 picking another run clears the messages and the Resume fields, and cancels a wait for a resume's outcome."""
 import html
 import re
+import time
 
 import gradio as gr
 import pandas as pd
@@ -22,6 +23,7 @@ CONSOLE_LINES = 40
 CURVES = {"loss": "train loss", "val_loss": "validation loss (held-out clips)", "lr": "learning rate",
           "grad_norm": "gradient norm", "memory_mb": "peak memory (MB) since the log before",
           "seconds": "training time (s)"}
+CURVES_EVERY = 10.0  # seconds between redraws of a training run's curves (the state line follows each tick)
 # the amendments a resume needs most, a field each (an out-of-memory run: a smaller batch, or recomputed
 # activations); every other key a resume takes is a key=value line
 RESUME_WIDGETS = ["train.max_updates", "train.epochs", "train.save_every", "optim.lr", "data.frames_per_batch",
@@ -32,6 +34,13 @@ RATE_WINDOW = 20  # metrics lines the rate is measured over
 def _frame(rows: list[dict], key: str) -> pd.DataFrame:
     points = [(r["update"], float(r[key])) for r in rows if isinstance(r.get(key), (int, float))]
     return pd.DataFrame(points, columns=["update", key])
+
+
+def _shown(part) -> object:
+    """What a part of the Run page shows, comparable with ==."""
+    if isinstance(part, pd.DataFrame):
+        return tuple(part.columns), part.to_numpy().tobytes()
+    return repr(part)
 
 
 def rate(rows: list[dict]) -> float | None:
@@ -234,15 +243,30 @@ def build(ctx: Ctx, app: gr.Blocks):
     # compose for the run shown at load could land after a newer run's page and show the wrong command
     parts = [verified, state, *curves, ckpts, samples, amend, manifest, console, stop, reproduce]
     fields_ = [widgets[k] for k in RESUME_WIDGETS]
+    plots = [parts.index(c) for c in curves]
 
-    def page(r):
-        return (*show(ctx, r), command(ctx, r))
+    def page(r, before=None):
+        """The parts for run r, each skipped where it shows what the browser has, and what they show (`seen`:
+        signature, parts, when the curves were drawn, whether they wait). A plot sent is drawn again, six
+        plots each tick cost the browser a fifth of a core: while the run trains they wait CURVES_EVERY."""
+        now = signature(ctx, r)
+        fresh = (*show(ctx, r), command(ctx, r))
+        shown = [_shown(part) for part in fresh]
+        had, drawn = (before[1], before[2]) if before else ((None,) * len(fresh), 0.0)
+        wait = (now is not None and now[1] == "running" and time.monotonic() - drawn < CURVES_EVERY
+                and any(shown[i] != had[i] for i in plots))
+        if wait:
+            for i in plots:
+                shown[i] = had[i]
+        elif any(shown[i] != had[i] for i in plots):
+            drawn = time.monotonic()
+        return [*(gr.skip() if s == h else part for part, s, h in zip(fresh, shown, had)),
+                (now, tuple(shown), drawn, wait)]
 
     def tick(r, before):
-        now = signature(ctx, r)
-        if now == before:
+        if before and not before[3] and signature(ctx, r) == before[0]:
             return [gr.skip()] * (len(parts) + 1)
-        return [*page(r), now]
+        return page(r, before)
 
     gr.Timer(REFRESH).tick(tick, [run, seen], [*parts, seen], show_progress="hidden")
 
@@ -291,6 +315,6 @@ def build(ctx: Ctx, app: gr.Blocks):
 
     # two events: clearing is instant, while the page of a run shown for the first time composes its command
     run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
-    run.change(lambda r: (*page(r), signature(ctx, r)), run, [*parts, seen], show_progress="hidden")
+    run.change(page, run, [*parts, seen], show_progress="hidden")
     keep_fresh(run, ctx.run_names, run.focus, app.load)
     return run, like
