@@ -245,28 +245,29 @@ def build(ctx: Ctx, app: gr.Blocks):
     fields_ = [widgets[k] for k in RESUME_WIDGETS]
     plots = [parts.index(c) for c in curves]
 
-    def page(r, before=None):
+    def page(r, before=None, now=None):
         """The parts for run r, each skipped where it shows what the browser has, and what they show (`seen`:
         signature, parts, when the curves were drawn, whether they wait). A plot sent is drawn again, six
         plots each tick cost the browser a fifth of a core: while the run trains they wait CURVES_EVERY."""
-        now = signature(ctx, r)
+        now = now or signature(ctx, r)
         fresh = (*show(ctx, r), command(ctx, r))
         shown = [_shown(part) for part in fresh]
         had, drawn = (before[1], before[2]) if before else ((None,) * len(fresh), 0.0)
-        wait = (now is not None and now[1] == "running" and time.monotonic() - drawn < CURVES_EVERY
-                and any(shown[i] != had[i] for i in plots))
+        changed = any(shown[i] != had[i] for i in plots)
+        wait = changed and now is not None and now[1] == "running" and time.monotonic() - drawn < CURVES_EVERY
         if wait:
             for i in plots:
                 shown[i] = had[i]
-        elif any(shown[i] != had[i] for i in plots):
+        elif changed:
             drawn = time.monotonic()
         return [*(gr.skip() if s == h else part for part, s, h in zip(fresh, shown, had)),
                 (now, tuple(shown), drawn, wait)]
 
     def tick(r, before):
-        if before and not before[3] and signature(ctx, r) == before[0]:
+        now = signature(ctx, r)
+        if before and not before[3] and now == before[0]:
             return [gr.skip()] * (len(parts) + 1)
-        return page(r, before)
+        return page(r, before, now)
 
     gr.Timer(REFRESH).tick(tick, [run, seen], [*parts, seen], show_progress="hidden")
 
