@@ -93,6 +93,22 @@ def tab(page, tab_id: str) -> None:
     raise AssertionError(f"the tab {tab_id} does not open")
 
 
+def events_sent(page, seconds: float) -> int:
+    """How many events the page sends the app in `seconds` while nobody touches it (after half a second for
+    what is already on its way)."""
+    page.wait_for_timeout(500)
+    sent = []
+
+    def count(request):
+        if request.method == "POST" and "/gradio_api/" in request.url:
+            sent.append(request.url)
+
+    page.on("request", count)
+    page.wait_for_timeout(seconds * 1000)  # Playwright delivers the page's events while it waits
+    page.remove_listener("request", count)
+    return len(sent)
+
+
 def fill(page, elem_id: str, text) -> None:
     """A textbox or number field: replace its value and let Gradio see the change."""
     box = page.locator(f"#{elem_id} textarea, #{elem_id} input[type=number], #{elem_id} input[type=text]").first

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env, fill,
+from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env, events_sent, fill,
                          launch_browser, radio, screenshot_on_failure, tab, table_rows, text_of, wait_row, wait_text)
 from tests.conftest import cli, finetune
 from finetune.lock.files import holder
@@ -236,6 +236,11 @@ def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
     assert row[1] == "f5tts_tiny" and row[2] == "F5-TTS v1" and row[6] == "4 / 4", row
     assert {r[0] for r in table_rows(page, "runs-table")} >= {"alpha", "beta"}
     wait_row(page, "runs-table", "killed", 8, "^interrupted$")
+    # only the tab shown refreshes on a timer (each event costs the browser more as the page fills)
+    tab(page, "data")
+    assert events_sent(page, 2.5) == 0
+    tab(page, "runs")
+    assert events_sent(page, 2.5) >= 1
 
 
 # 2

@@ -15,7 +15,7 @@ from . import commands, launch, runs
 from .fields import check_as_typed, field, values
 from .fields import show as as_typed
 from .settings import read_lines, settable
-from .widgets import REFRESH, Ctx, audio_tag, duration, error, keep_fresh, message
+from .widgets import Ctx, audio_tag, duration, error, follow, keep_fresh, message
 
 CONSOLE_LINES = 40
 
@@ -194,8 +194,8 @@ def _resume_fields(ctx: Ctx, run: str | None, keys) -> list:
     return out
 
 
-def build(ctx: Ctx, app: gr.Blocks):
-    """The page; returns the run picker and the "New run like this one" button (wired in ui.py)."""
+def build(ctx: Ctx, app: gr.Blocks, tab: gr.Tab):
+    """The page; returns the run picker, the "New run like this one" button (wired in ui.py) and its timer."""
     keys = settable("resume")
     names = ctx.run_names()
     with gr.Row():
@@ -269,7 +269,7 @@ def build(ctx: Ctx, app: gr.Blocks):
             return [gr.skip()] * (len(parts) + 1)
         return page(r, before, now)
 
-    gr.Timer(REFRESH).tick(tick, [run, seen], [*parts, seen], show_progress="hidden")
+    timer = follow(tab, tick, [run, seen], [*parts, seen])
 
     def do_stop(r):
         try:
@@ -318,4 +318,4 @@ def build(ctx: Ctx, app: gr.Blocks):
     run.change(clear, run, [action, *fields_, extra], queue=False, show_progress="hidden", cancels=[resuming, stopping])
     run.change(page, run, [*parts, seen], show_progress="hidden")
     keep_fresh(run, ctx.run_names, run.focus, app.load)
-    return run, like
+    return run, like, timer

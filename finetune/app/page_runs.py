@@ -2,12 +2,12 @@
 import gradio as gr
 
 from . import runs
-from .widgets import REFRESH, Ctx
+from .widgets import Ctx, follow
 
 WIDTHS = ["22%", "9%", "8%", "14%", "5%", "6%", "8%", "7%", "8%", "8%", "5%"]  # of runs.COLUMNS
 
 
-def build(ctx: Ctx, app: gr.Blocks) -> gr.Dataframe:
+def build(ctx: Ctx, app: gr.Blocks, tab: gr.Tab) -> tuple[gr.Dataframe, gr.Timer]:
     gr.Markdown("Every run under the runs root. The state comes from the run's status.json read against its "
                 "lock: a run whose process died without a word shows as `interrupted`. Click a run to open it.")
     # fixed shares: widths measured from the content let a long run name push the last columns off the page
@@ -20,8 +20,7 @@ def build(ctx: Ctx, app: gr.Blocks) -> gr.Dataframe:
         return (gr.skip(), before) if rows == before else (rows, rows)  # redraw only what changed
 
     app.load(refresh, shown, [table, shown], queue=False)
-    gr.Timer(REFRESH).tick(refresh, shown, [table, shown], queue=False, show_progress="hidden")
-    return table
+    return table, follow(tab, refresh, shown, [table, shown], queue=False)
 
 
 def wire(ctx: Ctx, table: gr.Dataframe, tabs: gr.Tabs, run_pick: gr.Dropdown) -> None:

@@ -10,10 +10,10 @@ def build(ctx: Ctx) -> gr.Blocks:
     with gr.Blocks(title="f5tune", analytics_enabled=False, fill_width=True) as app:
         gr.Markdown(f"## f5tune &nbsp; <small>runs: `{ctx.roots.runs}` &nbsp; data: `{ctx.roots.data}`</small>")
         with gr.Tabs(selected="runs", elem_id="tabs") as tabs:
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
-                table = page_runs.build(ctx, app)
-            with gr.Tab("Run", id="run", elem_id="tab-run"):
-                run_pick, like = page_run.build(ctx, app)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as tab:
+                table, runs_timer = page_runs.build(ctx, app, tab)
+            with gr.Tab("Run", id="run", elem_id="tab-run") as tab:
+                run_pick, like, run_timer = page_run.build(ctx, app, tab)
             with gr.Tab("New fine-tune", id="new", elem_id="tab-new"):
                 new_form = page_new.build(ctx, app, tabs, run_pick)
             with gr.Tab("Data", id="data", elem_id="tab-data"):
@@ -27,6 +27,7 @@ def build(ctx: Ctx) -> gr.Blocks:
             with gr.Tab("System", id="system", elem_id="tab-system"):
                 page_system.build(ctx, app)
         page_runs.wire(ctx, table, tabs, run_pick)
+        tick_where_shown(tabs, {"runs": runs_timer, "run": run_timer})
 
         def like_run(r):
             """New fine-tune, filled with the settings of the run shown (a new name)."""
@@ -37,3 +38,15 @@ def build(ctx: Ctx) -> gr.Blocks:
 
         like.click(like_run, run_pick, [*new_form, tabs])
     return app
+
+
+def tick_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
+    """Only the timer of the tab shown ticks (why: widgets.follow); a tab selected by an event (a run opened from
+    the table) fires its select event too."""
+    def select(shown):
+        return lambda: [gr.Timer(active=tab_id == shown) for tab_id in timers]
+
+    for tab in tabs.children:
+        tab.select(select(tab.id), None, list(timers.values()), queue=False, show_progress="hidden")
+    for tab_id, timer in timers.items():
+        timer.active = tab_id == tabs.selected

@@ -137,6 +137,17 @@ def checkpoint_picker(ctx: Ctx, app: gr.Blocks, prefix: str, label: str = "Run")
     return run, ckpt, weights
 
 
+def follow(tab: gr.Tab, fn, inputs, outputs, **kwargs) -> gr.Timer:
+    """Refresh a tab's content every REFRESH seconds while it is shown, and at once when it is opened. The
+    timer starts inactive; ui.py turns on only the shown tab's: every event makes Gradio's frontend copy the
+    state of each component any event has updated, so an idle page ticking in a hidden tab costs the browser
+    a growing share of a core."""
+    timer = gr.Timer(REFRESH, active=False)
+    timer.tick(fn, inputs, outputs, show_progress="hidden", **kwargs)
+    tab.select(fn, inputs, outputs, show_progress="hidden", **kwargs)
+    return timer
+
+
 def keep_fresh(dropdown: gr.Dropdown, choices, *events, inputs=None) -> None:
     """Refresh a dropdown's choices (`choices(*inputs)`) on these events, its focus by default: what appeared
     since the page opened. Choices only: a value sent back would be the one the box had when the event fired,
