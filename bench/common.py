@@ -63,17 +63,17 @@ def timed_cold(fn, repeat: int = 3) -> list[float] | None:
 # ---- fixtures shared by the inference benchmarks ------------------------------------------------
 
 def make_run(root, model: str):
-    """A random-weight checkpoint of `model` in the hub layout (ema_model.*), and a run adopted from it.
+    """A random-weight checkpoint of `model` in the hub layout (ema_model.*), and a run adopted from it (in this
+    process: the adoption is set-up, not what is measured).
 
     Returns (run folder, checkpoint file, upstream model_cfg): both sides then load the same weights.
     """
-    import subprocess
-    import sys
     from pathlib import Path
 
     import torch
     from safetensors.torch import save_file
 
+    from finetune.adopt import adopt
     from finetune.lock.builder import build_model
     from bench.makers import VOCAB, spec_of
 
@@ -84,10 +84,6 @@ def make_run(root, model: str):
     sd = build_model(spec, VOCAB).state_dict()
     ckpt = root / f"{model}.safetensors"
     save_file({f"ema_model.{k}": v.contiguous() for k, v in sd.items()}, str(ckpt))
-    r = subprocess.run([sys.executable, "-m", "finetune", "adopt", f"ckpt={ckpt}", f"model={model}",
-                        f"run.root={root}", f"run.name={model}"], capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parents[1])
-    if r.returncode:
-        raise SystemExit(f"adopt failed:\n{r.stderr[-2000:]}")
+    adopt([f"ckpt={ckpt}", f"model={model}", f"run.root={root}", f"run.name={model}"])
     arch = {k: v for k, v in spec["arch"].items() if v is not None}
     return root / model, ckpt, arch
