@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env, events_sent, fill,
-                         launch_browser, radio, screenshot_on_failure, tab, table_rows, text_of, wait_row, wait_text)
+from app_browser import (AppServer, audio_bytes, choose, choose_starting, click, click_then, edit_cell, env,
+                         events_sent, fill, launch_browser, radio, screenshot_on_failure, tab, table_rows, text_of, wait_row,
+                         wait_text)
 from tests.conftest import cli, finetune
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest

@@ -10,10 +10,10 @@ def build(ctx: Ctx) -> gr.Blocks:
     with gr.Blocks(title="f5tune", analytics_enabled=False, fill_width=True) as app:
         gr.Markdown(f"## f5tune &nbsp; <small>runs: `{ctx.roots.runs}` &nbsp; data: `{ctx.roots.data}`</small>")
         with gr.Tabs(selected="runs", elem_id="tabs") as tabs:
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as tab:
-                table, runs_timer = page_runs.build(ctx, app, tab)
-            with gr.Tab("Run", id="run", elem_id="tab-run") as tab:
-                run_pick, like, run_timer = page_run.build(ctx, app, tab)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs") as runs_tab:
+                table, runs_timer = page_runs.build(ctx, app, runs_tab)
+            with gr.Tab("Run", id="run", elem_id="tab-run") as run_tab:
+                run_pick, like, run_timer = page_run.build(ctx, app, run_tab)
             with gr.Tab("New fine-tune", id="new", elem_id="tab-new"):
                 new_form = page_new.build(ctx, app, tabs, run_pick)
             with gr.Tab("Data", id="data", elem_id="tab-data"):
@@ -27,7 +27,7 @@ def build(ctx: Ctx) -> gr.Blocks:
             with gr.Tab("System", id="system", elem_id="tab-system"):
                 page_system.build(ctx, app)
         page_runs.wire(ctx, table, tabs, run_pick)
-        tick_where_shown(tabs, {"runs": runs_timer, "run": run_timer})
+        tick_where_shown(tabs, {runs_tab.id: runs_timer, run_tab.id: run_timer})
 
         def like_run(r):
             """New fine-tune, filled with the settings of the run shown (a new name)."""
