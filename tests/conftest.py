@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import preloaded
+
 REPO = Path(__file__).resolve().parents[1]
 # Nothing in the suite may reach the hub or prompt for a wandb login.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
@@ -18,10 +20,12 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 TINY = ["experiment=demo", "pretrained=null", "train.max_updates=4", "train.save_every=2"]
 
 
-def cli(module: str, *args: str, env=None) -> subprocess.CompletedProcess:
-    """A command in its own process: for what only a process shows (exit status, the `error:` line, signals)."""
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
-                          capture_output=True, text=True, timeout=600)
+def cli(module: str, *args: str, env=None, fresh=False) -> subprocess.CompletedProcess:
+    """A command in its own process: for what only a process shows (exit status, the `error:` line, signals).
+    Forked from the preloaded server (tests/preloaded.py), or, `fresh`, started as the user starts it."""
+    start = subprocess.run if fresh else preloaded.run
+    return start([sys.executable, "-m", module, *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
+                 capture_output=True, text=True, timeout=600)
 
 
 def finetune(root: Path, name: str, model: str, *extra: str) -> Path:

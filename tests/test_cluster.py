@@ -20,13 +20,14 @@ from finetune.lock.errors import UserError
 from finetune.lock.load import load_run
 from finetune.runfolder import read_status
 from finetune.sweep import JOBS, earlier_run, jobs, read_record, record_path, table, write_record
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, infer
 
 
 def sweep(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
     """python -m finetune -m ... in a session of its own, so that the jobs its launcher starts (submitit's
     controllers survive the process that submitted them) end with it if the test fails."""
-    p = subprocess.Popen([sys.executable, "-m", "finetune", "-m", *args], cwd=REPO, text=True, start_new_session=True,
+    p = preloaded.Popen([sys.executable, "-m", "finetune", "-m", *args], cwd=REPO, text=True, start_new_session=True,
                          env={**os.environ, **OFFLINE, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = p.communicate(timeout=timeout)
@@ -68,9 +69,9 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
     submitit's preemption signal (USR2), saves a checkpoint there, is requeued by submitit and resumes its run by
     itself; then SIGTERM through the executor (its controller forwards it) stops it with a checkpoint, and
     `resume=` continues it."""
-    p = subprocess.Popen([sys.executable, "-m", "finetune", "-m", "hydra/launcher=submitit_local", "model=f5tts_tiny",
-                          "experiment=demo", "pretrained=null", "train.log_every=1", "train.save_every=1000",
-                          f"run.root={tmp_path}", "train.max_updates=4,100000"], cwd=REPO, text=True,
+    p = preloaded.Popen([sys.executable, "-m", "finetune", "-m", "hydra/launcher=submitit_local", "model=f5tts_tiny",
+                         "experiment=demo", "pretrained=null", "train.log_every=1", "train.save_every=1000",
+                         f"run.root={tmp_path}", "train.max_updates=4,100000"], cwd=REPO, text=True,
                          start_new_session=True, env={**os.environ, **OFFLINE},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

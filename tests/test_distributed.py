@@ -13,6 +13,7 @@ from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.files import KILL_AT
 from finetune.train import SHARDED_ENGINES, make_accelerator
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, finetune, infer
 
 
@@ -75,8 +76,8 @@ def two_machines(tmp_path, *args) -> list[subprocess.CompletedProcess]:
         cwd.mkdir(exist_ok=True)
         env = {**os.environ, **OFFLINE, "PYTHONPATH": str(REPO), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        procs.append(preloaded.Popen([sys.executable, "-m", "finetune", *args], cwd=cwd, env=env, text=True,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return [subprocess.CompletedProcess(p.args, p.wait(timeout=300), *p.communicate()) for p in procs]
 
 

@@ -4,7 +4,6 @@ does; adapters and whole models are told apart; a kill inside a save resumes bit
 import os
 import shutil
 import signal
-import subprocess
 import sys
 
 import pytest
@@ -18,6 +17,7 @@ from finetune.lock.checkpoints import header, list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.files import KILL_AT, sha256_file
 from finetune.lock.load import load_model_file, load_run
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, finetune, infer
 from bench.makers import ema_prefixed, tiny_state
 
@@ -169,8 +169,8 @@ def resume(run, *overrides):
 def test_a_kill_inside_a_save_resumes_exactly(lora, tmp_path, capsys):
     args = [sys.executable, "-m", "finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=killed", *TINY,
             f"pretrained={lora['base']}", *LORA]
-    proc = subprocess.run(args, cwd=REPO, env={**os.environ, **OFFLINE, KILL_AT: "model_00000004.safetensors"},
-                          capture_output=True, text=True, timeout=300)
+    proc = preloaded.run(args, cwd=REPO, env={**os.environ, **OFFLINE, KILL_AT: "model_00000004.safetensors"},
+                         capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     run = tmp_path / "killed"
     assert max(list_checkpoints(run)) == 2

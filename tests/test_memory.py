@@ -1,6 +1,5 @@
 """Fitting the run to the machine: a frame budget measured to fit a memory cap, out of memory as one line of
 advice with the last checkpoint intact, and a finish verified through inference's own loading path."""
-import subprocess
 import sys
 
 import pytest
@@ -8,6 +7,7 @@ import yaml
 
 from finetune.lock.checkpoints import list_checkpoints
 from finetune.lock.errors import UserError
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO, error_lines, finetune
 from bench.makers import write_clips, write_metadata
 from tests.test_runs_data import prepare
@@ -58,8 +58,8 @@ def test_out_of_memory_is_one_line_of_advice_and_the_run_resumes_smaller(clips16
     """On a GPU the allocator raises inside an update; here an address-space limit makes the CPU's do the
     same with a budget far beyond it."""
     run = tune(tmp_path, "r", clips16, "data.frames_per_batch=800", "train.max_updates=2")
-    r = subprocess.run([sys.executable, "-c", UNDER_A_LIMIT, f"resume={run}", "data.frames_per_batch=4200",
-                        "train.max_updates=4"], cwd=REPO,
+    r = preloaded.run([sys.executable, "-c", UNDER_A_LIMIT, f"resume={run}", "data.frames_per_batch=4200",
+                       "train.max_updates=4"], cwd=REPO,
                        # one thread, as everywhere in the suite: with more, what fails first under the limit varied
                        # (oneDNN's "could not create a primitive" instead of an allocation)
                        env={**OFFLINE, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},

@@ -157,11 +157,13 @@ def test_the_hub_is_offline_in_the_tests_and_their_processes():
 
 
 def test_a_plain_cli_run_prints_its_folder_last(tmp_path):
-    r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=cli", *TINY, "train.max_updates=1")
+    """Started as a user starts them (the other tools the tests start are forked from a preloaded process)."""
+    r = cli("finetune", "model=f5tts_tiny", f"run.root={tmp_path}", "run.name=cli", *TINY, "train.max_updates=1",
+            fresh=True)
     assert r.returncode == 0, r.stderr[-3000:]
     *_, verified, last = r.stdout.strip().splitlines()
     assert last == f"run: {tmp_path / 'cli'}" and verified.startswith("verified: ")
-    r = cli("infer", f"run={tmp_path / 'cli'}", "nfe_step=1", f"out={tmp_path / 'cli.wav'}")
+    r = cli("infer", f"run={tmp_path / 'cli'}", "nfe_step=1", f"out={tmp_path / 'cli.wav'}", fresh=True)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == str(tmp_path / "cli.wav"), r.stderr[-2000:]
 
 

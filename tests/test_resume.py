@@ -13,6 +13,7 @@ import torch
 from finetune.lock.checkpoints import list_checkpoints, load_weights
 from finetune.lock.errors import UserError
 from finetune.lock.files import KILL_AT
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, finetune
 
 LONG = ["train.max_updates=24", "train.save_every=4"]
@@ -21,8 +22,8 @@ LONG = ["train.max_updates=24", "train.save_every=4"]
 def start(root, name, *extra, env=None):
     args = [sys.executable, "-m", "finetune", "model=f5tts_tiny", f"run.root={root}", f"run.name={name}", *TINY, *LONG,
             *extra]
-    return subprocess.Popen(args, cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return preloaded.Popen(args, cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(proc, condition, what):

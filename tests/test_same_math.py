@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests import preloaded
 from tests.conftest import OFFLINE, REPO
 from tests.same_math import CASES
 
@@ -25,9 +26,9 @@ from tests.same_math import CASES
 def weights(tmp_path_factory):
     out, procs = tmp_path_factory.mktemp("same_math"), {}
     for side in ("ours", "upstream"):  # both sides at once: two cores
-        procs[side] = subprocess.Popen([sys.executable, "tests/same_math.py", side, str(out / side)], cwd=REPO,
-                                       env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True)
+        procs[side] = preloaded.Popen([sys.executable, "tests/same_math.py", side, str(out / side)], cwd=REPO,
+                                         env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True)
     for side, proc in procs.items():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (side, err[-3000:])

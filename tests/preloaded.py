@@ -1,0 +1,235 @@
+"""Python tools started by the tests (and the benchmarks' smoke cases), forked from a server that has already
+imported torch, f5-tts and this project instead of started afresh: each `python -m finetune` spends about 3 of
+its 4.5 CPU-seconds importing them, and the suite starts dozens.
+
+A tool keeps what a test checks of it: a process of its own (its pid, exit status and signals, a session of
+its own if asked), its argv, environment and working folder, its stdout and stderr, and the code path of
+`python -m module`, `python script.py` or `python -c code`. What it does not get is the interpreter's own
+start-up and the reading of the environment at import: a test that checks those starts a process itself
+(`subprocess`, as test_pipeline does for a plain CLI run and for the hub's offline setting).
+
+`Popen` and `run` take subprocess's arguments for `[sys.executable, ...]`, and this module has subprocess's
+names, so a module that calls `subprocess.run` can be given this one instead. The server (this file run as
+`python -m tests.preloaded SOCKET`) listens on a Unix socket; for each tool it forks a watcher, which forks
+the tool, sends back its pid, waits for it and sends back how it ended."""
+import atexit
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+from subprocess import DEVNULL, PIPE, STDOUT, CalledProcessError, CompletedProcess, TimeoutExpired  # noqa: F401
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# what the tools the tests start import first (each brings most of the rest)
+# (not the modules run as __main__: runpy runs those afresh, and warns when they are loaded already)
+PRELOAD = ("torch", "accelerate", "hydra", "f5_tts.model", "finetune.config", "finetune.runs", "finetune.train",
+           "finetune.prepare_schema", "finetune.lock.load", "infer.config", "infer.synth")
+_server: tuple[subprocess.Popen, str] | None = None
+
+
+def _address() -> str:
+    """The server's socket, started for this process at the first tool (it inherits this environment)."""
+    global _server
+    if _server is None or _server[0].poll() is not None:
+        path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
+        proc = subprocess.Popen([sys.executable, "-m", "tests.preloaded", path], cwd=REPO, stdout=PIPE)
+        if proc.stdout.readline() != b"ready\n":
+            raise RuntimeError(f"the preloaded server did not start (exit status {proc.wait()})")
+        atexit.register(proc.kill)
+        _server = proc, path
+    return _server[1]
+
+
+class _Captured:
+    """A PIPE's stand-in: a file the tool writes; read() is what it wrote so far (all of it once it ended)."""
+
+    def __init__(self, text: bool):
+        self.file, self.text = tempfile.TemporaryFile(), text
+
+    def read(self):
+        fd = self.file.fileno()
+        data = os.pread(fd, os.fstat(fd).st_size, 0)  # the tool shares the file offset: read from the start
+        return data.decode(errors="replace") if self.text else data
+
+
+class Popen:
+    def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False,
+                 start_new_session=False, **_):
+        if args[0] != sys.executable or stdin not in (None, DEVNULL):
+            raise ValueError(f"only Python tools without input are forked here: {args[:3]}")
+        self.args, self.returncode, self._buffer = list(args), None, b""
+        self.stdout = _Captured(text) if stdout == PIPE else None
+        self.stderr = _Captured(text) if stderr == PIPE else None
+        null = os.open(os.devnull, os.O_RDWR)
+        out = self.stdout.file.fileno() if self.stdout else null if stdout == DEVNULL else 1
+        err = self.stderr.file.fileno() if self.stderr else null if stderr == DEVNULL else out if stderr == STDOUT else 2
+        request = {"args": self.args, "cwd": os.path.abspath(cwd or os.getcwd()),
+                   "env": dict(os.environ if env is None else env), "new_session": start_new_session}
+        body = json.dumps(request).encode()
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(_address())
+        socket.send_fds(self._conn, [len(body).to_bytes(8, "little")], [null, out, err])
+        self._conn.sendall(body)
+        os.close(null)
+        self.pid = int(self._line())
+
+    def _line(self, timeout=None) -> bytes:
+        self._conn.settimeout(timeout)
+        while b"\n" not in self._buffer:
+            chunk = self._conn.recv(64)
+            if not chunk:
+                raise RuntimeError("the preloaded server's watcher went away")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    def wait(self, timeout=None) -> int:
+        if self.returncode is None:
+            try:
+                self.returncode = int(self._line(timeout))
+            except (socket.timeout, TimeoutError):
+                raise TimeoutExpired(self.args, timeout) from None
+            self._conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self.wait()
+        return self.returncode
+
+    def communicate(self, timeout=None):
+        self.wait(timeout)
+        return (self.stdout.read() if self.stdout else None), (self.stderr.read() if self.stderr else None)
+
+    def send_signal(self, sig) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(9)
+
+    def terminate(self) -> None:
+        self.send_signal(15)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.wait()
+
+
+def run(args, capture_output=False, timeout=None, check=False, text=False, stdout=None, stderr=None,
+        **kwargs) -> CompletedProcess:
+    if capture_output:
+        stdout = stderr = PIPE
+    proc = Popen(args, stdout=stdout, stderr=stderr, text=text, **kwargs)
+    try:
+        out, err = proc.communicate(timeout)
+    except TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    if check and proc.returncode:
+        raise CalledProcessError(proc.returncode, args, out, err)
+    return CompletedProcess(args, proc.returncode, out, err)
+
+
+# ---- the server ------------------------------------------------------------------------------------------
+
+def _serve(path: str) -> None:
+    import importlib
+    import signal
+    import threading
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    assert threading.active_count() == 1, "a preloaded import started a thread: a fork would not have it"
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watchers are reaped by the kernel
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    listener.settimeout(1.0)
+    parent = os.getppid()
+    print("ready", flush=True)
+    while os.getppid() == parent:  # the tests' process ended: so does this
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        conn.settimeout(None)
+        header, fds, _, _ = socket.recv_fds(conn, 8, 3)
+        body = b""
+        while len(body) < int.from_bytes(header, "little"):
+            body += conn.recv(1 << 20)
+        request = json.loads(body)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            listener.close()
+            _watch(conn, request, fds)  # returns only in the tool's process
+            return
+        conn.close()
+        for fd in fds:
+            os.close(fd)
+
+
+def _watch(conn: socket.socket, request: dict, fds: list[int]) -> None:
+    import signal
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        _become(request, fds)
+        return
+    for fd in fds:
+        os.close(fd)
+    conn.sendall(b"%d\n" % pid)
+    _, status = os.waitpid(pid, 0)
+    conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+    os._exit(0)
+
+
+def _become(request: dict, fds: list[int]) -> None:
+    """This process as `python ARGS` started in the request's folder and environment; the tool runs here, and
+    returning (or an exception or SystemExit) ends the process the way the interpreter ends one."""
+    import random
+    import runpy
+    import types
+
+    import numpy as np
+
+    if request["new_session"]:
+        os.setsid()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+    for fd in set(fds) - {0, 1, 2}:
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    random.seed()  # a new process draws new seeds
+    np.random.seed()
+    flag, *rest = request["args"][1:]
+    if flag == "-m":
+        module, *argv = rest
+        sys.argv, sys.path[0] = [module, *argv], os.getcwd()
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    elif flag == "-c":
+        code, *argv = rest
+        sys.argv, sys.path[0] = ["-c", *argv], ""
+        main = types.ModuleType("__main__")
+        sys.modules["__main__"] = main
+        exec(compile(code, "<string>", "exec"), main.__dict__)
+    elif not flag.startswith("-"):
+        sys.argv, sys.path[0] = [flag, *rest], os.path.dirname(os.path.abspath(flag))
+        runpy.run_path(flag, run_name="__main__")
+    else:
+        raise SystemExit(f"tests/preloaded.py: python {flag} is not forked here")
+
+
+if __name__ == "__main__":
+    _serve(sys.argv[1])
