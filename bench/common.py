@@ -1,6 +1,7 @@
 """Timing helpers for the benchmarks: repeat, report median and spread, compare pairs."""
 import platform
 import statistics
+import subprocess
 import time
 
 
@@ -20,7 +21,6 @@ def row(label: str, seconds: list[float]) -> str:
 
 def wall(cmd: list[str]) -> float:
     """Seconds a command takes from process start to exit, run from the repository root."""
-    import subprocess
     from pathlib import Path
 
     started = time.perf_counter()

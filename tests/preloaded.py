@@ -15,11 +15,12 @@ the tool, sends back its pid, waits for it and sends back how it ended."""
 import atexit
 import json
 import os
-import select
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from subprocess import DEVNULL, PIPE, STDOUT, CalledProcessError, CompletedProcess, TimeoutExpired  # noqa: F401
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,20 +28,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (not the modules run as __main__: runpy runs those afresh, and warns when they are loaded already)
 PRELOAD = ("torch", "accelerate", "hydra", "f5_tts.model", "finetune.config", "finetune.runs", "finetune.train",
            "finetune.prepare_schema", "finetune.lock.load", "infer.config", "infer.synth")
-_server: tuple[subprocess.Popen, str] | None = None
+_server: subprocess.Popen | None = None
+SOCKET = ""  # the server's socket; set in the tools it forks, so that those start theirs through it too
 
 
 def _address() -> str:
     """The server's socket, started for this process at the first tool (it inherits this environment)."""
-    global _server
-    if _server is None or _server[0].poll() is not None:
-        path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
-        proc = subprocess.Popen([sys.executable, "-m", "tests.preloaded", path], cwd=REPO, stdout=PIPE)
-        if proc.stdout.readline() != b"ready\n":
-            raise RuntimeError(f"the preloaded server did not start (exit status {proc.wait()})")
-        atexit.register(proc.kill)
-        _server = proc, path
-    return _server[1]
+    global _server, SOCKET
+    if SOCKET and (_server is None or _server.poll() is None):
+        return SOCKET
+    path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
+    _server = subprocess.Popen([sys.executable, "-m", "tests.preloaded", path], cwd=REPO, stdout=PIPE)
+    if _server.stdout.readline() != b"ready\n":
+        raise RuntimeError(f"the preloaded server did not start (exit status {_server.wait()})")
+    atexit.register(_server.kill)
+    SOCKET = path
+    return path
 
 
 class _Captured:
@@ -55,17 +58,24 @@ class _Captured:
         return data.decode(errors="replace") if self.text else data
 
 
+def _fd(target, null: int, default: int, captured: _Captured | None) -> int:
+    """The descriptor a tool's stdout or stderr goes to: None (this process's), DEVNULL, PIPE or an open file."""
+    if captured:
+        return captured.file.fileno()
+    return default if target is None else null if target == DEVNULL else target.fileno()
+
+
 class Popen:
     def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False,
-                 start_new_session=False, **_):
+                 start_new_session=False, close_fds=True):  # the tool is forked with its three descriptors only
         if args[0] != sys.executable or stdin not in (None, DEVNULL):
             raise ValueError(f"only Python tools without input are forked here: {args[:3]}")
-        self.args, self.returncode, self._buffer = list(args), None, b""
+        self.args, self.returncode, self._buffer, self._lock = list(args), None, b"", threading.Lock()
         self.stdout = _Captured(text) if stdout == PIPE else None
         self.stderr = _Captured(text) if stderr == PIPE else None
         null = os.open(os.devnull, os.O_RDWR)
-        out = self.stdout.file.fileno() if self.stdout else null if stdout == DEVNULL else 1
-        err = self.stderr.file.fileno() if self.stderr else null if stderr == DEVNULL else out if stderr == STDOUT else 2
+        out = _fd(stdout, null, 1, self.stdout)
+        err = out if stderr == STDOUT else _fd(stderr, null, 2, self.stderr)
         request = {"args": self.args, "cwd": os.path.abspath(cwd or os.getcwd()),
                    "env": dict(os.environ if env is None else env), "new_session": start_new_session}
         body = json.dumps(request).encode()
@@ -87,26 +97,37 @@ class Popen:
         return line
 
     def wait(self, timeout=None) -> int:
-        if self.returncode is None:
+        # another thread may be waiting too (the app reaps each tool in a thread of its own): one reads the status
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if self._lock.acquire(timeout=-1 if timeout is None else timeout):
             try:
-                self.returncode = int(self._line(timeout))
-            except (socket.timeout, TimeoutError):
-                raise TimeoutExpired(self.args, timeout) from None
-            self._conn.close()
+                if self.returncode is None:
+                    self.returncode = int(self._line(None if deadline is None else max(0, deadline - time.monotonic())))
+                    self._conn.close()
+            except (TimeoutError, BlockingIOError):  # BlockingIOError: no status yet, at timeout 0
+                pass
+            finally:
+                self._lock.release()
+        if self.returncode is None:
+            raise TimeoutExpired(self.args, timeout)
         return self.returncode
 
     def poll(self) -> int | None:
-        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
-            self.wait()
-        return self.returncode
+        try:
+            return self.wait(0)
+        except TimeoutExpired:
+            return None
 
     def communicate(self, timeout=None):
         self.wait(timeout)
         return (self.stdout.read() if self.stdout else None), (self.stderr.read() if self.stderr else None)
 
     def send_signal(self, sig) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:  # ended, and reaped by its watcher already: its status is on its way
+                pass
 
     def kill(self) -> None:
         self.send_signal(9)
@@ -142,8 +163,10 @@ def run(args, capture_output=False, timeout=None, check=False, text=False, stdou
 def _serve(path: str) -> None:
     import importlib
     import signal
-    import threading
 
+    import tests.preloaded as client  # the module the tools import: they reach this server through it
+
+    client.SOCKET = path
     for name in PRELOAD:
         importlib.import_module(name)
     assert threading.active_count() == 1, "a preloaded import started a thread: a fork would not have it"
@@ -187,9 +210,12 @@ def _watch(conn: socket.socket, request: dict, fds: list[int]) -> None:
         return
     for fd in fds:
         os.close(fd)
-    conn.sendall(b"%d\n" % pid)
-    _, status = os.waitpid(pid, 0)
-    conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+    try:
+        conn.sendall(b"%d\n" % pid)
+        _, status = os.waitpid(pid, 0)
+        conn.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
+    except OSError:  # the process that started the tool has gone (an app stopped while its tools run on)
+        pass
     os._exit(0)
 
 
@@ -213,19 +239,31 @@ def _become(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     random.seed()  # a new process draws new seeds
     np.random.seed()
-    flag, *rest = request["args"][1:]
+    args = request["args"][1:]
+    isolated = args[0] == "-P"  # nothing prepended to sys.path for the script or module (the app's tools)
+    flag, *rest = args[isolated:]
+    # sys.path as the interpreter would make it: the script's folder or the working one, then PYTHONPATH
+    extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
+    base = [p for p in sys.path[1:] if p not in extra]
+
+    def path(first: str) -> None:
+        sys.path[:] = ([] if isolated else [first]) + extra + base
+
     if flag == "-m":
         module, *argv = rest
-        sys.argv, sys.path[0] = [module, *argv], os.getcwd()
+        sys.argv = [module, *argv]
+        path(os.getcwd())
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     elif flag == "-c":
         code, *argv = rest
-        sys.argv, sys.path[0] = ["-c", *argv], ""
+        sys.argv = ["-c", *argv]
+        path("")
         main = types.ModuleType("__main__")
         sys.modules["__main__"] = main
         exec(compile(code, "<string>", "exec"), main.__dict__)
     elif not flag.startswith("-"):
-        sys.argv, sys.path[0] = [flag, *rest], os.path.dirname(os.path.abspath(flag))
+        sys.argv = [flag, *rest]
+        path(os.path.dirname(os.path.abspath(flag)))
         runpy.run_path(flag, run_name="__main__")
     else:
         raise SystemExit(f"tests/preloaded.py: python {flag} is not forked here")

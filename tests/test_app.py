@@ -304,6 +304,7 @@ def test_a_second_launch_of_a_name_is_refused_while_the_first_starts(roots):
     run_dir = roots.run_dir("twice", must_exist=False)
     argv = commands.finetune_args("f5tts_tiny", {"run.root": str(roots.runs), "run.name": "twice"})
     first = launch.launch_finetune(roots.runs, run_dir, argv)
+    assert os.getsid(first.pid) == first.pid  # a session of its own: stopping the app does not stop it
     try:
         with pytest.raises(UserError, match="being launched already"):
             launch.launch_finetune(roots.runs, run_dir, argv)
