@@ -161,18 +161,20 @@ def page(site, shared_page):
 
 
 def open_run(page, name: str) -> None:
-    # the table refreshes on a timer and may reorder between finding the row and clicking it: try again
+    # opening the Runs tab refreshes its table, which may gain or reorder rows between finding the row and
+    # clicking it: the run picker, set by the click at once, tells whether the row clicked was the run's
+    picker = page.locator("#run-pick input")
     for attempt in range(3):
         tab(page, "runs")
         wait_row(page, "runs-table", name, 0, ".")
         row = next(i for i, r in enumerate(table_rows(page, "runs-table")) if r[0] == name)
         page.locator(f"#runs-table [data-testid=cell-{row}-0]").click()
-        try:
-            wait_text(page, "run-state", "^" + re.escape(name) + ":", timeout=20)
-            return
-        except AssertionError:
-            if attempt == 2:
-                raise
+        deadline = time.monotonic() + 5
+        while picker.input_value() != name and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if picker.input_value() == name:
+            break
+    wait_text(page, "run-state", "^" + re.escape(name) + ":", timeout=30)
 
 
 def new_form(page, name: str, data: str = "demo (the two clips f5-tts ships)", extra: str = "",
