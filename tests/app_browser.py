@@ -93,10 +93,10 @@ def tab(page, tab_id: str) -> None:
     raise AssertionError(f"the tab {tab_id} does not open")
 
 
-def events_sent(page, seconds: float) -> int:
-    """How many events the page sends the app in `seconds` while nobody touches it (after half a second for
+def events_sent(page, seconds: float, settle: float = 0.5) -> int:
+    """How many events the page sends the app in `seconds` while nobody touches it (after `settle` seconds for
     what is already on its way)."""
-    page.wait_for_timeout(500)
+    page.wait_for_timeout(settle * 1000)
     sent = []
 
     def count(request):

@@ -47,6 +47,14 @@ def infer(*args: str) -> Path:
 ERROR_LINE = re.compile(r"error\[(?P<code>[a-z]+)\]: ")
 
 
+def in_background(pid: int) -> None:
+    """A trainer that a test keeps running until it signals it yields the CPU to the rest of the suite: the test
+    needs it to go on updating, not to go fast, and at full speed it took a core for the test's whole length.
+    (Every thread: on Linux a thread has a priority of its own.)"""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.setpriority(os.PRIO_PROCESS, int(tid), 10)
+
+
 def error_lines(stderr: str, code: str | None = None) -> list[str]:
     """The `error[<code>]: ...` lines of a tool's output (of that code, when given)."""
     return [line for line in stderr.splitlines()

@@ -21,7 +21,7 @@ from finetune.lock.load import load_run
 from finetune.runfolder import read_status
 from finetune.sweep import JOBS, earlier_run, jobs, read_record, record_path, table, write_record
 from tests import preloaded
-from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, infer
+from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, in_background, infer
 
 
 def sweep(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
@@ -79,11 +79,13 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
         record = wait_for("job 1's record", lambda: read_record(record_path(sweep_dir, 1)))
         run1 = Path(record["run"])
         first = wait_for("job 1 training", lambda: (s := read_status(run1) or {}).get("update", 0) > 2 and s)
+        in_background(first["pid"])
         assert {j["job"]: j["state"] for j in jobs(sweep_dir)}[1] == "running"
         os.kill(first["pid"], signal.SIGUSR2)  # submitit's signal: the time limit is near, or the job is preempted
-        wait_for("job 1 requeued and training again",
+        again = wait_for("job 1 requeued and training again",
                          lambda: (s := read_status(run1) or {}).get("pid") not in (None, first["pid"])
                          and s.get("state") == "running" and s)
+        in_background(again["pid"])
         (stopped_at,) = list_checkpoints(run1)
         wait_for("job 1 past its checkpoint", lambda: (read_status(run1) or {}).get("update", 0) > stopped_at + 2)
         os.kill(int(record["scheduler_job"]), signal.SIGTERM)  # the job's controller: the executor's own process
