@@ -1,6 +1,6 @@
-"""Python tools started by the tests (and the benchmarks' smoke cases), forked from a server that has already
-imported torch, f5-tts and this project instead of started afresh: each `python -m finetune` spends about 3 of
-its 4.5 CPU-seconds importing them, and the suite starts dozens.
+"""Python tools started by the tests (the benchmarks' smoke cases and the app under browser test too), forked
+from a server that has already imported torch, f5-tts and this project instead of started afresh: each
+`python -m finetune` spends about 3 of its 4.5 CPU-seconds importing them, and the suite starts dozens.
 
 A tool keeps what a test checks of it: a process of its own (its pid, exit status and signals, a session of
 its own if asked), its argv, environment and working folder, its stdout and stderr, and the code path of
