@@ -11,6 +11,7 @@ import yaml
 from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
 from finetune.lock.manifest import FORMAT
+from tests import preloaded
 from tests.conftest import TINY, assert_user_error, cli, finetune, infer
 from bench.makers import write_vocos
 
@@ -147,13 +148,15 @@ def test_the_clis_refuse_with_one_error_line_and_status_2(runs, tmp_path):
 
 def test_the_hub_is_offline_in_the_tests_and_their_processes():
     """CI has no network: huggingface_hub (and transformers through it) must read HF_HUB_OFFLINE as set,
-    in this process (conftest sets it before anything imports the hub) and in every process a test starts."""
+    in this process (conftest sets it before anything imports the hub) and in every process a test starts:
+    started, or forked from the preloaded server (which read it when it imported the hub)."""
     import huggingface_hub.constants
 
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
-    child = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
-                           env=os.environ, capture_output=True, text=True, timeout=120)
-    assert child.stdout.strip() == "True", child.stderr[-2000:]
+    for start in (subprocess.run, preloaded.run):
+        child = start([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
+                      env=os.environ, capture_output=True, text=True, timeout=120)
+        assert child.stdout.strip() == "True", (start, child.stderr[-2000:])
 
 
 def test_a_plain_cli_run_prints_its_folder_last(tmp_path):
