@@ -28,7 +28,7 @@ def sweep(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
     """python -m finetune -m ... in a session of its own, so that the jobs its launcher starts (submitit's
     controllers survive the process that submitted them) end with it if the test fails."""
     p = preloaded.Popen([sys.executable, "-m", "finetune", "-m", *args], cwd=REPO, text=True, start_new_session=True,
-                         env={**os.environ, **OFFLINE, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        env={**os.environ, **OFFLINE, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = p.communicate(timeout=timeout)
     finally:
@@ -72,8 +72,8 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
     p = preloaded.Popen([sys.executable, "-m", "finetune", "-m", "hydra/launcher=submitit_local", "model=f5tts_tiny",
                          "experiment=demo", "pretrained=null", "train.log_every=1", "train.save_every=1000",
                          f"run.root={tmp_path}", "train.max_updates=4,100000"], cwd=REPO, text=True,
-                         start_new_session=True, env={**os.environ, **OFFLINE},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                        start_new_session=True, env={**os.environ, **OFFLINE},
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         sweep_dir = wait_for("the sweep folder", lambda: next((tmp_path / "sweeps").glob("*/multirun.yaml"), None)).parent
         record = wait_for("job 1's record", lambda: read_record(record_path(sweep_dir, 1)))
@@ -84,7 +84,7 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
         os.kill(first["pid"], signal.SIGUSR2)  # submitit's signal: the time limit is near, or the job is preempted
         again = wait_for("job 1 requeued and training again",
                          lambda: (s := read_status(run1) or {}).get("pid") not in (None, first["pid"])
-                         and s.get("state") == "running" and s)
+                                 and s.get("state") == "running" and s)
         in_background(again["pid"])
         (stopped_at,) = list_checkpoints(run1)
         wait_for("job 1 past its checkpoint", lambda: (read_status(run1) or {}).get("update", 0) > stopped_at + 2)

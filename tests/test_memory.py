@@ -59,11 +59,11 @@ def test_out_of_memory_is_one_line_of_advice_and_the_run_resumes_smaller(clips16
     same with a budget far beyond it."""
     run = tune(tmp_path, "r", clips16, "data.frames_per_batch=800", "train.max_updates=2")
     r = preloaded.run([sys.executable, "-c", UNDER_A_LIMIT, f"resume={run}", "data.frames_per_batch=4200",
-                       "train.max_updates=4"], cwd=REPO,
-                       # one thread, as everywhere in the suite: with more, what fails first under the limit varied
-                       # (oneDNN's "could not create a primitive" instead of an allocation)
-                       env={**OFFLINE, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
-                       capture_output=True, text=True, timeout=300)
+                      "train.max_updates=4"], cwd=REPO,
+                      # one thread, as everywhere in the suite: with more, what fails first under the limit varied
+                      # (oneDNN's "could not create a primitive" instead of an allocation)
+                      env={**OFFLINE, "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+                      capture_output=True, text=True, timeout=300)
     errors = error_lines(r.stderr, "memory")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-3000:]
     for needle in ("out of memory at update 3 with data.frames_per_batch=4200", "update 2) is intact",

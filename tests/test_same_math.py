@@ -27,8 +27,8 @@ def weights(tmp_path_factory):
     out, procs = tmp_path_factory.mktemp("same_math"), {}
     for side in ("ours", "upstream"):  # both sides at once: two cores
         procs[side] = preloaded.Popen([sys.executable, "tests/same_math.py", side, str(out / side)], cwd=REPO,
-                                         env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True)
+                                      env={**os.environ, **OFFLINE}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
     for side, proc in procs.items():
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (side, err[-3000:])
