@@ -94,7 +94,8 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
         _end_session(p)
     assert p.returncode == 0, err[-3000:]
 
-    runs = sorted(d for d in tmp_path.iterdir() if (d / "manifest.yaml").is_file())
+    # by job: each name starts with the second its job started, and job 1 may start in an earlier one
+    runs = sorted((d for d in tmp_path.iterdir() if (d / "manifest.yaml").is_file()), key=lambda d: d.name[-5:])
     assert [d.name[-5:] for d in runs] == ["-job0", "-job1"] and runs[1] == run1  # the requeue made no new run
     plans = [yaml.safe_load((d / "manifest.yaml").read_text())["config"]["train"]["max_updates"] for d in runs]
     assert plans == [4, 100000]

@@ -1,5 +1,6 @@
 """Fitting the run to the machine: a frame budget measured to fit a memory cap, out of memory as one line of
 advice with the last checkpoint intact, and a finish verified through inference's own loading path."""
+import re
 import sys
 
 import pytest
@@ -66,8 +67,9 @@ def test_out_of_memory_is_one_line_of_advice_and_the_run_resumes_smaller(clips16
                       capture_output=True, text=True, timeout=300)
     errors = error_lines(r.stderr, "memory")
     assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-3000:]
-    for needle in ("out of memory at update 3 with data.frames_per_batch=4200", "update 2) is intact",
-                   "model.arch.checkpoint_activations=true", f"resume={run}"):
+    # the first or the second update at 4200 frames meets the limit: which varies between runs (allocator state)
+    assert re.search(r"out of memory at update [34] with data\.frames_per_batch=4200 ", errors[0]), errors[0]
+    for needle in ("update 2) is intact", "model.arch.checkpoint_activations=true", f"resume={run}"):
         assert needle in errors[0]
     assert sorted(list_checkpoints(run)) == [2]
     from finetune.__main__ import run as run_command
