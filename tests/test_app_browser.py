@@ -237,7 +237,7 @@ def run_update(page) -> int:
 def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
     row = wait_row(page, "runs-table", "alpha", 8, "^finished$")
     assert row[1] == "f5tts_tiny" and row[2] == "F5-TTS v1" and row[6] == "4 / 4", row
-    assert {r[0] for r in table_rows(page, "runs-table")} >= {"alpha", "beta"}
+    wait_row(page, "runs-table", "beta", 8, "^finished$")  # (a refresh may be redrawing the table: wait for it)
     wait_row(page, "runs-table", "killed", 8, "^interrupted$")
     # only the tab shown refreshes on a timer (each event costs the browser more as the page fills)
     tab(page, "data")
@@ -245,6 +245,8 @@ def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
     assert events_sent(page, 2.5, settle=2.5) == 0
     tab(page, "runs")
     assert events_sent(page, 2.5) >= 1
+    # the browser keeps no history of the events (Gradio's run history: each refresh's tables, the transcripts)
+    assert not [k for k in page.evaluate("Object.keys(localStorage)") if k.startswith("gradio:run-history")]
 
 
 # 2
@@ -260,6 +262,8 @@ def test_run_page_shows_verified_manifest_and_loss_curve(site, page, tmp_path):
     assert [r[0] for r in checkpoints] == ["4", "2"] and all(r[1] == "bound" for r in checkpoints), checkpoints
     if os.environ.get("F5TUNE_APP_SCREENSHOT"):  # docs/app.png is made this way
         page.screenshot(path=os.environ["F5TUNE_APP_SCREENSHOT"], full_page=False)
+    click(page, "run-like")  # the New fine-tune tab opens, filled with the run's settings
+    wait_text(page, "new-command", r"python -m finetune model=f5tts_tiny .*train\.log_every=1")
 
 
 def wait_points(page, logged: int) -> None:

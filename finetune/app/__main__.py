@@ -60,7 +60,9 @@ def main(argv: list[str]) -> None:
             app.launch(server_name=cfg["host"], server_port=int(cfg["port"]), share=cfg["share"] == "true",
                        allowed_paths=[str(roots.runs), str(roots.data)], css=CSS, inbrowser=False, quiet=True,
                        ssr_mode=False, prevent_thread_lock=True, footer_links=[],
-                       max_file_size=uploads.LIMIT_BYTES)
+                       # Gradio's run history would keep every event's inputs and outputs (each refresh's tables,
+                       # transcripts, paths) in the browser's storage, and rewrite all of it at each event
+                       run_history=False, max_file_size=uploads.LIMIT_BYTES)
         except OSError as e:
             raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
                             "pass another port=", code="app")

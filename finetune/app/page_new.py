@@ -13,7 +13,7 @@ from finetune.lock.errors import UserError
 from . import commands, datasets, launch
 from .fields import check_as_typed, default_label, empty_label, field, show
 from .settings import UNSET, groups, read_lines, settable
-from .widgets import Ctx, error, keep_fresh, message
+from .widgets import Ctx, error, keep_fresh, message, open_tab
 
 DEMO = "demo (the two clips f5-tts ships)"
 PRETRAINED = ["model default", "none (from scratch)", "local file", "another run"]
@@ -86,7 +86,7 @@ def form_args(ctx: Ctx, v: dict) -> tuple[list[str], Path]:
     return commands.finetune_args(model, settings, extra), run_dir
 
 
-def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
+def build(ctx: Ctx, app: gr.Blocks, run_pick: gr.Dropdown):
     """The page; returns its fields (NAMES + widget_keys() order), which "New run like this one" on the Run page
     fills (fill())."""
     roots = ctx.roots
@@ -211,7 +211,7 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
             argv, run_dir = form_args(ctx, as_dict(values))
             job = launch.launch_finetune(roots.runs, run_dir, argv)
         except UserError as e:
-            yield error(e, fields_of_page()), hide, gr.skip(), gr.skip()
+            yield error(e, fields_of_page()), hide, gr.skip()
             return
         line = commands.shell_line(argv)
         waited = 0.0
@@ -221,23 +221,25 @@ def build(ctx: Ctx, app: gr.Blocks, tabs: gr.Tabs, run_pick: gr.Dropdown):
                 code = launch.error_code(text)
                 vocab_refusal = code == "vocab" if code else ("vocab.extend=true" in text
                                                               and "vocab.accept_unknown=true" in text)
-                yield error(text, fields_of_page()), gr.update(visible=vocab_refusal), gr.skip(), gr.skip()
+                yield error(text, fields_of_page()), gr.update(visible=vocab_refusal), gr.skip()
                 return
             if kind == "started":
                 yield (message(f"started run {run_dir.name} (pid {job.pid}), detached: closing this page or "
                                f"stopping the app does not stop it\n{line}", "ok"), hide,
-                       gr.update(choices=ctx.run_names(), value=run_dir.name), gr.Tabs(selected="run"))
+                       gr.update(choices=ctx.run_names(), value=run_dir.name))
                 return
             yield (message(f"starting (pid {job.pid}, {waited:.0f} s): importing, checking the data, the vocab and "
-                           f"the weights before the run folder is made\n{line}"), hide, gr.skip(), gr.skip())
+                           f"the weights before the run folder is made\n{line}"), hide, gr.skip())
             job.wait(0.5)
             waited += 0.5
 
-    outputs = [result, vocab_box, run_pick, tabs]
-    launch_btn.click(start, form, outputs, concurrency_limit=None)
-    extend.click(lambda: "extend", None, vocab, queue=False).then(start, form, outputs, concurrency_limit=None)
-    accept.click(lambda: "accept_unknown", None, vocab, queue=False).then(start, form, outputs,
-                                                                          concurrency_limit=None)
+    outputs = [result, vocab_box, run_pick]
+    started = open_tab("run", "v[0].includes('msg ok')")  # the run's page, once its folder exists
+    launch_btn.click(start, form, outputs, concurrency_limit=None).then(None, result, None, js=started)
+    extend.click(lambda: "extend", None, vocab, queue=False).then(start, form, outputs, concurrency_limit=None
+                                                                 ).then(None, result, None, js=started)
+    accept.click(lambda: "accept_unknown", None, vocab, queue=False).then(start, form, outputs, concurrency_limit=None
+                                                                         ).then(None, result, None, js=started)
 
     return form
 

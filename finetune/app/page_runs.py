@@ -2,7 +2,7 @@
 import gradio as gr
 
 from . import runs
-from .widgets import Ctx, follow
+from .widgets import Ctx, follow, open_tab
 
 WIDTHS = ["22%", "9%", "8%", "14%", "5%", "6%", "8%", "7%", "8%", "8%", "5%"]  # of runs.COLUMNS
 
@@ -23,11 +23,9 @@ def build(ctx: Ctx, app: gr.Blocks, tab: gr.Tab) -> tuple[gr.Dataframe, gr.Timer
     return table, follow(tab, refresh, shown, [table, shown], queue=False)
 
 
-def wire(ctx: Ctx, table: gr.Dataframe, tabs: gr.Tabs, run_pick: gr.Dropdown) -> None:
+def wire(ctx: Ctx, table: gr.Dataframe, run_pick: gr.Dropdown) -> None:
     def open_run(evt: gr.SelectData):
         name = evt.row_value[0] if evt.row_value else None
-        if not name:
-            return gr.skip(), gr.skip()
-        return gr.update(choices=ctx.run_names(), value=name), gr.Tabs(selected="run")
+        return gr.update(choices=ctx.run_names(), value=name) if name else gr.skip()
 
-    table.select(open_run, None, [run_pick, tabs], queue=False)
+    table.select(open_run, None, run_pick, queue=False).then(None, run_pick, None, js=open_tab("run", "v[0]"))

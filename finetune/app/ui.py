@@ -3,7 +3,7 @@ import gradio as gr
 
 from . import (page_compare, page_data, page_export, page_new, page_run, page_runs, page_synth,
                page_system)
-from .widgets import Ctx
+from .widgets import Ctx, open_tab
 
 
 def build(ctx: Ctx) -> gr.Blocks:
@@ -15,7 +15,7 @@ def build(ctx: Ctx) -> gr.Blocks:
             with gr.Tab("Run", id="run", elem_id="tab-run") as run_tab:
                 run_pick, like, run_timer = page_run.build(ctx, app, run_tab)
             with gr.Tab("New fine-tune", id="new", elem_id="tab-new"):
-                new_form = page_new.build(ctx, app, tabs, run_pick)
+                new_form = page_new.build(ctx, app, run_pick)
             with gr.Tab("Data", id="data", elem_id="tab-data"):
                 page_data.build(ctx, app)
             with gr.Tab("Synthesize", id="synth", elem_id="tab-synth"):
@@ -26,23 +26,23 @@ def build(ctx: Ctx) -> gr.Blocks:
                 page_export.build(ctx, app)
             with gr.Tab("System", id="system", elem_id="tab-system"):
                 page_system.build(ctx, app)
-        page_runs.wire(ctx, table, tabs, run_pick)
+        page_runs.wire(ctx, table, run_pick)
         tick_where_shown(tabs, {runs_tab.id: runs_timer, run_tab.id: run_timer})
 
         def like_run(r):
             """New fine-tune, filled with the settings of the run shown (a new name)."""
             config = page_run.current_config(ctx, r)
             if config is None:
-                return [gr.skip()] * (len(new_form) + 1)
-            return [*page_new.fill(ctx, config), gr.Tabs(selected="new")]
+                return [gr.skip()] * len(new_form)
+            return page_new.fill(ctx, config)
 
-        like.click(like_run, run_pick, [*new_form, tabs])
+        like.click(like_run, run_pick, new_form).then(None, run_pick, None, js=open_tab("new", "v[0]"))
     return app
 
 
 def tick_where_shown(tabs: gr.Tabs, timers: dict[str, gr.Timer]) -> None:
-    """Only the timer of the tab shown ticks (why: widgets.follow); a tab selected by an event (a run opened from
-    the table) fires its select event too."""
+    """Only the timer of the tab shown ticks (why: widgets.follow); a tab opened by an event (widgets.open_tab
+    clicks its button) fires its select event too."""
     def select(shown):
         return lambda: [gr.Timer(active=tab_id == shown) for tab_id in timers]
 
