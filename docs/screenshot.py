@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent)]  # app_browser, and the tests package it uses
 
 from app_browser import AppServer, env, launch_browser, tab, wait_text  # noqa: E402
 

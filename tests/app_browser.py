@@ -10,10 +10,21 @@ import sys
 import time
 from pathlib import Path
 
+from tests import preloaded
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[1]
+# `python -m finetune.app`, but with its launcher's subprocess swapped for tests/preloaded.py (which has
+# subprocess's names): the app is forked from the preloaded server, and so is every tool it starts (each trainer,
+# preparation, synthesis and score skips the imports of torch and f5-tts). test_app.py starts real ones.
+APP = """import sys
+from tests import preloaded
+from finetune.app import launch
+launch.subprocess = preloaded
+from finetune.app.__main__ import main
+main(sys.argv[1:])"""
 
 
 def free_port() -> int:
@@ -23,14 +34,14 @@ def free_port() -> int:
 
 
 class AppServer:
-    """The app as a user starts it, in its own process; `cwd` is where a shell would run things."""
+    """The app in a process of its own (forked: APP); `cwd` is where a shell would run things."""
 
     def __init__(self, runs: Path, data: Path, cwd: Path, env: dict):
         self.port = free_port()
         self.log = cwd / "app.log"
-        self.proc = subprocess.Popen([sys.executable, "-m", "finetune.app", f"runs={runs}", f"data_root={data}",
-                                      f"port={self.port}"], cwd=cwd, env=env, stdout=open(self.log, "w"),
-                                     stderr=subprocess.STDOUT)
+        with open(self.log, "w") as log:
+            self.proc = preloaded.Popen([sys.executable, "-c", APP, f"runs={runs}", f"data_root={data}",
+                                         f"port={self.port}"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def wait(self, timeout: float = 120) -> str:
