@@ -27,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # what the tools the tests start import first (each brings most of the rest)
 # (not the modules run as __main__: runpy runs those afresh, and warns when they are loaded already)
 PRELOAD = ("torch", "accelerate", "hydra", "f5_tts.model", "finetune.config", "finetune.runs", "finetune.train",
-           "finetune.prepare_schema", "finetune.lock.load", "infer.config", "infer.synth")
+           "finetune.prepare_schema", "finetune.prepare", "finetune.lock.load", "infer.config", "infer.synth",
+           "transformers.pipelines")
 _server: subprocess.Popen | None = None
 SOCKET = ""  # the server's socket; set in the tools it forks, so that those start theirs through it too
 
@@ -169,6 +170,7 @@ def _serve(path: str) -> None:
     client.SOCKET = path
     for name in PRELOAD:
         importlib.import_module(name)
+    importlib.import_module("finetune.slicing").warm_up()  # librosa's compiled functions, for each tool that slices
     assert threading.active_count() == 1, "a preloaded import started a thread: a fork would not have it"
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watchers are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
