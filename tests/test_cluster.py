@@ -129,11 +129,12 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
 
 SBATCH = """#!/bin/sh
 # sbatch as far as this test needs it: keep the script, start it in the background on this machine with the
-# variables SLURM gives a job (tasks = nodes x tasks per node, from its #SBATCH lines), print the job id
+# variables SLURM gives a job (tasks = nodes x tasks per node, from its #SBATCH lines), print the job id; the
+# copy is what runs (submitit deletes its file once sbatch answers, maybe before the background job opened it)
 cp "$1" "$SBATCH_COPY"
 nodes=$(sed -n 's/^#SBATCH --nodes=//p' "$1"); per=$(sed -n 's/^#SBATCH --ntasks-per-node=//p' "$1")
 SLURM_JOB_ID=4242 SLURM_NTASKS=$((nodes * per)) SLURM_JOB_NUM_NODES=$nodes SLURM_NODEID=0 \\
-  SLURM_JOB_NODELIST=$(hostname) bash "$1" >"$SBATCH_COPY.log" 2>&1 &
+  SLURM_JOB_NODELIST=$(hostname) bash "$SBATCH_COPY" >"$SBATCH_COPY.log" 2>&1 &
 echo "Submitted batch job 4242"
 """
 SRUN = """#!/bin/sh
