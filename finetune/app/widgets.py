@@ -148,7 +148,7 @@ def follow(tab: gr.Tab, fn, inputs, outputs, **kwargs) -> gr.Timer:
     return timer
 
 
-def open_tab(tab_id: str, when: str = "true") -> str:
+def open_tab(tab_id: str, when: str) -> str:
     """JS for a `.then` that opens a tab as a click on its button does (its select event fires too) if `when`, an
     expression of the event's input values `v`, holds. Not `gr.Tabs(selected=...)` as an output: Gradio's frontend
     keeps the loading status of each component that was ever an output, and at every status change of any event
