@@ -104,20 +104,35 @@ def tab(page, tab_id: str) -> None:
     raise AssertionError(f"the tab {tab_id} does not open")
 
 
-def events_sent(page, seconds: float, settle: float = 0.5) -> int:
-    """How many events the page sends the app in `seconds` while nobody touches it (after `settle` seconds for
-    what is already on its way)."""
-    page.wait_for_timeout(settle * 1000)
-    sent = []
+def events_sent(page, seconds: float, settle: float = 0.5, most: float = 15.0) -> list[str]:
+    """The events (their URLs) the page sends the app in `seconds` while nobody touches it, counted once it has
+    been quiet for `settle` seconds (nothing sent, nothing answered; at most `most` seconds): what is already on
+    its way, and a late reply that turns a timer off, come before."""
+    sent, activity = [], []
 
     def count(request):
-        if request.method == "POST" and "/gradio_api/" in request.url:
-            sent.append(request.url)
+        if "/gradio_api/" in request.url:
+            activity.append(time.monotonic())
+            if request.method == "POST":
+                sent.append(request.url)
 
-    page.on("request", count)
-    page.wait_for_timeout(seconds * 1000)  # Playwright delivers the page's events while it waits
-    page.remove_listener("request", count)
-    return len(sent)
+    def answered(request):
+        if "/gradio_api/" in request.url:
+            activity.append(time.monotonic())
+
+    listeners = (("request", count), ("requestfinished", answered), ("requestfailed", answered))
+    for event, fn in listeners:
+        page.on(event, fn)
+    try:
+        start, deadline = time.monotonic(), time.monotonic() + most
+        while time.monotonic() < deadline and time.monotonic() - max([start, *activity]) < settle:
+            page.wait_for_timeout(100)  # Playwright delivers the page's events while it waits
+        before = len(sent)
+        page.wait_for_timeout(seconds * 1000)
+        return sent[before:]
+    finally:
+        for event, fn in listeners:
+            page.remove_listener(event, fn)
 
 
 def fill(page, elem_id: str, text) -> None:
