@@ -16,15 +16,10 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 REPO = Path(__file__).resolve().parents[1]
-# `python -m finetune.app`, but with its launcher's subprocess swapped for tests/preloaded.py (which has
-# subprocess's names): the app is forked from the preloaded server, and so is every tool it starts (each trainer,
-# preparation, synthesis and score skips the imports of torch and f5-tts). test_app.py starts real ones.
-APP = """import sys
-from tests import preloaded
-from finetune.app import launch
-launch.subprocess = preloaded
-from finetune.app.__main__ import main
-main(sys.argv[1:])"""
+# the app is forked from the preloaded server, and so is every tool it starts (each trainer, preparation, synthesis
+# and score skips the imports of torch and f5-tts): its launcher's subprocess is tests/preloaded.py there.
+# test_app.py starts real ones.
+LAUNCHER = "finetune.app.launch:subprocess"
 
 
 def free_port() -> int:
@@ -34,14 +29,16 @@ def free_port() -> int:
 
 
 class AppServer:
-    """The app in a process of its own (forked: APP); `cwd` is where a shell would run things."""
+    """`python -m finetune.app` in a process of its own (forked: LAUNCHER); `cwd` is where a shell would run
+    things."""
 
     def __init__(self, runs: Path, data: Path, cwd: Path, env: dict):
         self.port = free_port()
         self.log = cwd / "app.log"
         with open(self.log, "w") as log:
-            self.proc = preloaded.Popen([sys.executable, "-c", APP, f"runs={runs}", f"data_root={data}",
-                                         f"port={self.port}"], cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = preloaded.Popen([sys.executable, "-m", "finetune.app", f"runs={runs}", f"data_root={data}",
+                                         f"port={self.port}"], cwd=cwd, env={**env, preloaded.SWAP: LAUNCHER},
+                                        stdout=log, stderr=subprocess.STDOUT)
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def wait(self, timeout: float = 120) -> str:

@@ -9,7 +9,10 @@ start-up and the reading of the environment at import: a test that checks those 
 (`subprocess`, as test_pipeline does for a plain CLI run and for the hub's offline setting).
 
 `Popen` and `run` take subprocess's arguments for `[sys.executable, ...]`, and this module has subprocess's
-names, so a module that calls `subprocess.run` can be given this one instead. The server (this file run as
+names, so a module that calls `subprocess.run` can be given this one instead. Inside the tools, SWAP (an
+environment variable of `module:name` pairs) does that: in each tool forked with it, and in the tools those start
+(they inherit it), each such name is made this module (`subprocess`) or its namesake here (`Popen`), so that a
+launcher's workers are forked too (torchrun's, submitit's, the app's). The server (this file run as
 `python -m tests.preloaded SOCKET`) listens on a Unix socket; for each tool it forks a watcher, which forks
 the tool, sends back its pid, waits for it and sends back how it ended."""
 import atexit
@@ -31,6 +34,7 @@ PRELOAD = ("torch", "accelerate", "hydra", "f5_tts.model", "finetune.config", "f
            "transformers.pipelines")
 _server: subprocess.Popen | None = None
 SOCKET = ""  # the server's socket; set in the tools it forks, so that those start theirs through it too
+SWAP = "PRELOADED_SWAP"
 
 
 def _address() -> str:
@@ -67,10 +71,11 @@ def _fd(target, null: int, default: int, captured: _Captured | None) -> int:
 
 
 class Popen:
-    def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False,
-                 start_new_session=False, close_fds=True):  # the tool is forked with its three descriptors only
-        if args[0] != sys.executable or stdin not in (None, DEVNULL):
+    def __init__(self, args, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False, encoding=None,
+                 start_new_session=False, close_fds=True, shell=False):  # forked with its three descriptors only
+        if shell or args[0] != sys.executable or stdin not in (None, DEVNULL):
             raise ValueError(f"only Python tools without input are forked here: {args[:3]}")
+        text = text or encoding is not None
         self.args, self.returncode, self._buffer, self._lock = list(args), None, b"", threading.Lock()
         self.stdout = _Captured(text) if stdout == PIPE else None
         self.stderr = _Captured(text) if stderr == PIPE else None
@@ -224,11 +229,14 @@ def _watch(conn: socket.socket, request: dict, fds: list[int]) -> None:
 def _become(request: dict, fds: list[int]) -> None:
     """This process as `python ARGS` started in the request's folder and environment; the tool runs here, and
     returning (or an exception or SystemExit) ends the process the way the interpreter ends one."""
+    import importlib
     import random
     import runpy
     import types
 
     import numpy as np
+
+    import tests.preloaded as client  # (this file is __main__ here)
 
     if request["new_session"]:
         os.setsid()
@@ -241,34 +249,37 @@ def _become(request: dict, fds: list[int]) -> None:
     os.environ.update(request["env"])
     random.seed()  # a new process draws new seeds
     np.random.seed()
-    args = request["args"][1:]
-    isolated = args[0] == "-P"  # nothing prepended to sys.path for the script or module (the app's tools)
-    flag, *rest = args[isolated:]
+    options, args = set(), request["args"][1:]
+    while args[0] in ("-P", "-u"):  # -P: nothing prepended to sys.path for the script or module (the app's tools)
+        options.add(args.pop(0))
+    if "-u" in options:
+        sys.stdout.reconfigure(write_through=True)
+        sys.stderr.reconfigure(write_through=True)
+    isolated = "-P" in options
+    flag, *rest = args
     # sys.path as the interpreter would make it: the script's folder or the working one, then PYTHONPATH
     extra = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
     base = [p for p in sys.path[1:] if p not in extra]
-
-    def path(first: str) -> None:
-        sys.path[:] = ([] if isolated else [first]) + extra + base
-
+    if flag.startswith("-") and flag not in ("-m", "-c"):
+        raise SystemExit(f"tests/preloaded.py: python {flag} is not forked here")
+    first = os.getcwd() if flag == "-m" else "" if flag == "-c" else os.path.dirname(os.path.abspath(flag))
+    sys.path[:] = ([] if isolated else [first]) + extra + base
+    for pair in filter(None, os.environ.get(SWAP, "").split(",")):
+        module, name = pair.split(":")
+        setattr(importlib.import_module(module), name, client if name == "subprocess" else getattr(client, name))
     if flag == "-m":
         module, *argv = rest
         sys.argv = [module, *argv]
-        path(os.getcwd())
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     elif flag == "-c":
         code, *argv = rest
         sys.argv = ["-c", *argv]
-        path("")
         main = types.ModuleType("__main__")
         sys.modules["__main__"] = main
         exec(compile(code, "<string>", "exec"), main.__dict__)
-    elif not flag.startswith("-"):
-        sys.argv = [flag, *rest]
-        path(os.path.dirname(os.path.abspath(flag)))
-        runpy.run_path(flag, run_name="__main__")
     else:
-        raise SystemExit(f"tests/preloaded.py: python {flag} is not forked here")
+        sys.argv = [flag, *rest]
+        runpy.run_path(flag, run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,10 @@ from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, assert_user_error, cli, in_background, infer
 
 
+# the local executor's controllers and their tasks are forked from tests/preloaded.py's server too
+JOBS_FORKED = "submitit.local.local:subprocess"
+
+
 def sweep(*args: str, env=None, timeout=300) -> subprocess.CompletedProcess:
     """python -m finetune -m ... in a session of its own, so that the jobs its launcher starts (submitit's
     controllers survive the process that submitted them) end with it if the test fails."""
@@ -72,7 +76,7 @@ def test_submitit_local_sweep_one_locked_run_per_job_stopped_by_the_executor_and
     p = preloaded.Popen([sys.executable, "-m", "finetune", "-m", "hydra/launcher=submitit_local", "model=f5tts_tiny",
                          "experiment=demo", "pretrained=null", "train.log_every=1", "train.save_every=1000",
                          f"run.root={tmp_path}", "train.max_updates=4,100000"], cwd=REPO, text=True,
-                        start_new_session=True, env={**os.environ, **OFFLINE},
+                        start_new_session=True, env={**os.environ, **OFFLINE, preloaded.SWAP: JOBS_FORKED},
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         sweep_dir = wait_for("the sweep folder", lambda: next((tmp_path / "sweeps").glob("*/multirun.yaml"), None)).parent

@@ -1,5 +1,6 @@
 """Real 2-process fine-tunes on CPU (gloo): against a single process with the same global batch, killed and
-resumed exactly, and two "machines" that share no storage (each process in its own working folder)."""
+resumed exactly, and two "machines" that share no storage (each process in its own working folder). torchrun
+and the workers it starts are forked from tests/preloaded.py's server (each worker skips importing torch)."""
 import os
 import socket
 import subprocess
@@ -17,10 +18,13 @@ from tests import preloaded
 from tests.conftest import OFFLINE, REPO, TINY, finetune, infer
 
 
+WORKERS = "torch.distributed.elastic.multiprocessing.subprocess_handler.subprocess_handler:Popen"
+
+
 def torchrun(*args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finetune",
-                           *args], cwd=REPO, env={**os.environ, **OFFLINE, **(env or {})}, capture_output=True,
-                          text=True, timeout=600)
+    return preloaded.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "finetune",
+                          *args], cwd=REPO, env={**os.environ, **OFFLINE, preloaded.SWAP: WORKERS, **(env or {})},
+                         capture_output=True, text=True, timeout=600)
 
 
 def lrs(run) -> list[float]:
