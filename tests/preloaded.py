@@ -167,6 +167,7 @@ def run(args, capture_output=False, timeout=None, check=False, text=False, stdou
 # ---- the server ------------------------------------------------------------------------------------------
 
 def _serve(path: str) -> None:
+    import gc
     import importlib
     import signal
 
@@ -177,6 +178,10 @@ def _serve(path: str) -> None:
         importlib.import_module(name)
     importlib.import_module("finetune.slicing").warm_up()  # librosa's compiled functions, for each tool that slices
     assert threading.active_count() == 1, "a preloaded import started a thread: a fork would not have it"
+    # what is loaded now is never garbage: out of the collector's sight, in this server and in every tool forked
+    # from it. Otherwise each tool's exit walks all of it (800k objects) and copies the pages it touches: 2.2 of
+    # a forked `python -c pass`'s 2.4 CPU-seconds, 0.5 with this.
+    gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watchers are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
