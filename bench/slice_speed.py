@@ -13,7 +13,7 @@ The same with slice.detector=vad (silero-vad finding speech instead of a loudnes
 speech-quality predictor (distillmos) on the cut clips, in one process.
 
 Part 2 runs python -m finetune.prepare input=<recordings> transcribe=true on those recordings with a
-random-weight Whisper of 16 d_model (tests/tiny_whisper.py: it writes 16 characters per clip), from
+random-weight Whisper of 16 d_model (bench/makers.py: it writes 16 characters per clip), from
 process start to exit: a first run (slice, transcribe, mel) and a re-run (everything reused). The
 recogniser's own cost is what the tiny model hides; on a GPU, Whisper-turbo's real-time factor is
 the figure that matters and is not measured here.
@@ -126,7 +126,7 @@ def quality_speed(tmp: Path, repeat: int) -> None:
 
 
 def raw_to_dataset(tmp: Path, audio: float, repeat: int) -> None:
-    from tiny_whisper import write_tiny_whisper
+    from bench.makers import write_tiny_whisper
 
     whisper = write_tiny_whisper(tmp / "whisper")
     first, again = [], []

@@ -545,7 +545,7 @@ def test_a_reference_without_text_is_transcribed_by_the_recogniser(tmp_path):
 
     from finetune.app import voice
     from bench.makers import speechlike
-    from tiny_whisper import write_tiny_whisper
+    from bench.makers import write_tiny_whisper
 
     whisper = write_tiny_whisper(tmp_path / "whisper")
     sf.write(tmp_path / "ref.wav", np.stack([speechlike(1.5, 22050, 3)] * 2, axis=1), 22050)  # stereo, 22 kHz

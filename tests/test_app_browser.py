@@ -128,7 +128,7 @@ def prepare_here(*overrides: str) -> None:
 def transcribed_dataset(top) -> None:
     """A recording at 16 kHz with three stretches of speech in data/recordings, cut and transcribed by a tiny
     random Whisper (data/whisper) into data/talk (prepare with transcribe=true)."""
-    from tiny_whisper import write_tiny_whisper
+    from bench.makers import write_tiny_whisper
 
     sr, parts = 16000, [np.zeros(6400, np.float32)]
     for seconds, seed in ((2.0, 7), (2.5, 8), (2.2, 9)):

@@ -36,11 +36,15 @@ def imports(path: Path) -> set[str]:
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         else:
             continue
+        # pytest puts tests/ on sys.path, so `import app_browser` there is tests.app_browser (and from bench/
+        # it only works under pytest)
+        targets = [f"tests.{t}" if t.split(".")[0] in BARE_TESTS else t for t in targets]
         found |= {t for t in targets if t.split(".")[0] in PACKAGES and t in MODULES}
     return found - {name}
 
 
 MODULES = {module_name(p): p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")}
+BARE_TESTS = {p.stem for p in (REPO / "tests").glob("*.py")}
 GRAPH = {name: imports(path) for name, path in MODULES.items()}
 
 

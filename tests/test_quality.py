@@ -95,7 +95,7 @@ def test_every_clip_gets_a_quality_score_offline_and_the_filter_leaves_out_the_n
 
 def test_a_clip_left_out_for_its_quality_is_restored_in_review(tmp_path):
     from finetune.review import review_clips, save_review
-    from tiny_whisper import write_tiny_whisper
+    from bench.makers import write_tiny_whisper
 
     speech, sr = decode(SPEECH.read_bytes())
     src = tmp_path / "recs"

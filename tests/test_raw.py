@@ -14,8 +14,7 @@ from finetune.lock.errors import UserError
 from finetune.prepare import prepare
 from finetune.prepare_schema import PrepareConfig
 from finetune.slicing import find_clips
-from bench.makers import speechlike
-from tiny_whisper import write_tiny_whisper
+from bench.makers import speechlike, write_tiny_whisper
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 register()

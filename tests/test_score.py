@@ -10,9 +10,8 @@ from finetune.lock.checkpoints import header, list_checkpoints
 from finetune.lock.errors import UserError
 from finetune.media.scores import best_row
 from tests.conftest import ERROR_LINE, finetune, infer
-from bench.makers import write_clips, write_metadata
+from bench.makers import write_clips, write_metadata, write_tiny_whisper
 from tests.test_runs_data import prepare
-from tests.tiny_whisper import write_tiny_whisper
 
 FAST = ["nfe_step=2", "vocoder=griffinlim", "device=cpu"]
 
