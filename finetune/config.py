@@ -1,5 +1,6 @@
 """Hydra glue: the schemas registered, configs composed through Hydra's compose API, and Hydra's and
 OmegaConf's errors turned into one line that names the key."""
+from functools import cache
 from pathlib import Path
 
 from hydra.errors import HydraException
@@ -17,6 +18,7 @@ NOISE = ("full_key:", "reference_type", "object_type", "To append", "Config sear
          "Set the environment", "See https://hydra.cc")
 
 
+@cache  # once per process: storing converts each schema again (8 ms of each 90 ms compose)
 def register() -> None:
     from hydra.core.config_store import ConfigStore
 
