@@ -194,10 +194,27 @@ def click(page, elem_id: str) -> None:
 
 
 def click_then(page, button: str, elem_id: str, pattern: str, timeout: float = 90) -> str:
-    """Click a button and wait for the element it updates to show a new text matching `pattern`."""
-    before = text_of(page, elem_id)
-    click(page, button)
-    return wait_text(page, elem_id, pattern, timeout, before=before)
+    """Click a button and wait for the element it updates to show a new text matching `pattern`. A failure says
+    what the page sent the app after the click and the notices it showed."""
+    before, sent, toasts = text_of(page, elem_id), [], []
+
+    def seen(request):
+        if request.method == "POST" and "/gradio_api/" in request.url:
+            sent.append(f"{request.url.split('/gradio_api/')[1]} {(request.post_data or '')[:120]}")
+
+    page.on("request", seen)
+    try:
+        click(page, button)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            toasts += [t for t in page.locator("[data-testid=toast-body]").all_inner_texts() if t not in toasts]
+            try:
+                return wait_text(page, elem_id, pattern, min(5.0, max(0.1, deadline - time.monotonic())), before=before)
+            except AssertionError as e:
+                failure = e
+        raise AssertionError(f"{failure}\nsent after the click: {sent}\nnotices: {toasts}")
+    finally:
+        page.remove_listener("request", seen)
 
 
 def text_of(page, elem_id: str) -> str:
