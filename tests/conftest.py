@@ -104,7 +104,6 @@ def pytest_collection_modifyitems(items):
     return (yield)
 
 
-
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item):
     """What outlives a test (imports, caches, module-scoped fixtures) is out of the collector's sight for the
