@@ -379,6 +379,39 @@ def test_app_refuses_bad_arguments_in_one_line():
         "host, port, share"
 
 
+
+def test_the_frontend_fixes_apply_to_this_gradio_and_are_served_in_its_place():
+    """finetune/app/frontend.py replaces exact text of Gradio's files: a Gradio whose files differ fails here (the app
+    then serves Gradio's own files, and the fixes must be looked at again)."""
+    import asyncio
+
+    from finetune.app import frontend
+
+    assert frontend.missing() == [], "these fixes do not apply to the installed Gradio: " + str(frontend.missing())
+    fixed = frontend.patched()
+    for prefix, replacements in frontend.FIXES.items():
+        text = next(body for name, body in fixed.items() if name.startswith(prefix)).decode()
+        assert all(old not in text or old in new for old, new in replacements)
+        assert all(text.count(new) == 1 for _, new in replacements)
+
+    async def gradio(scope, receive, send):  # what Gradio would answer: its own file, or anything else
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b"gradio"})
+
+    def get(path):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(frontend.ServeFixed(gradio)({"type": "http", "method": "GET", "path": path}, None, send))
+        return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+    for name, body in fixed.items():
+        assert get(f"/assets/{name}") == (200, body) and get(f"/app/assets/{name}") == (200, body)
+        assert get(f"/assets/{name}.map") == (404, b"gradio")
+    assert get("/assets/index.js") == (404, b"gradio") and get("/") == (404, b"gradio")
+
 def review_listing(folder: Path) -> list[dict]:
     """Four clips as finetune.review.review_clips lists them, the last one dropped."""
     return [{"audio": str(folder / "clips" / f"c{i}.wav"), "source": str(folder / "talk.wav"), "start": 2.0 * i,

@@ -21,6 +21,7 @@ from app_browser import (AppServer, audio_bytes, choose, choose_starting, click,
                          events_sent, fill, launch_browser, radio, screenshot_on_failure, tab, table_rows, text_of, wait_row,
                          wait_text)
 from tests.conftest import cli, finetune, in_background
+from finetune.app import frontend
 from finetune.lock.files import holder
 from finetune.lock.manifest import read_manifest
 from bench.makers import speechlike, write_clips, write_metadata
@@ -247,6 +248,11 @@ def test_runs_table_lists_a_tiny_run(site, page, tmp_path):
     assert len(events_sent(page, 2.5)) >= 1
     # the browser keeps no history of the events (Gradio's run history: each refresh's tables, the transcripts)
     assert not [k for k in page.evaluate("Object.keys(localStorage)") if k.startswith("gradio:run-history")]
+    # the page runs Gradio's frontend with the app's fixes (finetune/app/frontend.py)
+    loaded = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")
+    for name, fixed in frontend.patched().items():
+        url = next((u for u in loaded if u.endswith("/assets/" + name)), None)
+        assert url and page.request.get(url).body() == fixed, (name, loaded)
 
 
 # 2

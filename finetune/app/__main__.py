@@ -35,10 +35,11 @@ def main(argv: list[str]) -> None:
         cfg = parse(argv)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home
         from gradio.utils import get_upload_folder
+        from starlette.middleware import Middleware
 
         from finetune.lock.builder import without_upstream_trainer
 
-        from . import uploads
+        from . import frontend, uploads
         from .launch import warm_up
         from .paths import Roots
         from .ui import build
@@ -55,6 +56,9 @@ def main(argv: list[str]) -> None:
             print(f"warning: host={cfg['host']}: the app is reachable from the network, and it has no login; "
                   "anyone who reaches it can start processes here", file=sys.stderr)
         app = build(Ctx(roots))
+        if frontend.missing():
+            print(f"note: finetune/app/frontend.py's fixes of {', '.join(frontend.missing())}*.js do not apply to this "
+                  "Gradio: its own files are served (the page works, with more work in the browser)", file=sys.stderr)
         app.queue(default_concurrency_limit=4)
         try:
             app.launch(server_name=cfg["host"], server_port=int(cfg["port"]), share=cfg["share"] == "true",
@@ -62,7 +66,8 @@ def main(argv: list[str]) -> None:
                        ssr_mode=False, prevent_thread_lock=True, footer_links=[],
                        # Gradio's run history would keep every event's inputs and outputs (each refresh's tables,
                        # transcripts, paths) in the browser's storage, and rewrite all of it at each event
-                       run_history=False, max_file_size=uploads.LIMIT_BYTES)
+                       run_history=False, max_file_size=uploads.LIMIT_BYTES,
+                       app_kwargs={"middleware": [Middleware(frontend.ServeFixed)]})
         except OSError as e:
             raise UserError(f"port={cfg['port']}: cannot listen on {cfg['host']}:{cfg['port']} ({e}); "
                             "pass another port=", code="app")
