@@ -419,11 +419,14 @@ def test_paths_outside_the_roots_are_refused(site, page, tmp_path):
     fill(page, "prep-out", "anything")
     for typed in ("../../etc", "/etc", "outside"):  # up and out, absolute, a symlink under data_root to /etc
         choose(page, "prep-input", typed)
+        # the command shown says so first; it grows a line, and a click made before it does would miss the button
+        wait_text(page, "prep-command", f"# error: input={re.escape(typed)}: refused")
         text = click_then(page, "prep-go", "prep-result", f"error\\[path\\]: input={re.escape(typed)}: refused")
         assert "outside" in text
     new_form(page, "anything")
     radio(page, "new-pretrained", "local file")
     fill(page, "new-pretrained-file", "/etc/passwd")
+    wait_text(page, "new-command", "# error: pretrained=/etc/passwd: refused")
     click_then(page, "new-launch", "new-result", "error\\[path\\]: pretrained=/etc/passwd: refused")
     assert not (site.data / "anything").exists()
 
