@@ -90,6 +90,12 @@ def runs(tmp_path_factory):
     assert tree(root) == before, "a test wrote into the shared runs: copy them first (shutil.copytree)"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, the controller starts the preloaded server its workers share, before it starts them."""
+    if getattr(config.option, "numprocesses", None) and "PYTEST_XDIST_WORKER" not in os.environ:
+        preloaded.start_shared()
+
+
 @pytest.hookimpl(wrapper=True)  # the groups are set before xdist reads them
 def pytest_collection_modifyitems(items):
     """A module's tests that share a module-scoped fixture run on one xdist worker (--dist loadgroup), so the

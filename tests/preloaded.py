@@ -31,22 +31,47 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (not the modules run as __main__: runpy runs those afresh, and warns when they are loaded already)
 PRELOAD = ("torch", "accelerate", "hydra", "f5_tts.model", "finetune.config", "finetune.runs", "finetune.train",
            "finetune.prepare_schema", "finetune.prepare", "finetune.lock.load", "infer.config", "infer.synth",
-           "transformers.pipelines")
+           "transformers.pipelines", "finetune.app.ui")
 _server: subprocess.Popen | None = None
 SOCKET = ""  # the server's socket; set in the tools it forks, so that those start theirs through it too
 SWAP = "PRELOADED_SWAP"
+SHARED = "PRELOADED_SOCKET"  # a server the test session's controller started for its xdist workers (start_shared)
+
+
+def _start(path: str) -> subprocess.Popen:
+    global _server
+    _server = subprocess.Popen([sys.executable, "-m", "tests.preloaded", path], cwd=REPO, stdout=PIPE)
+    atexit.register(_server.kill)
+    return _server
+
+
+def start_shared() -> None:
+    """Start one server for the workers this process is about to start (they inherit SHARED), without waiting for
+    it: they wait at their first tool, which they reach after collecting. One server, not one per worker, imports
+    torch, f5-tts and gradio (8 CPU-seconds)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
+    _start(path)
+    os.environ[SHARED] = path
 
 
 def _address() -> str:
-    """The server's socket, started for this process at the first tool (it inherits this environment)."""
-    global _server, SOCKET
+    """The server's socket: the shared one (once it listens), or one started for this process at its first tool
+    (it inherits this environment)."""
+    global SOCKET
     if SOCKET and (_server is None or _server.poll() is None):
         return SOCKET
+    shared = os.environ.get(SHARED)
+    if shared and not SOCKET:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(shared):  # the server moves its socket there once it listens
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the shared preloaded server ({shared}) did not start in 300 s")
+            time.sleep(0.1)
+        SOCKET = shared
+        return shared
     path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
-    _server = subprocess.Popen([sys.executable, "-m", "tests.preloaded", path], cwd=REPO, stdout=PIPE)
-    if _server.stdout.readline() != b"ready\n":
+    if _start(path).stdout.readline() != b"ready\n":
         raise RuntimeError(f"the preloaded server did not start (exit status {_server.wait()})")
-    atexit.register(_server.kill)
     SOCKET = path
     return path
 
@@ -184,8 +209,9 @@ def _serve(path: str) -> None:
     gc.freeze()
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the watchers are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(path + ".starting")
     listener.listen(16)
+    os.rename(path + ".starting", path)  # a client waiting for the path finds a server that listens
     listener.settimeout(1.0)
     parent = os.getppid()
     print("ready", flush=True)
