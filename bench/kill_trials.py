@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import machine  # noqa: E402
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-RUN = ["model=f5tts_tiny", "experiment=demo", "pretrained=null", "train.max_updates=24", "train.save_every=4"]
+RUN = ["model=f5tts_tiny", "experiment=demo", "pretrained=null", "train.save_every=4"]
 
 
 def finetune(*args, wait=True):
@@ -53,10 +53,10 @@ def intact(run: Path) -> tuple[int, int]:
     return checked, damaged
 
 
-def final_weights(run: Path) -> dict:
+def final_weights(run: Path, updates: int) -> dict:
     from finetune.lock.checkpoints import list_checkpoints, load_weights
 
-    last = list_checkpoints(run)[24]
+    last = list_checkpoints(run)[updates]
     return {w: load_weights(last, w) for w in ("ema", "online")}
 
 
@@ -66,25 +66,26 @@ def same(a: dict, b: dict) -> bool:
     return all(a[w].keys() == b[w].keys() and all(torch.equal(a[w][k], b[w][k]) for k in a[w]) for w in a)
 
 
-def kill_trials(root: Path, n: int, rng: random.Random) -> dict:
+def kill_trials(root: Path, n: int, rng: random.Random, updates: int) -> dict:
     from finetune.lock.checkpoints import list_checkpoints
 
+    run_args = [*RUN, f"train.max_updates={updates}", f"run.root={root}"]
     started = time.monotonic()
-    proc = finetune(*RUN, f"run.root={root}", "run.name=reference", wait=False)
+    proc = finetune(*run_args, "run.name=reference", wait=False)
     marks = []
     ref = root / "reference"
-    for path in (ref / "manifest.yaml", ref / "checkpoints" / "model_00000024.safetensors"):
+    for path in (ref / "manifest.yaml", ref / "checkpoints" / f"model_{updates:08d}.safetensors"):
         while not path.exists() and proc.poll() is None:
             time.sleep(0.02)
         marks.append(time.monotonic() - started)
     _, err = proc.communicate()
     assert proc.returncode == 0, err[-2000:]
     folder, span = marks[0], marks[1] + 0.5  # to just after the final save: training, saves and the finish's start
-    reference = final_weights(root / "reference")
+    reference = final_weights(root / "reference", updates)
     totals = {"trials": 0, "files checked": 0, "damaged files": 0, "resumed": 0, "already complete": 0,
               "bit-identical": 0, "refused": 0}
     for i in range(n):
-        proc = finetune(*RUN, f"run.root={root}", f"run.name=t{i}", wait=False)
+        proc = finetune(*run_args, f"run.name=t{i}", wait=False)
         time.sleep(rng.uniform(folder, span))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -95,9 +96,9 @@ def kill_trials(root: Path, n: int, rng: random.Random) -> dict:
         checked, damaged = intact(run)
         totals["files checked"] += checked
         totals["damaged files"] += damaged
-        if not damaged and 24 in list_checkpoints(run):  # killed after its final save: nothing left to train
+        if not damaged and updates in list_checkpoints(run):  # killed after its final save: nothing left to train
             totals["already complete"] += 1
-            totals["bit-identical"] += same(final_weights(run), reference)
+            totals["bit-identical"] += same(final_weights(run, updates), reference)
             continue
         code, _, err = finetune(f"resume={run}")
         if code != 0:
@@ -105,11 +106,11 @@ def kill_trials(root: Path, n: int, rng: random.Random) -> dict:
             print(f"trial {i}: resume refused: {err.strip().splitlines()[-1]}", file=sys.stderr)
             continue
         totals["resumed"] += 1
-        totals["bit-identical"] += same(final_weights(run), reference)
+        totals["bit-identical"] += same(final_weights(run, updates), reference)
     return totals
 
 
-def concurrency_trials(root: Path) -> list[tuple[str, bool]]:
+def concurrency_trials(root: Path, updates: int) -> list[tuple[str, bool]]:
     results = []
     code, _, err = finetune(*RUN, f"run.root={root}", "run.name=base", "train.max_updates=4")
     assert code == 0, err[-2000:]
@@ -130,18 +131,19 @@ def concurrency_trials(root: Path) -> list[tuple[str, bool]]:
          [f"resume={root / 'base'}", "train.max_updates=500"])
     race("two resumes at once", [f"resume={root / 'base'}", "train.max_updates=800"],
          [f"resume={root / 'base'}", "train.max_updates=801"])
-    a, b = (finetune(*RUN, f"run.root={root}", "run.name=twin", wait=False) for _ in range(2))
+    a, b = (finetune(*RUN, f"train.max_updates={updates}", f"run.root={root}", "run.name=twin", wait=False)
+            for _ in range(2))
     codes = sorted(p.wait() for p in (a, b))
     results.append(("two starts of one run name", codes == [0, 2]))
     return results
 
 
-def main(n: int = 20, seed: int = 0, races: bool = True) -> None:
+def main(n: int = 20, seed: int = 0, races: bool = True, updates: int = 24) -> None:
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        totals = kill_trials(Path(tmp) / "kills", n, random.Random(seed))
+        totals = kill_trials(Path(tmp) / "kills", n, random.Random(seed), updates)
         print("kill trials: " + ", ".join(f"{k} {v}" for k, v in totals.items()))
-        for label, ok in concurrency_trials(Path(tmp) / "races") if races else ():
+        for label, ok in concurrency_trials(Path(tmp) / "races", updates) if races else ():
             print(f"concurrency: {label}: {'one proceeded, the other was refused' if ok else 'FAILED'}")
 
 

@@ -23,7 +23,7 @@ SMALLEST = {
                           "--clips", "4"]},
                  "full-size training step"),
     "memory": ({"models": ("f5tts_tiny",), "budgets": (600, 1200)}, "f5tts_tiny"),
-    "kill_trials": ({"n": 1, "races": False}, "kill trials: trials 1"),
+    "kill_trials": ({"n": 1, "races": False, "updates": 8}, "kill trials: trials 1"),
     "slice_speed": ({"minutes": 0.1, "repeat": 1}, "re-run / first run"),
     "lora": ({"models": ("f5tts_tiny",), "updates": 2}, "f5tts (Base), from shapes"),
     "validation_cost": ({"models": ("f5tts_tiny",), "held": 2, "repeat": 1, "updates": 2, "save_every": 1}, "validation cost"),
