@@ -218,8 +218,12 @@ def click_then(page, button: str, elem_id: str, pattern: str, timeout: float = 9
 
 
 def text_of(page, elem_id: str) -> str:
-    locator = page.locator(f"#{elem_id}")
-    return locator.inner_text() if locator.count() and locator.is_visible() else ""
+    """The element's text where it shows (a box of some size, not `visibility: hidden`, as Playwright's is_visible
+    has it), else "": in one call into the page, since the waits below ask every quarter second."""
+    return page.evaluate("""id => { const e = document.getElementById(id); if (!e) return "";
+        const box = e.getBoundingClientRect();
+        return box.width > 0 && box.height > 0 && getComputedStyle(e).visibility !== "hidden" ? e.innerText : "" }""",
+                         elem_id)
 
 
 def wait_text(page, elem_id: str, pattern: str, timeout: float = 60, before: str | None = None) -> str:
