@@ -50,7 +50,13 @@ def start_shared() -> None:
     it: they wait at their first tool, which they reach after collecting. One server, not one per worker, imports
     torch, f5-tts and gradio (8 CPU-seconds)."""
     path = os.path.join(tempfile.mkdtemp(prefix="preloaded-"), "socket")
-    _start(path)
+    server = _start(path)
+
+    def failed():  # tells the workers at once, not after their wait
+        if server.stdout.readline() != b"ready\n":
+            open(path + ".failed", "w").close()
+
+    threading.Thread(target=failed, daemon=True).start()
     os.environ[SHARED] = path
 
 
@@ -64,8 +70,8 @@ def _address() -> str:
     if shared and not SOCKET:
         deadline = time.monotonic() + 300
         while not os.path.exists(shared):  # the server moves its socket there once it listens
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the shared preloaded server ({shared}) did not start in 300 s")
+            if os.path.exists(shared + ".failed") or time.monotonic() > deadline:
+                raise RuntimeError(f"the shared preloaded server ({shared}) did not start: see its output above")
             time.sleep(0.1)
         SOCKET = shared
         return shared
