@@ -109,7 +109,8 @@ def score_section(ctx: Ctx, app: gr.Blocks):
 
     outputs = [said, table, row_a, row_b]
     gr.on([run.change, reload.click], show, [run, row_a, row_b], outputs, queue=False)
-    score_btn.click(score, [run, asr, speaker, row_a, row_b], outputs, concurrency_limit=None)
+    # hidden: the message shows the page's own progress bar (why: page_data's prepare)
+    score_btn.click(score, [run, asr, speaker, row_a, row_b], outputs, concurrency_limit=None, show_progress="hidden")
     app.load(lambda v: run_choices(ctx, v), run, run, queue=False).then(show, [run, row_a, row_b], outputs,
                                                                           queue=False)
     keep_fresh(run, ctx.run_names)

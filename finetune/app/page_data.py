@@ -214,8 +214,10 @@ def build(ctx: Ctx, app: gr.Blocks) -> None:
                 yield (done, rep or "(no skipped rows)", gr.update(choices=found, value=rel),
                        gr.update(choices=found, value=rel), *review.after_prepare(rel))
 
+    # hidden: the result shows the page's own progress bar; Gradio's overlay on each of the seven outputs repeated it,
+    # with a timer each (a pending event's timers kept the browser at a third of a core)
     go.click(prepare, form, [result, report, pick, voc_data, *review.outputs],
-             concurrency_limit=None)
+             concurrency_limit=None, show_progress="hidden")
 
     def check_vocab(d, m):
         try:
