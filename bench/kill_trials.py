@@ -27,6 +27,10 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
 RUN = ["model=f5tts_tiny", "experiment=demo", "pretrained=null", "train.save_every=4"]
 
 
+def run_args(root: Path, updates: int) -> list[str]:
+    return [*RUN, f"train.max_updates={updates}", f"run.root={root}"]
+
+
 def finetune(*args, wait=True):
     proc = subprocess.Popen([sys.executable, "-m", "finetune", *args], cwd=ROOT, env=ENV, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -69,9 +73,8 @@ def same(a: dict, b: dict) -> bool:
 def kill_trials(root: Path, n: int, rng: random.Random, updates: int) -> dict:
     from finetune.lock.checkpoints import list_checkpoints
 
-    run_args = [*RUN, f"train.max_updates={updates}", f"run.root={root}"]
     started = time.monotonic()
-    proc = finetune(*run_args, "run.name=reference", wait=False)
+    proc = finetune(*run_args(root, updates), "run.name=reference", wait=False)
     marks = []
     ref = root / "reference"
     for path in (ref / "manifest.yaml", ref / "checkpoints" / f"model_{updates:08d}.safetensors"):
@@ -85,7 +88,7 @@ def kill_trials(root: Path, n: int, rng: random.Random, updates: int) -> dict:
     totals = {"trials": 0, "files checked": 0, "damaged files": 0, "resumed": 0, "already complete": 0,
               "bit-identical": 0, "refused": 0}
     for i in range(n):
-        proc = finetune(*run_args, f"run.name=t{i}", wait=False)
+        proc = finetune(*run_args(root, updates), f"run.name=t{i}", wait=False)
         time.sleep(rng.uniform(folder, span))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -112,7 +115,7 @@ def kill_trials(root: Path, n: int, rng: random.Random, updates: int) -> dict:
 
 def concurrency_trials(root: Path, updates: int) -> list[tuple[str, bool]]:
     results = []
-    code, _, err = finetune(*RUN, f"run.root={root}", "run.name=base", "train.max_updates=4")
+    code, _, err = finetune(*run_args(root, 4), "run.name=base")
     assert code == 0, err[-2000:]
 
     from finetune.lock.files import holder
@@ -131,8 +134,7 @@ def concurrency_trials(root: Path, updates: int) -> list[tuple[str, bool]]:
          [f"resume={root / 'base'}", "train.max_updates=500"])
     race("two resumes at once", [f"resume={root / 'base'}", "train.max_updates=800"],
          [f"resume={root / 'base'}", "train.max_updates=801"])
-    a, b = (finetune(*RUN, f"train.max_updates={updates}", f"run.root={root}", "run.name=twin", wait=False)
-            for _ in range(2))
+    a, b = (finetune(*run_args(root, updates), "run.name=twin", wait=False) for _ in range(2))
     codes = sorted(p.wait() for p in (a, b))
     results.append(("two starts of one run name", codes == [0, 2]))
     return results

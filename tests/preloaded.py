@@ -67,7 +67,7 @@ def _address() -> str:
     if SOCKET and (_server is None or _server.poll() is None):
         return SOCKET
     shared = os.environ.get(SHARED)
-    if shared and not SOCKET:
+    if shared:
         deadline = time.monotonic() + 300
         while not os.path.exists(shared):  # the server moves its socket there once it listens
             if os.path.exists(shared + ".failed") or time.monotonic() > deadline:

@@ -379,7 +379,6 @@ def test_app_refuses_bad_arguments_in_one_line():
         "host, port, share"
 
 
-
 def test_the_frontend_fixes_apply_to_this_gradio_and_are_served_in_its_place():
     """finetune/app/frontend.py replaces exact text of Gradio's files: a Gradio whose files differ fails here (the app
     then serves Gradio's own files, and the fixes must be looked at again)."""
@@ -411,6 +410,7 @@ def test_the_frontend_fixes_apply_to_this_gradio_and_are_served_in_its_place():
         assert get(f"/assets/{name}") == (200, body) and get(f"/app/assets/{name}") == (200, body)
         assert get(f"/assets/{name}.map") == (404, b"gradio")
     assert get("/assets/index.js") == (404, b"gradio") and get("/") == (404, b"gradio")
+
 
 def review_listing(folder: Path) -> list[dict]:
     """Four clips as finetune.review.review_clips lists them, the last one dropped."""
@@ -577,8 +577,7 @@ def test_a_reference_without_text_is_transcribed_by_the_recogniser(tmp_path):
     import soundfile as sf
 
     from finetune.app import voice
-    from bench.makers import speechlike
-    from bench.makers import write_tiny_whisper
+    from bench.makers import speechlike, write_tiny_whisper
 
     whisper = write_tiny_whisper(tmp_path / "whisper")
     sf.write(tmp_path / "ref.wav", np.stack([speechlike(1.5, 22050, 3)] * 2, axis=1), 22050)  # stereo, 22 kHz
